@@ -1,0 +1,24 @@
+# Deep Raster: common tasks. Everything runs in the project venv (.venv) made by scripts/setup.sh.
+.PHONY: setup test demo package lint bench
+
+# Extra pytest arguments: make test ARGS="-k tiling -x"
+ARGS ?=
+
+setup:
+	bash scripts/setup.sh
+
+test: setup
+	bash scripts/run_tests.sh $(ARGS)
+
+demo: setup
+	bash scripts/demo.sh
+
+package:
+	.venv/bin/python scripts/package.py
+
+lint:
+	.venv/bin/ruff check .
+
+# Placeholder: scripts/bench.sh is written with the benchmark work.
+bench: setup
+	bash scripts/bench.sh

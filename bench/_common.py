@@ -1,0 +1,140 @@
+"""Helpers shared by the benchmarks: paths, memory readings, lean child processes, JSON results.
+
+Peak memory of a benchmarked run is measured in a fresh child process, two ways that must agree:
+
+* the child reads its own ``VmHWM`` (peak resident set) from ``/proc/self/status`` at the end, and
+* the parent collects the child with ``os.wait4``, whose ``ru_maxrss`` is that one child's peak.
+
+The parent stays lean (no torch, no GDAL: data preparation also runs in children), because ``ru_maxrss`` of a
+child forked from a big parent can start out at the parent's size.
+
+``ru_maxrss`` also covers the interpreter's exit: with this venv's (CUDA build of) torch, a child that only does
+``import torch`` reaches VmHWM 510 MiB while running and ru_maxrss 634 MiB after exit (measured here), so
+``ru_maxrss`` runs about 125 MiB above the peak of the work itself. Use VmHWM where the child can report it, and
+``ru_maxrss`` for side-by-side comparisons where it cannot (both sides then pay the same exit cost).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+DATA = BENCH / "data"
+PLUGINS = ROOT / ".build" / "plugins"
+PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+def ensure_plugin_path() -> None:
+    """Make ``import deepraster`` work: the ``.build/plugins/deepraster`` link to the repo root on ``sys.path``."""
+    link = PLUGINS / "deepraster"
+    if not link.exists():
+        PLUGINS.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("..") / "..")
+    if str(PLUGINS) not in sys.path:
+        sys.path.insert(0, str(PLUGINS))
+
+
+def child_env() -> dict[str, str]:
+    """Environment for child processes: plugin on PYTHONPATH, headless Qt."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGINS), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("QT_QPA_PLATFORM", "offscreen")
+    runtime = ROOT / ".build" / "qgis-profile" / "runtime"
+    if "XDG_RUNTIME_DIR" not in env:
+        runtime.mkdir(parents=True, exist_ok=True)
+        runtime.chmod(0o700)
+        env["XDG_RUNTIME_DIR"] = str(runtime)
+    return env
+
+
+def proc_status_kib(field: str, pid: int | str = "self") -> int:
+    """A ``kB`` field of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``...) in KiB; 0 when unavailable."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def mib(kib: float) -> float:
+    """KiB → MiB, rounded to 0.1."""
+    return round(kib / 1024.0, 1)
+
+
+@dataclass
+class ChildResult:
+    """What a child process did: exit status, wall time, peak RSS (``ru_maxrss`` via ``wait4``), output."""
+
+    returncode: int
+    wall_s: float
+    maxrss_kib: int
+    stdout: str
+    stderr: str
+
+    def last_json(self) -> dict[str, Any] | None:
+        """The last stdout line that parses as a JSON object (children report that way), or None."""
+        for line in reversed(self.stdout.splitlines()):
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    return json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+        return None
+
+
+def run_child(cmd: Sequence[str], timeout_s: float | None = None, cwd: Path = ROOT) -> ChildResult:
+    """Run ``cmd``, wait with ``os.wait4`` and return its own peak RSS and wall time (stdout/stderr kept)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=child_env(), cwd=str(cwd))
+        deadline = None if timeout_s is None else start + timeout_s
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return ChildResult(proc.returncode, wall, int(usage.ru_maxrss), out.read(), err.read())
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the figures come from (they are only comparable within one run)."""
+    return {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as indented JSON (folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def median(values: Sequence[float]) -> float:
+    """Median of a non-empty sequence."""
+    s = sorted(values)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])

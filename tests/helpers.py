@@ -1,0 +1,53 @@
+"""Helpers shared by the tests: paths of the real data and small raster generators (importable as ``helpers``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".data"
+S2_10M = DATA / "s2" / "s2_l1c_10m.tif"
+S2_30M = DATA / "s2" / "s2_l1c_30m.tif"
+MODEL_6B_L1C = DATA / "models" / "ukis-csmask-6b-l1c"
+MODEL_4B_L1C = DATA / "models" / "ukis-csmask-4b-l1c"
+S2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
+
+
+def write_raster(path: Path, data: np.ndarray, *, geotransform=(500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0),
+                 epsg: int = 32633, nodata: float | None = None, descriptions: tuple[str, ...] = ()) -> Path:
+    """Write ``data`` (bands, rows, cols) as a GeoTIFF with the given georeferencing; returns ``path``."""
+    from osgeo import gdal, gdal_array, osr
+
+    gdal.UseExceptions()
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1], data.shape[0],
+                                              gdal_array.NumericTypeCodeToGDALTypeCode(data.dtype),
+                                              ["TILED=YES", "COMPRESS=DEFLATE"])
+    ds.SetGeoTransform(geotransform)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    ds.SetProjection(srs.ExportToWkt())
+    for i in range(data.shape[0]):
+        band = ds.GetRasterBand(i + 1)
+        band.WriteArray(data[i])
+        if nodata is not None:
+            band.SetNoDataValue(nodata)
+        if i < len(descriptions):
+            band.SetDescription(descriptions[i])
+    ds = None
+    return path
+
+
+def smooth_field(bands: int, rows: int, cols: int, dtype=np.uint16, seed: int = 0) -> np.ndarray:
+    """A smooth, deterministic multi-band pattern (sums of sines), scaled like Sentinel-2 digital numbers."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    out = np.empty((bands, rows, cols), dtype=np.float32)
+    for b in range(bands):
+        fx, fy, phase = rng.uniform(0.01, 0.06), rng.uniform(0.01, 0.06), rng.uniform(0, 6.28)
+        out[b] = 2000 + 1500 * np.sin(xx * fx + phase) * np.cos(yy * fy - phase)
+    return out.astype(dtype)

@@ -1,0 +1,54 @@
+"""The compute step: a torch module applied to batches of tiles on the CPU or a CUDA GPU, plus the activation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import DeepRasterError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → the first CUDA GPU if there is one, else the CPU; ``"cuda"`` fails clearly without a GPU."""
+    name = name.lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeepRasterError("Device 'cuda' was chosen but PyTorch sees no CUDA GPU here. Choose 'auto' or 'cpu'.")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise DeepRasterError(f"Unknown device {name!r}: choose 'auto', 'cpu' or 'cuda'.")
+    return torch.device(name)
+
+
+class TorchPredictor:
+    """Callable ``(N, bands, H, W)`` float32 array → ``(N, channels, H, W)`` float32 activations.
+
+    Args:
+        model: the network (moved to ``device`` and put in eval mode here).
+        device: where to run.
+        activation: ``softmax`` over channels, ``sigmoid`` per channel, or ``none``.
+        half: run in float16 (CUDA only; ignored on the CPU).
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, activation: str = "softmax",
+                 half: bool = False) -> None:
+        self.device = device
+        self.half = half and device.type == "cuda"
+        self.model = model.to(device).eval()
+        if self.half:
+            self.model = self.model.half()
+        self.activation = activation
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(batch))
+            if self.device.type == "cuda":
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            if self.half:
+                x = x.half()
+            y = self.model(x).float()
+            if self.activation == "softmax":
+                y = torch.softmax(y, dim=1)
+            elif self.activation == "sigmoid":
+                y = torch.sigmoid(y)
+            return y.cpu().numpy()
