@@ -51,3 +51,28 @@ def smooth_field(bands: int, rows: int, cols: int, dtype=np.uint16, seed: int = 
         fx, fy, phase = rng.uniform(0.01, 0.06), rng.uniform(0.01, 0.06), rng.uniform(0, 6.28)
         out[b] = 2000 + 1500 * np.sin(xx * fx + phase) * np.cos(yy * fy - phase)
     return out.astype(dtype)
+
+
+def cloud_mask_model(package: Path):
+    """A Model Builder model (needs a QgsApplication): input raster "scene" → Classify pixels with ``package`` →
+    model output "mask" (the class raster)."""
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    model = QgsProcessingModelAlgorithm("cloud mask", "deepraster tests")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("scene", "Scene"), QgsProcessingModelParameter("scene"))
+    child = QgsProcessingModelChildAlgorithm("deepraster:classify_pixels")
+    child.setChildId("classify")
+    child.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("scene")])
+    child.addParameterSources("MODEL", [QgsProcessingModelChildParameterSource.fromStaticValue(str(package))])
+    output = QgsProcessingModelOutput("mask", "Cloud mask")
+    output.setChildOutputName("OUTPUT_CLASSES")
+    child.setModelOutputs({"mask": output})
+    model.addChildAlgorithm(child)
+    return model

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import S2_BANDS, smooth_field
+from helpers import S2_BANDS, cloud_mask_model, smooth_field
 from osgeo import gdal
 
 ALG = "deepraster:classify_pixels"
@@ -222,25 +222,9 @@ def test_cancel_leaves_nothing(qgis_app, s2_10m, model_6b_l1c, tmp_path):
 def test_model_builder_model(qgis_app, s2_30m, model_6b_l1c, tmp_path):
     """The algorithm works as a step of a Model Builder model (.model3), with its outputs as model outputs."""
     import processing
-    from qgis.core import (
-        QgsProcessingModelAlgorithm,
-        QgsProcessingModelChildAlgorithm,
-        QgsProcessingModelChildParameterSource,
-        QgsProcessingModelOutput,
-        QgsProcessingModelParameter,
-        QgsProcessingParameterRasterLayer,
-    )
+    from qgis.core import QgsProcessingModelAlgorithm
 
-    model = QgsProcessingModelAlgorithm("cloud mask", "deepraster tests")
-    model.addModelParameter(QgsProcessingParameterRasterLayer("scene", "Scene"), QgsProcessingModelParameter("scene"))
-    child = QgsProcessingModelChildAlgorithm(ALG)
-    child.setChildId("classify")
-    child.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("scene")])
-    child.addParameterSources("MODEL", [QgsProcessingModelChildParameterSource.fromStaticValue(str(model_6b_l1c))])
-    output = QgsProcessingModelOutput("mask", "Cloud mask")
-    output.setChildOutputName("OUTPUT_CLASSES")
-    child.setModelOutputs({"mask": output})
-    model.addChildAlgorithm(child)
+    model = cloud_mask_model(model_6b_l1c)
     path = tmp_path / "cloud_mask.model3"
     assert model.toFile(str(path))
     loaded = QgsProcessingModelAlgorithm()
