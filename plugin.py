@@ -13,6 +13,8 @@ class DeepRasterPlugin:
         self.provider = None
 
     def initProcessing(self) -> None:  # noqa: N802 (QGIS API)
+        if self.provider is not None:  # QGIS may call both initProcessing and initGui
+            return
         from .provider import DeepRasterProvider
 
         self.provider = DeepRasterProvider()

@@ -1,16 +1,45 @@
-"""The Deep Raster Processing provider: its id, name, icon and algorithms."""
+"""The Deep Raster Processing provider: its id, name, icon and algorithms.
+
+Algorithms are found, not listed: every concrete :class:`~algorithms.base.DeepRasterAlgorithm` subclass defined in a
+module of ``algorithms/`` is registered. A module that fails to import is reported in the QGIS message log and
+skipped, so one broken algorithm never takes the provider (or QGIS's start-up) down with it.
+"""
 
 from __future__ import annotations
 
-from qgis.core import QgsProcessingProvider
+import importlib
+import pkgutil
+from collections.abc import Iterator
+
+from qgis.core import Qgis, QgsMessageLog, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
-from .algorithms.base import ICON
-from .algorithms.classify_pixels import ClassifyPixelsAlgorithm
+from . import algorithms
+from .algorithms.base import ICON, DeepRasterAlgorithm
+
+SUPPORT_MODULES = {"base", "styling"}
+
+
+def discover_algorithms() -> Iterator[DeepRasterAlgorithm]:
+    """One instance of each algorithm class defined in the modules of ``algorithms/``, in module-name order."""
+    for info in sorted(pkgutil.iter_modules(algorithms.__path__), key=lambda i: i.name):
+        if info.name in SUPPORT_MODULES or info.name.startswith("_"):
+            continue
+        name = f"{algorithms.__name__}.{info.name}"
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 (logged with its cause; the other algorithms still load)
+            QgsMessageLog.logMessage(f"Cannot load {name}: {type(exc).__name__}: {exc}", "Deep Raster",
+                                     Qgis.Warning)
+            continue
+        for obj in vars(module).values():
+            if (isinstance(obj, type) and issubclass(obj, DeepRasterAlgorithm) and obj.__module__ == name
+                    and not obj.__dict__.get("abstract", False)):
+                yield obj()
 
 
 class DeepRasterProvider(QgsProcessingProvider):
-    """Registers the algorithms; heavy libraries (torch) are imported only when an algorithm runs."""
+    """Registers the algorithms; heavy libraries (torch, sklearn) are imported only when an algorithm runs."""
 
     def id(self) -> str:
         return "deepraster"
@@ -28,5 +57,5 @@ class DeepRasterProvider(QgsProcessingProvider):
         return ["tif"]
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
-        for algorithm in (ClassifyPixelsAlgorithm(),):
+        for algorithm in discover_algorithms():
             self.addAlgorithm(algorithm)

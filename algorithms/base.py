@@ -40,7 +40,13 @@ def install_hint(pip_names: Sequence[str]) -> str:
 
 
 class DeepRasterAlgorithm(QgsProcessingAlgorithm):
-    """Base class: subclasses define the QGIS-facing names, parameters and ``run``."""
+    """Base class: subclasses define the QGIS-facing names, parameters and ``run_algorithm``.
+
+    The provider registers every subclass defined in a module of ``algorithms/``; set ``abstract = True`` in the
+    class body of an intermediate base class to keep it out.
+    """
+
+    abstract = True
 
     required_packages: dict[str, str] = DEEP_LEARNING_PACKAGES
 

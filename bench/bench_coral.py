@@ -20,9 +20,10 @@ Each contestant runs in a fresh child process, timed from start to exit, its pea
 probability raster only (what theirs writes), at tile sizes 512 and 256 with the package's overlap (64), batch 4;
 the child also reports its RSS after imports and ``RunStats``.
 
-The coral script feeds edge blocks of whatever size is left (3000 − 1536 = 1464 px) to the U-Net, which needs
-multiples of 32: when it fails on the requested size, the failure is recorded and the comparison is repeated on the
-next size that is a multiple of 32 (3008), where every block it cuts is valid.
+The coral script feeds edge blocks of whatever size is left (3000 − 1536 = 1464 px) to the U-Net. smp 0.6's Unet
+accepts that (its decoder resizes to the skip connections), other architectures and older smp versions refuse sizes
+that are not multiples of 32: should the script fail on the requested size, the failure is recorded and the
+comparison is repeated on the next multiple of 32 (3008), where every block it cuts is valid.
 
 Run: ``.venv/bin/python bench/bench_coral.py [--size 3000] [--tiles 512,256] [--out ...]``.
 """

@@ -158,6 +158,7 @@ def child(size: int, raster: Path, out_dir: Path, tile: int, overlap: int, batch
                     return
                 finally:
                     timer.seconds["wait_for_strip (consumer)"] += time.perf_counter() - t0
+                    timer.calls["wait_for_strip (consumer)"] += 1
                 yield strip
 
     torch.manual_seed(0)

@@ -12,7 +12,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from osgeo import gdal  # noqa: E402
 
@@ -48,8 +47,7 @@ def main(scene_path: str, classes_path: str, out_png: str) -> None:
     for v in values:
         print(f"  {v} {names[v]:<13} {counts[v] / valid:7.2%}")
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), dpi=110)
-    extent = None
-    axes[0].imshow(true_colour(scene), extent=extent, interpolation="nearest")
+    axes[0].imshow(true_colour(scene), interpolation="nearest")
     axes[0].set_title("Sentinel-2 L1C, 16 Feb 2017, true colour (B04, B03, B02)")
     lut = np.zeros((256, 3))
     for v, c in zip(values, colours, strict=True):
