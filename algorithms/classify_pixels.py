@@ -16,8 +16,8 @@ from qgis.core import (
 
 from ..models.bands import find_band
 from ..models.errors import BandMappingError
-from ..models.package import load_package
 from ..models.pixel_classification import ClassifyRequest, NdwiMask, classify_raster
+from ..models.sources import MODEL_FILE_FILTER, open_model
 from ..tiling.errors import RasterInputError
 from ..tiling.outputs import ClassInfo
 from ..tiling.reader import RasterSource
@@ -31,6 +31,7 @@ NIR_NAMES = ("B08", "B8", "nir")
 class ClassifyPixelsAlgorithm(DeepRasterAlgorithm):
     INPUT = "INPUT"
     MODEL = "MODEL"
+    TRUST = "TRUST"
     BANDS = "BANDS"
     EXTENT = "EXTENT"
     MASK = "MASK"
@@ -84,8 +85,11 @@ class ClassifyPixelsAlgorithm(DeepRasterAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
         self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, self.tr("Model package (model.json, or its folder)"),
-            behavior=QgsProcessingParameterFile.File, fileFilter=self.tr("Model package (*.json);;All files (*)")))
+            self.MODEL, self.tr("Model package (model.json or its folder, .drpk, Esri .emd or .dlpk)"),
+            behavior=QgsProcessingParameterFile.File, fileFilter=MODEL_FILE_FILTER))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.TRUST, self.tr("I trust this model file (allow a whole pickled PyTorch model: it can run code)"),
+            False))
         self.addParameter(QgsProcessingParameterBand(
             self.BANDS, self.tr("Band numbers in the model's order (empty: match band names)"),
             parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True))
@@ -129,7 +133,7 @@ class ClassifyPixelsAlgorithm(DeepRasterAlgorithm):
         if layer is None:
             raise RasterInputError("The input raster could not be loaded. Choose a raster layer or file GDAL can read.")
         raster = layer.source()
-        package = load_package(self.parameterAsFile(parameters, self.MODEL, context))
+        package = open_model(self.parameterAsFile(parameters, self.MODEL, context))
         source = RasterSource.open(raster)
         region = None
         if parameters.get(self.EXTENT):
@@ -156,6 +160,7 @@ class ClassifyPixelsAlgorithm(DeepRasterAlgorithm):
             device=self.DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             half=self.parameterAsBool(parameters, self.HALF, context),
             value_scale=scale or None,
+            trusted=self.parameterAsBool(parameters, self.TRUST, context),
         )
         stats = classify_raster(request, callbacks_for(feedback))
         feedback.pushInfo(f"{stats.tiles_predicted} tiles predicted, {stats.tiles_skipped} skipped (no valid "

@@ -1,31 +1,64 @@
-"""Turning a model package into a ready torch module, loading only safe weight formats.
+"""Turning a model package into a ready torch module, loading only safe weight formats unless told otherwise.
 
-Weights are read from safetensors, or from a plain state dict with ``torch.load(weights_only=True)``, which
-refuses to run code stored in a pickle. The checksum in the package is verified before anything is read.
+- ``safetensors`` (preferred) and ``state_dict`` (``torch.load(weights_only=True)``, which refuses to run code stored
+  in a pickle) fill a network built from the package's architecture;
+- ``torchscript`` is a whole scripted model (``torch.jit.load``: TorchScript code, no Python pickle);
+- ``pickled_module`` (what ``torch.save(model)`` writes) is a Python pickle that can run any code when opened: it is
+  loaded only when the caller passes ``trusted=True`` (the user ticked "I trust this file").
+The checksum in the package is verified before anything is read.
 """
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 from .errors import ModelPackageError
 from .package import Architecture, ModelPackage, verify_weights
 
+PICKLE_RISK = (
+    "It is a whole pickled PyTorch model (what torch.save(model) writes). Opening a pickle runs whatever code it "
+    "contains, so it is refused unless you trust its origin. If you do, tick the option to trust this file; better, "
+    "convert it once into a package with safetensors weights (\"Create model package\" does this)."
+)
+
+
+def is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zips with a ``code/`` folder; ``torch.save`` zips have none."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/code/" in f"/{n}" for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
 
 def build_network(arch: Architecture):
-    """An untrained network of the described architecture (no download: encoder weights are not fetched)."""
-    if arch.framework != "smp":
-        raise ModelPackageError(f"Framework {arch.framework!r} is not supported; this version builds 'smp' models.")
-    import segmentation_models_pytorch as smp
+    """An untrained network of the described architecture (no download: pretrained weights are not fetched)."""
+    if arch.framework == "smp":
+        import segmentation_models_pytorch as smp
 
-    try:
-        return smp.create_model(arch=arch.arch, encoder_name=arch.encoder, encoder_weights=None,
-                                in_channels=arch.in_channels, classes=arch.out_channels)
-    except (KeyError, ValueError) as exc:
-        raise ModelPackageError(
-            f"segmentation-models-pytorch cannot build architecture {arch.arch!r} with encoder {arch.encoder!r} "
-            f"({exc}). Check architecture.arch and architecture.encoder in the package."
-        ) from exc
+        try:
+            return smp.create_model(arch=arch.arch, encoder_name=arch.encoder, encoder_weights=None,
+                                    in_channels=arch.in_channels, classes=arch.out_channels, **dict(arch.kwargs))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelPackageError(
+                f"segmentation-models-pytorch cannot build architecture {arch.arch!r} with encoder {arch.encoder!r} "
+                f"({exc}). Check architecture.arch and architecture.encoder in the package."
+            ) from exc
+    if arch.framework == "timm":
+        import timm
+
+        if not timm.is_model(arch.arch):
+            import difflib
+
+            close = difflib.get_close_matches(arch.arch, timm.list_models(), n=5)
+            hint = f" Close names: {', '.join(close)}." if close else ""
+            raise ModelPackageError(f"timm has no model named {arch.arch!r}.{hint}")
+        kwargs = {"in_chans": arch.in_channels, **dict(arch.kwargs)}
+        if arch.out_channels:
+            kwargs.setdefault("num_classes", arch.out_channels)
+        return timm.create_model(arch.arch, pretrained=False, **kwargs)
+    raise ModelPackageError(f"Framework {arch.framework!r} has no network to build; its weights are the model.")
 
 
 def read_state_dict(path: Path, fmt: str) -> dict:
@@ -38,42 +71,89 @@ def read_state_dict(path: Path, fmt: str) -> dict:
 
             return load_file(str(path), device="cpu")
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 (safetensors, zipfile and unpickler raise many types; all mean the same)
+    except Exception as exc:  # noqa: BLE001 (safetensors, zipfile and the unpickler raise many types; all mean this)
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise ModelPackageError(f"{path} is not a plain state dict. {PICKLE_RISK}") from exc
         raise ModelPackageError(
-            f"Cannot read the weights file {path} ({type(exc).__name__}: {exc}). The file is corrupt, or it is not "
-            f"a {fmt} file; a whole pickled model needs the package's trusted-file option."
+            f"Cannot read the weights file {path} ({type(exc).__name__}: {str(exc)[:300]}). The file is corrupt, or "
+            f"it is not a {fmt} file."
         ) from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    return unwrap_state_dict(state, path)
+
+
+def unwrap_state_dict(state: object, path: Path) -> dict:
+    """The tensor mapping inside common checkpoint layouts (``state_dict``, ``model`` keys, Lightning prefixes)."""
+    import torch
+
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelPackageError(f"{path} does not hold a state dict (a mapping of parameter names to tensors).")
+    for prefix in ("model.", "module.", "net."):
+        if all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
     return state
 
 
-def load_model(package: ModelPackage, verify: bool = True):
-    """The package's network with its weights loaded, in eval mode, on the CPU."""
-    if verify:
-        verify_weights(package)
-    net = build_network(package.architecture)
-    state = read_state_dict(package.weights_file, package.weights_format)
+def load_pickled_module(path: Path, trusted: bool):
+    """A whole pickled ``torch.nn.Module``; only with ``trusted=True`` (pickles run code when loaded)."""
+    import torch
+
+    if not trusted:
+        raise ModelPackageError(f"{path} was not loaded. {PICKLE_RISK}")
+    try:
+        module = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 (unpickling raises anything the pickle's code raises)
+        raise ModelPackageError(f"Cannot load the pickled model {path} ({type(exc).__name__}: {exc}).") from exc
+    if not isinstance(module, torch.nn.Module):
+        raise ModelPackageError(f"{path} holds a {type(module).__name__}, not a PyTorch model (torch.nn.Module).")
+    return module
+
+
+def check_keys(net, state: dict, package: ModelPackage) -> None:
+    """Raise a message naming missing, unexpected and wrongly shaped keys when ``state`` does not fit ``net``."""
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong_shape = [k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or wrong_shape:
-        def show(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    wrong_shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if not (missing or unexpected or wrong_shape):
+        return
 
-        details = "; ".join(text for text in (
-            f"missing: {show(missing)}" if missing else "",
-            f"unexpected: {show(unexpected)}" if unexpected else "",
-            "wrong shape: " + show([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong_shape])
-            if wrong_shape else "",
-        ) if text)
-        a = package.architecture
-        raise ModelPackageError(
-            f"The weights in {package.weights_file.name} do not fit {a.arch}/{a.encoder} with {a.in_channels} input "
-            f"and {a.out_channels} output channels ({details}). The package describes another model than its weights."
-        )
+    def show(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+    details = "; ".join(text for text in (
+        f"missing: {show(missing)}" if missing else "",
+        f"unexpected: {show(unexpected)}" if unexpected else "",
+        "wrong shape: " + show([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong_shape])
+        if wrong_shape else "",
+    ) if text)
+    a = package.architecture
+    raise ModelPackageError(
+        f"The weights in {package.weights_file.name} do not fit {a.framework} {a.arch} {a.encoder} with "
+        f"{a.in_channels} input and {a.out_channels} output channels ({details}). The package describes another "
+        "model than its weights."
+    )
+
+
+def load_model(package: ModelPackage, verify: bool = True, trusted: bool = False):
+    """The package's network with its weights loaded, in eval mode, on the CPU."""
+    import torch
+
+    if verify:
+        verify_weights(package)
+    fmt = package.weights_format
+    if fmt == "torchscript":
+        try:
+            return torch.jit.load(str(package.weights_file), map_location="cpu").eval()
+        except Exception as exc:  # noqa: BLE001 (TorchScript deserialisation raises RuntimeError and others)
+            raise ModelPackageError(f"Cannot load the TorchScript model {package.weights_file} ({exc}).") from exc
+    if fmt == "pickled_module":
+        return load_pickled_module(package.weights_file, trusted).eval()
+    net = build_network(package.architecture)
+    state = read_state_dict(package.weights_file, fmt)
+    check_keys(net, state, package)
     net.load_state_dict(state, strict=True)
     return net.eval()

@@ -22,11 +22,13 @@ from .errors import ModelPackageError
 FORMAT_NAME = "deepraster-model-package"
 FORMAT_VERSION = "1.0"
 DESCRIPTION_FILE = "model.json"
-TASKS = ("pixel_classification",)
-RESERVED_TASKS = ("feature_extraction", "object_detection", "regression")
+ARCHIVE_SUFFIX = ".drpk"
+TASKS = ("pixel_classification", "feature_extraction")
+RESERVED_TASKS = ("object_detection", "regression")
 ACTIVATIONS = ("softmax", "sigmoid", "none")
 NORMALIZATIONS = ("mean_std", "min_max", "none")
-FRAMEWORKS = ("smp",)
+FRAMEWORKS = ("smp", "timm", "torchscript")
+WEIGHT_FORMATS = ("safetensors", "state_dict", "torchscript", "pickled_module")
 NODATA_CLASS = 255
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -38,6 +40,7 @@ class BandSpec:
     name: str
     aliases: tuple[str, ...] = ()
     wavelength_nm: float | None = None
+    default_band: int | None = None  # 1-based raster band number used when names do not match
 
     def matches(self, description: str) -> bool:
         """True when a raster band description names this band (case-insensitive, surrounding spaces ignored)."""
@@ -76,13 +79,18 @@ class Normalization:
 
 @dataclass(frozen=True)
 class Architecture:
-    """How to build the network: framework, architecture and encoder names, channel counts."""
+    """How to build the network.
+
+    ``smp``: ``arch`` is a segmentation-models-pytorch architecture, ``encoder`` its encoder; ``timm``: ``arch`` is a
+    timm model name; ``torchscript``: the weights file is the whole scripted model. ``kwargs`` go to the constructor.
+    """
 
     framework: str
     arch: str
     encoder: str
     in_channels: int
     out_channels: int
+    kwargs: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,10 @@ class ModelPackage:
     classes: tuple[ClassSpec, ...]
     license: str
     attribution: str
+    output_stride: int = 1
+    authors: tuple[str, ...] = ()
+    resolution_m: Mapping[str, float] = field(default_factory=dict, compare=False)
+    provenance: Mapping[str, Any] = field(default_factory=dict, compare=False)
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -199,26 +211,20 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
     elif task and task not in TASKS:
         p.add("$.task", f"expected one of {', '.join(TASKS)}, found {task!r}")
 
-    arch_raw = p.get(raw, "architecture", "$", dict, default={})
-    architecture = Architecture(
-        framework=p.get(arch_raw, "framework", "$.architecture", str, default=""),
-        arch=p.get(arch_raw, "arch", "$.architecture", str, default=""),
-        encoder=p.get(arch_raw, "encoder", "$.architecture", str, default=""),
-        in_channels=p.get(arch_raw, "in_channels", "$.architecture", int, default=0),
-        out_channels=p.get(arch_raw, "out_channels", "$.architecture", int, default=0),
-    )
-    if architecture.framework and architecture.framework not in FRAMEWORKS:
-        p.add("$.architecture.framework", f"expected one of {', '.join(FRAMEWORKS)}, found {architecture.framework!r}")
-    for key in ("in_channels", "out_channels"):
-        if arch_raw.get(key, 1) is not None and isinstance(arch_raw.get(key, 1), int) and arch_raw.get(key, 1) < 1:
-            p.add(f"$.architecture.{key}", "must be at least 1")
+    architecture = _parse_architecture(p.get(raw, "architecture", "$", dict, default={}), p)
 
     weights_raw = p.get(raw, "weights", "$", dict, default={})
     weights_name = p.get(weights_raw, "file", "$.weights", str, default="")
     weights_file = _inside(folder, weights_name, "$.weights.file", p) if weights_name else folder
     weights_format = p.get(weights_raw, "format", "$.weights", str, required=False,
                            default=_format_from_suffix(weights_name))
+    if weights_format not in WEIGHT_FORMATS:
+        p.add("$.weights.format", f"expected one of {', '.join(WEIGHT_FORMATS)}, found {weights_format!r}")
+    if (weights_format == "torchscript") != (architecture.framework == "torchscript"):
+        p.add("$.weights.format", "TorchScript weights go with architecture.framework 'torchscript', and only then")
     sha256 = p.get(weights_raw, "sha256", "$.weights", str, required=False)
+    if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
+        p.add("$.weights.sha256", "expected 64 hexadecimal digits")
 
     inp = p.get(raw, "input", "$", dict, default={})
     bands = _parse_bands(p.get(inp, "bands", "$.input", list, default=[]), p)
@@ -233,8 +239,16 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
     normalization = _parse_normalization(p.get(inp, "normalization", "$.input", dict, required=False,
                                                default={"type": "none"}), len(bands), p)
 
+    resolution = p.get(inp, "resolution_m", "$.input", dict, required=False, default={})
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in resolution.values()):
+        p.add("$.input.resolution_m", "expected positive numbers (min, max, recommended) in metres")
+        resolution = {}
+
     inf = p.get(raw, "inference", "$", dict, default={})
     tile_size = p.get(inf, "tile_size", "$.inference", int, default=256)
+    output_stride = p.get(inf, "output_stride", "$.inference", int, required=False, default=1)
+    if output_stride < 1 or (tile_size > 0 and tile_size % output_stride):
+        p.add("$.inference.output_stride", f"must be ≥ 1 and divide tile_size {tile_size}, found {output_stride}")
     overlap = p.get(inf, "overlap", "$.inference", int, required=False, default=max(tile_size // 4, 0))
     size_divisor = p.get(inf, "size_divisor", "$.inference", int, required=False, default=1)
     activation = p.get(inf, "activation", "$.inference", str, default="none")
@@ -247,7 +261,9 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
     if not 0 <= overlap < tile_size:
         p.add("$.inference.overlap", f"must be between 0 and tile_size − 1, found {overlap}")
 
-    classes = _parse_classes(p.get(raw, "classes", "$", list, default=[]), p)
+    classes: tuple[ClassSpec, ...] = ()
+    if task == "pixel_classification":
+        classes = _parse_classes(p.get(raw, "classes", "$", list, default=[]), p)
     expected_classes = 2 if (architecture.out_channels == 1 and activation == "sigmoid") else architecture.out_channels
     if classes and expected_classes and len(classes) != expected_classes:
         p.add("$.classes", f"lists {len(classes)} classes but the model has {architecture.out_channels} output "
@@ -275,6 +291,10 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
         classes=classes,
         license=p.get(raw, "license", "$", str, default=""),
         attribution=p.get(raw, "attribution", "$", str, required=False, default=""),
+        output_stride=output_stride,
+        authors=tuple(_string_list(raw, "authors", "$", p)),
+        resolution_m=resolution,
+        provenance=p.get(raw, "provenance", "$", dict, required=False, default={}),
         raw=raw,
     )
     p.raise_if_any(folder / DESCRIPTION_FILE)
@@ -283,6 +303,35 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
 
 def _format_from_suffix(name: str) -> str:
     return "safetensors" if name.lower().endswith(".safetensors") else "state_dict"
+
+
+def _string_list(obj: Mapping[str, Any], key: str, path: str, p: _Problems) -> list[str]:
+    values = p.get(obj, key, path, list, required=False, default=[])
+    if not all(isinstance(v, str) for v in values):
+        p.add(f"{path}.{key}", "expected a list of strings")
+        return []
+    return values
+
+
+def _parse_architecture(arch_raw: Mapping[str, Any], p: _Problems) -> Architecture:
+    path = "$.architecture"
+    framework = p.get(arch_raw, "framework", path, str, default="")
+    if framework and framework not in FRAMEWORKS:
+        p.add(f"{path}.framework", f"expected one of {', '.join(FRAMEWORKS)}, found {framework!r}")
+    needs_arch = framework in ("smp", "timm")
+    architecture = Architecture(
+        framework=framework,
+        arch=p.get(arch_raw, "arch", path, str, required=needs_arch, default=""),
+        encoder=p.get(arch_raw, "encoder", path, str, required=framework == "smp", default=""),
+        in_channels=p.get(arch_raw, "in_channels", path, int, default=0),
+        out_channels=p.get(arch_raw, "out_channels", path, int, default=0),
+        kwargs=p.get(arch_raw, "kwargs", path, dict, required=False, default={}),
+    )
+    for key in ("in_channels", "out_channels"):
+        value = arch_raw.get(key, 1)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            p.add(f"{path}.{key}", "must be at least 1")
+    return architecture
 
 
 def _inside(folder: Path, name: str, path: str, p: _Problems) -> Path:
@@ -309,8 +358,13 @@ def _parse_bands(items: Sequence[Any], p: _Problems) -> tuple[BandSpec, ...]:
             p.add(f"{path}.aliases", "expected a list of strings")
             aliases = []
         wavelength = p.get(item, "wavelength_nm", path, (int, float), required=False)
+        default_band = p.get(item, "default_band", path, int, required=False)
+        if default_band is not None and default_band < 1:
+            p.add(f"{path}.default_band", f"band numbers start at 1, found {default_band}")
+            default_band = None
         bands.append(BandSpec(name=p.get(item, "name", path, str, default=f"band{i + 1}"), aliases=tuple(aliases),
-                              wavelength_nm=None if wavelength is None else float(wavelength)))
+                              wavelength_nm=None if wavelength is None else float(wavelength),
+                              default_band=default_band))
     if not bands:
         p.add("$.input.bands", "must list at least one band")
     return tuple(bands)

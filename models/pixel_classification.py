@@ -18,6 +18,7 @@ from ..tiling.outputs import ClassHead, ClassInfo, OutputHead, ProbabilityHead
 from ..tiling.reader import InputTransform, RasterSource, StripReader, ndwi_rule
 from ..tiling.writer import check_writable
 from .bands import check_band_numbers, match_bands_by_name
+from .errors import BandMappingError
 from .package import ModelPackage
 
 
@@ -37,6 +38,7 @@ class ClassifyRequest:
 
     Sizes are in pixels. ``value_scale``/``value_offset`` convert raster values into the model's units.
     ``grid_offset`` and ``blend`` exist for tests and benchmarks (shifted grids, centre-crop stitching).
+    ``trusted`` allows a package whose weights are a whole pickled model (pickles can run code when loaded).
     """
 
     raster: str
@@ -56,6 +58,7 @@ class ClassifyRequest:
     value_offset: float | None = None
     blend: str = "hann"
     grid_offset: tuple[int, int] = (0, 0)
+    trusted: bool = False
 
 
 def resolve_bands(request: ClassifyRequest, source: RasterSource) -> list[int]:
@@ -68,7 +71,13 @@ def resolve_bands(request: ClassifyRequest, source: RasterSource) -> list[int]:
             f"The model {package.name!r} expects {len(package.bands)} bands ({', '.join(package.band_names)}) "
             f"but {source.path} has only {source.band_count}. Choose a raster with these bands."
         )
-    return match_bands_by_name(package.bands, source.descriptions)
+    try:
+        return match_bands_by_name(package.bands, source.descriptions)
+    except BandMappingError:
+        defaults = [b.default_band for b in package.bands]
+        if all(defaults) and all(d <= source.band_count for d in defaults):
+            return list(defaults)  # the package's default band numbers (e.g. an Esri model's ExtractBands)
+        raise
 
 
 def resolve_tiling(request: ClassifyRequest, info) -> tuple[int, int]:
@@ -149,7 +158,7 @@ def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None
     from .loaders import load_model
 
     device = resolve_device(request.device)
-    predictor = TorchPredictor(load_model(package), device, package.activation, request.half)
+    predictor = TorchPredictor(load_model(package, trusted=request.trusted), device, package.activation, request.half)
     callbacks.info(f"Model {package.name} on {device}; bands {bands}; tiles {tile} px, overlap {overlap} px.")
 
     grid = TileGrid(region, tile, overlap, offset=request.grid_offset)

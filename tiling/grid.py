@@ -105,7 +105,11 @@ class TileGrid:
         tile_size: tile edge in pixels.
         overlap: overlap between neighbouring tiles in pixels (0 ≤ overlap < tile_size).
         offset: grid shift ``(rows, cols)`` in pixels (see :func:`axis_starts`); (0, 0) for normal runs.
-        align: tile starts are multiples of this from the region origin (feature models' output stride).
+        align: tile starts are multiples of this from the region origin (feature models' output stride); the tile
+            size and the offsets must be multiples of it too, so each tile maps onto whole output pixels.
+
+    ``step`` is the regular distance between tile starts (``tile_size − overlap`` rounded down to a multiple of
+    ``align``); ``tile_size − step`` is the overlap actually used, which the blending ramps follow.
     """
 
     def __init__(self, region: Window, tile_size: int, overlap: int, offset: tuple[int, int] = (0, 0),
@@ -114,10 +118,14 @@ class TileGrid:
             raise ValueError("the region to tile is empty")
         if not 0 <= overlap < tile_size:
             raise ValueError(f"overlap must be in [0, tile_size), got {overlap} for tile size {tile_size}")
+        if align < 1 or tile_size % align or offset[0] % align or offset[1] % align:
+            raise ValueError(f"tile size {tile_size} and offsets {offset} must be multiples of align {align} ≥ 1")
         self.region = region
         self.tile_size = tile_size
         self.overlap = overlap
+        self.align = align
         stride = tile_size - overlap
+        self.step = max(stride // align, 1) * align  # regular distance between tile starts (see axis_starts)
         self.row_starts = axis_starts(region.row_off, region.height, tile_size, stride, offset[0], align)
         self.col_starts = axis_starts(region.col_off, region.width, tile_size, stride, offset[1], align)
 
@@ -152,3 +160,22 @@ class TileGrid:
         """The footprint of one grid row of tiles: all columns, the tile height."""
         c0, c1 = self.col_starts[0], self.col_starts[-1] + self.tile_size
         return Window(c0, self.row_starts[grid_row], c1 - c0, self.tile_size)
+
+    def first_row_reaching(self, row: int) -> int:
+        """Index of the first grid row whose tiles reach raster row ``row`` or below (len(rows) if none does).
+
+        A run resumed at ``row`` starts there: grid rows above end before ``row`` and contribute nothing to it.
+        """
+        for i, start in enumerate(self.row_starts):
+            if start + self.tile_size > row:
+                return i
+        return len(self.row_starts)
+
+
+def output_shape(region: Window, stride: int) -> tuple[int, int]:
+    """``(rows, cols)`` of the output of a model with output stride ``stride`` over ``region``.
+
+    Output pixel ``(i, j)`` covers input pixels ``region.row_off + i·stride …`` and ``region.col_off + j·stride …``
+    (``stride`` × ``stride`` of them); the last row and column may reach past the region (ceil).
+    """
+    return -(-region.height // stride), -(-region.width // stride)

@@ -1,0 +1,201 @@
+"""Processing algorithm "Create model package": weights + description → a package anyone can run with no code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterMatrix,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
+
+from ..models.create import PackageRequest, create_package
+from ..models.errors import ModelPackageError
+from ..models.package import ACTIVATIONS
+from .base import DeepRasterAlgorithm
+
+
+def parse_numbers(text: str, what: str) -> list[float] | None:
+    """Comma- or space-separated numbers; None for an empty text."""
+    items = [t for t in text.replace(",", " ").split() if t]
+    if not items:
+        return None
+    try:
+        return [float(t) for t in items]
+    except ValueError as exc:
+        raise ModelPackageError(f"{what}: expected numbers separated by commas, found {text!r}.") from exc
+
+
+def parse_classes(table: list) -> list[dict]:
+    """Rows of (value, name, colour) from a Processing matrix (a flat list, 3 cells per row)."""
+    if not table or len(table) % 3:
+        raise ModelPackageError("Classes: give rows of value, name and colour (#rrggbb), e.g. 0, clear, #3a9d23.")
+    classes = []
+    for i in range(0, len(table), 3):
+        value, name, color = (str(c).strip() for c in table[i:i + 3])
+        try:
+            classes.append({"value": int(float(value)), "name": name, "color": color})
+        except ValueError as exc:
+            raise ModelPackageError(f"Classes row {i // 3 + 1}: value {value!r} is not a whole number.") from exc
+    return classes
+
+
+class CreatePackageAlgorithm(DeepRasterAlgorithm):
+    WEIGHTS = "WEIGHTS"
+    TRUST = "TRUST"
+    FRAMEWORK = "FRAMEWORK"
+    ARCH = "ARCH"
+    ENCODER = "ENCODER"
+    BANDS = "BANDS"
+    CLASSES = "CLASSES"
+    ACTIVATION = "ACTIVATION"
+    VALUE_SCALE = "VALUE_SCALE"
+    VALUE_OFFSET = "VALUE_OFFSET"
+    NORMALIZATION = "NORMALIZATION"
+    NORM_RASTER = "NORM_RASTER"
+    NORM_BANDS = "NORM_BANDS"
+    MEAN = "MEAN"
+    STD = "STD"
+    SAMPLE_SIZE = "SAMPLE_SIZE"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    NAME = "NAME"
+    VERSION = "VERSION"
+    DESCRIPTION = "DESCRIPTION"
+    AUTHORS = "AUTHORS"
+    LICENSE = "LICENSE"
+    ATTRIBUTION = "ATTRIBUTION"
+    KEEP_PICKLE = "KEEP_PICKLE"
+    OUTPUT = "OUTPUT"
+
+    FRAMEWORKS = ("detect (pickled smp model or TorchScript)", "smp", "timm")
+    NORMALIZATIONS = ("none", "compute mean/std from a sample raster", "given mean and std")
+
+    def name(self) -> str:
+        return "create_package"
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS API)
+        return self.tr("Create model package")
+
+    def group(self) -> str:
+        return self.tr("Model packages")
+
+    def groupId(self) -> str:  # noqa: N802 (QGIS API)
+        return "model_packages"
+
+    def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
+        return self.tr(
+            "Turns trained weights into a Deep Raster model package (.drpk): the weights plus a description of the "
+            "input bands, value scale, normalisation, classes with colours, tile size and licence, so anyone can run "
+            "the model with \"Classify pixels\" under the conditions it was trained for, with no code.\n\n"
+            "Weights: safetensors, a plain PyTorch state dict (.pt/.pth: then give framework, architecture and "
+            "encoder, e.g. smp / Unet / resnet34), TorchScript, or a whole pickled segmentation-models-pytorch model "
+            "(torch.save(model)). A pickle can run code when opened: it is read only when you tick 'I trust this "
+            "file', and its architecture is then detected and its weights converted to safetensors.\n"
+            "Normalisation: per-band mean and std in model units (raster value × scale + offset), given or computed "
+            "from a bounded random sample of a raster's valid pixels.\n"
+            "Classes: one row per class (value 0–254, name, colour #rrggbb), in the order of the model's output "
+            "channels; a binary model with one sigmoid output lists two classes.\n"
+            "The network is built, loaded strictly and run once before anything is written."
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.addParameter(QgsProcessingParameterFile(self.WEIGHTS, self.tr("Weights file"),
+                                                     fileFilter="Weights (*.safetensors *.pt *.pth *.ckpt);;All (*)"))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.TRUST, self.tr("I trust this file (allow reading a whole pickled model: it can run code)"), False))
+        self.addParameter(QgsProcessingParameterEnum(self.FRAMEWORK, self.tr("Framework"),
+                                                     options=list(self.FRAMEWORKS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterString(self.ARCH, self.tr("Architecture (e.g. Unet, or a timm model "
+                                                                          "name)"), optional=True))
+        self.addParameter(QgsProcessingParameterString(self.ENCODER, self.tr("Encoder (e.g. resnet34)"),
+                                                       optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            self.BANDS, self.tr("Input band names in the model's order, comma-separated (e.g. B04,B03,B02)")))
+        self.addParameter(QgsProcessingParameterMatrix(self.CLASSES, self.tr("Classes"), numberRows=2,
+                                                       hasFixedNumberRows=False, headers=["value", "name", "color"]))
+        self.addParameter(QgsProcessingParameterEnum(self.ACTIVATION, self.tr("Output activation"),
+                                                     options=list(ACTIVATIONS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.VALUE_SCALE, self.tr("Value scale (raster value × scale + offset = model units)"),
+            QgsProcessingParameterNumber.Double, 1.0))
+        self.addParameter(QgsProcessingParameterNumber(self.VALUE_OFFSET, self.tr("Value offset"),
+                                                       QgsProcessingParameterNumber.Double, 0.0))
+        self.addParameter(QgsProcessingParameterEnum(self.NORMALIZATION, self.tr("Normalisation"),
+                                                     options=list(self.NORMALIZATIONS), defaultValue=0))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.NORM_RASTER, self.tr("Sample raster (normalisation)"),
+                                                            optional=True))
+        self.addParameter(QgsProcessingParameterBand(self.NORM_BANDS, self.tr("Sample raster bands, model order"),
+                                                     parentLayerParameterName=self.NORM_RASTER, optional=True,
+                                                     allowMultiple=True))
+        self.addParameter(QgsProcessingParameterString(self.MEAN, self.tr("Mean per band (given)"), optional=True))
+        self.addParameter(QgsProcessingParameterString(self.STD, self.tr("Std per band (given)"), optional=True))
+        self.addParameter(QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size the model was trained on "
+                                                                               "(pixels)"),
+                                                       QgsProcessingParameterNumber.Integer, 256, minValue=16))
+        self.addParameter(QgsProcessingParameterNumber(self.OVERLAP, self.tr("Recommended overlap (pixels)"),
+                                                       QgsProcessingParameterNumber.Integer, 64, minValue=0))
+        self.addParameter(QgsProcessingParameterString(self.NAME, self.tr("Package name")))
+        self.addParameter(QgsProcessingParameterString(self.LICENSE, self.tr("Licence (SPDX id, e.g. CC-BY-4.0)")))
+        for name, label in ((self.VERSION, "Version"), (self.DESCRIPTION, "Description"),
+                            (self.AUTHORS, "Authors (comma-separated)"), (self.ATTRIBUTION, "Data attribution")):
+            self.addParameter(QgsProcessingParameterString(name, self.tr(label), optional=True))
+        advanced = [
+            QgsProcessingParameterNumber(self.SAMPLE_SIZE, self.tr("Normalisation sample size (pixels)"),
+                                         QgsProcessingParameterNumber.Integer, 100_000, minValue=100),
+            QgsProcessingParameterBoolean(self.KEEP_PICKLE, self.tr("Keep a pickled model as it is (not recommended)"),
+                                          False),
+        ]
+        for param in advanced:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+        self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, self.tr("Model package"),
+                                                                fileFilter="Deep Raster model package (*.drpk)"))
+
+    def run_algorithm(self, parameters, context, feedback) -> dict:
+        string = lambda key: self.parameterAsString(parameters, key, context).strip()  # noqa: E731
+        framework = self.parameterAsEnum(parameters, self.FRAMEWORK, context)
+        normalization = self.parameterAsEnum(parameters, self.NORMALIZATION, context)
+        norm_layer = self.parameterAsRasterLayer(parameters, self.NORM_RASTER, context)
+        if normalization == 1 and norm_layer is None:
+            raise ModelPackageError("Choose the sample raster to compute the normalisation from.")
+        given = normalization == 2
+        output = Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
+        request = PackageRequest(
+            weights=Path(self.parameterAsFile(parameters, self.WEIGHTS, context)),
+            output=output if output.suffix.lower() == ".drpk" else output.with_suffix(".drpk"),
+            name=string(self.NAME), license=string(self.LICENSE), version=string(self.VERSION) or "1.0.0",
+            description=string(self.DESCRIPTION), attribution=string(self.ATTRIBUTION),
+            authors=[a.strip() for a in string(self.AUTHORS).split(",") if a.strip()],
+            bands=[b.strip() for b in string(self.BANDS).split(",") if b.strip()],
+            classes=parse_classes(self.parameterAsMatrix(parameters, self.CLASSES, context)),
+            framework=(None, "smp", "timm")[framework], arch=string(self.ARCH) or None,
+            encoder=string(self.ENCODER) or None,
+            activation=ACTIVATIONS[self.parameterAsEnum(parameters, self.ACTIVATION, context)],
+            value_scale=self.parameterAsDouble(parameters, self.VALUE_SCALE, context),
+            value_offset=self.parameterAsDouble(parameters, self.VALUE_OFFSET, context),
+            mean=parse_numbers(string(self.MEAN), "Mean") if given else None,
+            std=parse_numbers(string(self.STD), "Std") if given else None,
+            normalization_raster=Path(norm_layer.source()) if normalization == 1 else None,
+            normalization_bands=self.parameterAsInts(parameters, self.NORM_BANDS, context) if normalization == 1
+            else (),
+            sample_size=self.parameterAsInt(parameters, self.SAMPLE_SIZE, context),
+            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
+            trusted=self.parameterAsBool(parameters, self.TRUST, context),
+            keep_pickle=self.parameterAsBool(parameters, self.KEEP_PICKLE, context),
+        )
+        if given and (request.mean is None or request.std is None):
+            raise ModelPackageError("Give the mean and the std of every band (comma-separated), or choose another "
+                                    "normalisation.")
+        path = create_package(request)
+        feedback.pushInfo(f"Package written: {path}")
+        return {self.OUTPUT: str(path)}

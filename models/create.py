@@ -1,0 +1,262 @@
+"""Creating a model package from a trained network: the core behind "Create model package".
+
+Weights may be safetensors, a plain state dict, TorchScript, or a whole pickled segmentation-models-pytorch module
+(``torch.save(model)``, only when the user trusts the file). A pickled module's architecture, encoder and channel
+counts are read from the module itself and its weights are converted to safetensors (the default), so the package
+never needs a pickle again. Normalisation can be given or computed from a sample of a raster's valid pixels. The
+result is checked by building the network, loading the weights strictly and running it once before it is written.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..tiling.reader import InputTransform, RasterSource
+from .archive import write_archive
+from .errors import ModelPackageError
+from .loaders import build_network, check_keys, is_torchscript, load_pickled_module, read_state_dict
+from .package import ARCHIVE_SUFFIX, DESCRIPTION_FILE, parse_description, save_package, sha256_of, write_json_atomic
+
+
+@dataclass
+class PackageRequest:
+    """What the user gives. ``None`` means "detect it from the weights" (architecture) or "not stated".
+
+    ``normalization_raster`` with ``normalization_bands`` (1-based) computes per-band mean/std in model units
+    (raster value × ``value_scale`` + ``value_offset``) over at most ``sample_size`` valid pixels.
+    """
+
+    weights: Path
+    output: Path  # a folder, or a file ending in .drpk
+    name: str
+    bands: Sequence[str]
+    classes: Sequence[dict[str, Any]]
+    license: str
+    description: str = ""
+    version: str = "1.0.0"
+    authors: Sequence[str] = ()
+    attribution: str = ""
+    framework: str | None = None
+    arch: str | None = None
+    encoder: str | None = None
+    out_channels: int | None = None
+    value_scale: float = 1.0
+    value_offset: float = 0.0
+    expected_range: tuple[float, float] | None = None
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    normalization_raster: Path | None = None
+    normalization_bands: Sequence[int] = ()
+    sample_size: int = 100_000
+    tile_size: int = 256
+    overlap: int = 64
+    size_divisor: int = 32
+    activation: str = "softmax"
+    resolution_m: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    trusted: bool = False
+    keep_pickle: bool = False
+
+
+@dataclass
+class _Weights:
+    framework: str
+    arch: str
+    encoder: str
+    in_channels: int
+    out_channels: int
+    state_dict: dict | None  # None: copy the file as it is (TorchScript, or a kept pickle)
+    fmt: str
+
+
+def describe_smp_module(module) -> tuple[str, str, int, int]:
+    """(architecture, encoder, in_channels, out_channels) of a segmentation-models-pytorch module."""
+    import segmentation_models_pytorch as smp
+    import torch
+
+    archs = {cls.__name__ for cls in smp._MODEL_ARCHITECTURES}
+    arch = type(module).__name__
+    name = getattr(module, "name", "")
+    if arch not in archs or "-" not in name:
+        raise ModelPackageError(
+            f"The pickled model is a {arch}, not a segmentation-models-pytorch architecture "
+            f"({', '.join(sorted(archs))}); give the architecture explicitly, or export the model to TorchScript."
+        )
+    convs = [m for m in module.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    head = [m for m in module.segmentation_head.modules() if isinstance(m, torch.nn.Conv2d)]
+    return arch, name.split("-", 1)[1], convs[0].in_channels, head[-1].out_channels
+
+
+def _read_weights(request: PackageRequest, n_bands: int) -> _Weights:
+    path = request.weights
+    if not path.is_file():
+        raise ModelPackageError(f"The weights file {path} does not exist.")
+    if is_torchscript(path):
+        return _Weights("torchscript", "", "", n_bands, request.out_channels or len(request.classes), None,
+                        "torchscript")
+    if path.suffix.lower() != ".safetensors":
+        try:
+            state = read_state_dict(path, "state_dict")
+        except ModelPackageError as exc:
+            if "not a plain state dict" not in str(exc):
+                raise
+            module = load_pickled_module(path, request.trusted)
+            arch, encoder, in_ch, out_ch = describe_smp_module(module)
+            if request.keep_pickle:
+                return _Weights("smp", arch, encoder, in_ch, out_ch, None, "pickled_module")
+            return _Weights("smp", arch, encoder, in_ch, out_ch, module.state_dict(), "safetensors")
+    else:
+        state = read_state_dict(path, "safetensors")
+    if not (request.arch and (request.encoder or request.framework == "timm")):
+        raise ModelPackageError(
+            f"{path.name} holds only weights (a state dict): give the architecture (framework, architecture name and "
+            "encoder) it was trained with."
+        )
+    return _Weights(request.framework or "smp", request.arch, request.encoder or "", n_bands,
+                    request.out_channels or _guess_out_channels(request), state, "safetensors")
+
+
+def _guess_out_channels(request: PackageRequest) -> int:
+    binary = request.activation == "sigmoid" and len(request.classes) == 2
+    return 1 if binary else len(request.classes)
+
+
+def sample_band_statistics(raster: Path, bands: Sequence[int], scale: float, offset: float,
+                           sample_size: int, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Per-band mean and std in model units over a random sample of at most ``sample_size`` valid pixels.
+
+    Reads one band window row strip at a time (bounded memory); nodata, NaN and masked pixels are excluded.
+    """
+    from ..tiling.grid import TileGrid
+    from ..tiling.reader import StripReader
+
+    source = RasterSource.open(str(raster))
+    source.check_bands(bands)
+    rows_per_strip = max(1, 4_000_000 // max(source.width * len(bands), 1))  # about 16 MB of float32 per strip
+    keep = min(1.0, 2 * sample_size / max(source.width * source.height, 1))
+    rng = np.random.default_rng(seed)
+    picked: list[np.ndarray] = []
+    next_row = 0  # strips of a grid may overlap (last one moved inside): take each row once
+    grid = TileGrid(source.window, rows_per_strip, 0)
+    for strip in StripReader(source, grid, InputTransform(tuple(bands), scale, offset)):
+        r0, r1 = max(next_row, strip.window.row_off), min(strip.window.row_end, source.height)
+        if r1 <= r0:
+            continue
+        next_row = r1
+        rows = slice(r0 - strip.window.row_off, r1 - strip.window.row_off)
+        cols = slice(-strip.window.col_off, -strip.window.col_off + source.width)
+        data, valid = strip.data[:, rows, cols], strip.valid[rows, cols]
+        chosen = valid & (rng.random(valid.shape) < keep)
+        picked.append(data[:, chosen])
+    values = np.concatenate(picked, axis=1) if picked else np.empty((len(bands), 0))
+    if values.shape[1] < 2:
+        raise ModelPackageError(f"{raster} has too few valid pixels in bands {list(bands)} to compute statistics.")
+    if values.shape[1] > sample_size:
+        values = values[:, rng.choice(values.shape[1], sample_size, replace=False)]
+    values = values.astype(np.float64)
+    return values.mean(axis=1).tolist(), np.maximum(values.std(axis=1), 1e-12).tolist()
+
+
+def _normalization(request: PackageRequest, n_bands: int) -> dict[str, Any]:
+    if request.mean is not None or request.std is not None:
+        if request.mean is None or request.std is None or len(request.mean) != n_bands or len(request.std) != n_bands:
+            raise ModelPackageError(f"Give one mean and one std per band ({n_bands} each).")
+        return {"type": "mean_std", "mean": list(map(float, request.mean)), "std": list(map(float, request.std))}
+    if request.normalization_raster is not None:
+        if len(request.normalization_bands) != n_bands:
+            raise ModelPackageError(f"Choose {n_bands} bands of the sample raster (one per model band) to compute "
+                                    f"the normalisation; {len(request.normalization_bands)} were given.")
+        mean, std = sample_band_statistics(request.normalization_raster, request.normalization_bands,
+                                           request.value_scale, request.value_offset, request.sample_size)
+        return {"type": "mean_std", "mean": mean, "std": std, "computed_from": {
+            "raster": request.normalization_raster.name, "bands": list(request.normalization_bands),
+            "sample_size": request.sample_size}}
+    return {"type": "none"}
+
+
+def build_description(request: PackageRequest, weights: _Weights, weights_name: str) -> dict[str, Any]:
+    """The ``model.json`` content for a request and its inspected weights."""
+    n_bands = len(request.bands)
+    if weights.in_channels != n_bands:
+        raise ModelPackageError(f"The model takes {weights.in_channels} input bands but {n_bands} band names were "
+                                f"given ({', '.join(request.bands)}). Give one name per input band, in order.")
+    architecture = {"framework": weights.framework, "arch": weights.arch, "encoder": weights.encoder,
+                    "in_channels": weights.in_channels, "out_channels": weights.out_channels}
+    return {
+        "format": "deepraster-model-package", "format_version": "1.0",
+        "name": request.name, "version": request.version, "description": request.description,
+        "authors": list(request.authors), "license": request.license, "attribution": request.attribution,
+        "task": "pixel_classification",
+        "architecture": {k: v for k, v in architecture.items() if v != ""},
+        "weights": {"file": weights_name, "format": weights.fmt},
+        "input": {
+            "bands": [{"name": b} for b in request.bands],
+            "value_scale": request.value_scale, "value_offset": request.value_offset,
+            **({"expected_range": list(request.expected_range)} if request.expected_range else {}),
+            "normalization": _normalization(request, n_bands),
+            **({"resolution_m": request.resolution_m} if request.resolution_m else {}),
+        },
+        "inference": {"tile_size": request.tile_size, "overlap": request.overlap,
+                      "size_divisor": request.size_divisor, "activation": request.activation},
+        "classes": list(request.classes),
+        "provenance": {**request.provenance, "weights_source": request.weights.name},
+    }
+
+
+def _dry_run(net, in_channels: int, out_channels: int, size: int) -> tuple[int, ...]:
+    """Run the network once on random input of ``size`` px; raise if the output is not (1, out, size, size)."""
+    import torch
+
+    with torch.inference_mode():
+        out = net.eval()(torch.randn(1, in_channels, size, size))
+    if tuple(out.shape) != (1, out_channels, size, size):
+        raise ModelPackageError(f"A test run gave output shape {tuple(out.shape)}; expected "
+                                f"(1, {out_channels}, {size}, {size}). Check out_channels and the architecture.")
+    return tuple(out.shape)
+
+
+def create_package(request: PackageRequest) -> Path:
+    """Check everything, then write the package folder (or ``.drpk`` archive); returns its path."""
+    import torch
+
+    weights = _read_weights(request, len(request.bands))
+    folder = request.output
+    archive = folder if folder.suffix.lower() == ARCHIVE_SUFFIX else None
+    if archive is not None:
+        folder = archive.with_name(f".{archive.stem}.staging")
+        shutil.rmtree(folder, ignore_errors=True)
+    if folder.exists() and any(folder.iterdir()) and not (folder / DESCRIPTION_FILE).is_file():
+        raise ModelPackageError(f"{folder} exists and is not a model package: choose an empty or new folder.")
+    weights_name = {"torchscript": "model.torchscript.pt", "pickled_module": "model.pickle.pt"}.get(
+        weights.fmt, "weights.safetensors")
+    description = build_description(request, weights, weights_name)
+    size = max(request.size_divisor * 2, 64)
+    if weights.state_dict is not None:
+        description["weights"]["file"] = "weights.safetensors"
+        package = parse_description({**description, "weights": {"file": "weights.safetensors"}}, folder)
+        net = build_network(package.architecture)
+        check_keys(net, weights.state_dict, package)
+        net.load_state_dict(weights.state_dict, strict=True)
+        _dry_run(net, weights.in_channels, weights.out_channels, size)
+        save_package(folder, description, weights.state_dict)
+    else:
+        net = (torch.jit.load(str(request.weights), map_location="cpu") if weights.fmt == "torchscript"
+               else load_pickled_module(request.weights, request.trusted))
+        _dry_run(net, weights.in_channels, weights.out_channels, size)
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(request.weights, folder / weights_name)
+        description["weights"]["sha256"] = sha256_of(folder / weights_name)
+        parse_description(description, folder)
+        write_json_atomic(folder / DESCRIPTION_FILE, description)
+    if archive is None:
+        return folder
+    try:
+        return write_archive(folder, archive)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

