@@ -76,3 +76,95 @@ def cloud_mask_model(package: Path):
     child.setModelOutputs({"mask": output})
     model.addChildAlgorithm(child)
     return model
+
+
+def write_blocked_raster(path: Path, data: np.ndarray, *, block: int = 64, nodata: float | None = None,
+                         descriptions: tuple[str, ...] = (), epsg: int = 32633,
+                         geotransform=(500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0)) -> Path:
+    """Like :func:`write_raster`, with TIFF blocks of ``block`` pixels (many windows on a small raster)."""
+    from osgeo import gdal, gdal_array, osr
+
+    gdal.UseExceptions()
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1], data.shape[0],
+                                              gdal_array.NumericTypeCodeToGDALTypeCode(data.dtype),
+                                              ["TILED=YES", f"BLOCKXSIZE={block}", f"BLOCKYSIZE={block}"])
+    ds.SetGeoTransform(geotransform)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    ds.SetProjection(srs.ExportToWkt())
+    for i in range(data.shape[0]):
+        band = ds.GetRasterBand(i + 1)
+        band.WriteArray(data[i])
+        if nodata is not None:
+            band.SetNoDataValue(nodata)
+        if i < len(descriptions):
+            band.SetDescription(descriptions[i])
+    ds = None
+    return path
+
+
+def write_vector(path: Path, geometries_wkt: list[str], fields: dict[str, list] | None = None,
+                 epsg: int = 32633) -> Path:
+    """A GeoPackage layer from WKT geometries and attribute columns (str, int or float, by the first value;
+    None for NULL)."""
+    from osgeo import ogr, osr
+
+    ogr.UseExceptions()
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    geom_type = ogr.CreateGeometryFromWkt(geometries_wkt[0]).GetGeometryType()
+    layer = ds.CreateLayer(path.stem, srs=srs, geom_type=geom_type)
+    types = {str: ogr.OFTString, int: ogr.OFTInteger, float: ogr.OFTReal}
+    for name, values in (fields or {}).items():
+        first = next((v for v in values if v is not None), "")
+        layer.CreateField(ogr.FieldDefn(name, types[type(first)]))
+    for i, wkt in enumerate(geometries_wkt):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        for name, values in (fields or {}).items():
+            if values[i] is not None:
+                feature.SetField(name, values[i])
+        layer.CreateFeature(feature)
+    ds = None
+    return path
+
+
+def analysis_chain_model(package: Path | None = None):
+    """A Model Builder model (needs a QgsApplication): input raster "scene" → [Extract deep features with the
+    segmentation package's encoder, stride 8, when ``package`` is given] → Reduce dimensions (PCA, 3 components) →
+    Cluster pixels (k-means, 5 clusters) → model output "clusters"."""
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    static = QgsProcessingModelChildParameterSource.fromStaticValue
+    model = QgsProcessingModelAlgorithm("features to clusters", "deepraster tests")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("scene", "Scene"), QgsProcessingModelParameter("scene"))
+    previous = QgsProcessingModelChildParameterSource.fromModelParameter("scene")
+    steps = [("reduce_dimensions", "pca", {"N_COMPONENTS": 3, "SAMPLE_SIZE": 1500}),
+             ("cluster_pixels", "kmeans", {"N_CLUSTERS": 5, "SAMPLE_SIZE": 1500})]
+    if package is not None:
+        steps.insert(0, ("extract_features", "features", {"ENCODER": 0, "MODEL": str(package), "STRIDE": 1}))
+    for alg, child_id, params in steps:
+        child = QgsProcessingModelChildAlgorithm(f"deepraster:{alg}")
+        child.setChildId(child_id)
+        child.addParameterSources("INPUT", [previous])
+        for name, value in params.items():
+            child.addParameterSources(name, [static(value)])
+        if child_id == "kmeans":
+            output = QgsProcessingModelOutput("clusters", "Clusters")
+            output.setChildOutputName("OUTPUT")
+            child.setModelOutputs({"clusters": output})
+        model.addChildAlgorithm(child)
+        previous = QgsProcessingModelChildParameterSource.fromChildOutput(child_id, "OUTPUT")
+    return model

@@ -1,0 +1,109 @@
+"""Processing algorithm "Similarity map": cosine similarity of every pixel to the mean feature vector of reference
+points or polygons, one band per class, optionally thresholded into a class map."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+)
+
+from ..models.fitted import class_output
+from ..models.similarity import class_prototypes, similarity_function
+from ..tiling.pixelwise import map_pixels, sample_valid_pixels, sub_callbacks
+from .analysis_common import AnalysisAlgorithm, pixel_output, style_classes, style_ramp
+from .base import callbacks_for
+
+CENTRE_SAMPLE = 10000
+
+
+class SimilarityMapAlgorithm(AnalysisAlgorithm):
+    required_packages: dict[str, str] = {}  # numpy only: works without scikit-learn
+
+    REFERENCE = "REFERENCE"
+    CLASS_FIELD = "CLASS_FIELD"
+    POINTS_PER_POLYGON = "POINTS_PER_POLYGON"
+    CENTRE = "CENTRE"
+    THRESHOLD = "THRESHOLD"
+    OUTPUT_CLASSES = "OUTPUT_CLASSES"
+
+    def name(self) -> str:
+        return "similarity_map"
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS API)
+        return self.tr("Similarity map")
+
+    def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
+        return self.tr(
+            "Finds pixels that look like a few reference examples. For each class of the reference layer (or for "
+            "all its features together when no class field is chosen), the mean band vector of the reference "
+            "pixels is computed, and every pixel gets its cosine similarity to each class mean (−1 to 1; 1 = same "
+            "direction). Output: float32, one band per class, nodata NaN.\n\n"
+            "Reference: points (the pixel under each) or polygons (pixel centres inside each, at most the given "
+            "number per polygon, drawn at random with the seed). Layers in another CRS are reprojected to the "
+            "raster's. Features outside the raster, without class, or on nodata pixels are reported in the log and "
+            "skipped.\n"
+            "Centring (advanced) subtracts the raster's mean vector (from a sample) first: useful for all-positive "
+            "bands such as reflectances, whose similarities otherwise bunch near 1.\n"
+            "Class map (optional output): the class of highest similarity where it reaches the threshold (classes "
+            "1, 2, ... in alphabetical order), 0 = no match.\n"
+            "Processed window by window: rasters of any size fit in memory."
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.add_raster_parameters()
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.REFERENCE, self.tr("Reference points or polygons"),
+            [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterField(
+            self.CLASS_FIELD, self.tr("Class field (empty: one class of all references)"),
+            parentLayerParameterName=self.REFERENCE, optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.POINTS_PER_POLYGON, self.tr("Pixels sampled per polygon"), QgsProcessingParameterNumber.Integer, 50,
+            minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.THRESHOLD, self.tr("Similarity threshold for the class map"), QgsProcessingParameterNumber.Double,
+            0.9, minValue=-1.0, maxValue=1.0))
+        self.add_seed_parameter()
+        self.add_advanced(QgsProcessingParameterBoolean(
+            self.CENTRE, self.tr("Centre bands on the raster's mean before comparing"), False))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Similarity")))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT_CLASSES, self.tr("Class map (most similar class above the threshold)"), optional=True,
+            createByDefault=False))
+
+    def run_algorithm(self, parameters, context, feedback) -> dict:
+        raster = self.raster_input(parameters, context)
+        seed = self.parameterAsInt(parameters, self.SEED, context)
+        field = self.parameterAsString(parameters, self.CLASS_FIELD, context) or None
+        ref = self.read_reference(self.parameterAsSource(parameters, self.REFERENCE, context), raster, context,
+                                  feedback, field, None, self.parameterAsInt(parameters, self.POINTS_PER_POLYGON,
+                                                                             context), seed, "reference layer")
+        labels = [str(v) for v in ref.labels] if field else ["reference"] * len(ref.cols)
+        cb = callbacks_for(feedback)
+        centre = None
+        if self.parameterAsBool(parameters, self.CENTRE, context):
+            sample = sample_valid_pixels(raster.source, raster.bands, CENTRE_SAMPLE, seed, raster.region,
+                                         sub_callbacks(cb, 0.0, 0.2))
+            centre = sample.values.astype("float64").mean(axis=0)
+        prototypes = class_prototypes(ref.values, labels, centre)
+        feedback.pushInfo("Reference pixels per class: " + ", ".join(
+            f"{n} ({c})" for n, c in zip(prototypes.names, prototypes.counts, strict=True)))
+        output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        classes_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_CLASSES, context) or None
+        outputs = [pixel_output(output, tuple(f"similarity to {n}" for n in prototypes.names))]
+        threshold = None
+        if classes_path:
+            threshold = self.parameterAsDouble(parameters, self.THRESHOLD, context)
+            outputs.append(class_output(classes_path, prototypes.classes(), "most similar class"))
+        stats = map_pixels(raster.source, raster.bands, similarity_function(prototypes, threshold), outputs,
+                           raster.region, sub_callbacks(cb, 0.2, 1.0))
+        feedback.pushInfo(f"{stats.valid_pixels} valid pixels compared in {stats.seconds:.1f} s.")
+        if len(prototypes.names) == 1:
+            style_ramp(context, output, "similarity")
+        style_classes(context, classes_path, prototypes.classes(), "most similar class")
+        return {self.OUTPUT: output, self.OUTPUT_CLASSES: classes_path}
