@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tiling.reader import InputTransform, RasterSource
+from ..tiling.reader import RasterSource
 from .archive import write_archive
 from .errors import ModelPackageError
 from .loaders import build_network, check_keys, is_torchscript, load_pickled_module, read_state_dict
@@ -129,38 +129,16 @@ def _guess_out_channels(request: PackageRequest) -> int:
 
 def sample_band_statistics(raster: Path, bands: Sequence[int], scale: float, offset: float,
                            sample_size: int, seed: int = 0) -> tuple[list[float], list[float]]:
-    """Per-band mean and std in model units over a random sample of at most ``sample_size`` valid pixels.
-
-    Reads one band window row strip at a time (bounded memory); nodata, NaN and masked pixels are excluded.
-    """
-    from ..tiling.grid import TileGrid
-    from ..tiling.reader import StripReader
+    """Per-band mean and std in model units (raster value × ``scale`` + ``offset``) over a uniform random sample of
+    at most ``sample_size`` valid pixels, drawn in bounded memory (nodata, NaN and masked pixels excluded)."""
+    from ..tiling.pixelwise import sample_valid_pixels
 
     source = RasterSource.open(str(raster))
-    source.check_bands(bands)
-    rows_per_strip = max(1, 4_000_000 // max(source.width * len(bands), 1))  # about 16 MB of float32 per strip
-    keep = min(1.0, 2 * sample_size / max(source.width * source.height, 1))
-    rng = np.random.default_rng(seed)
-    picked: list[np.ndarray] = []
-    next_row = 0  # strips of a grid may overlap (last one moved inside): take each row once
-    grid = TileGrid(source.window, rows_per_strip, 0)
-    for strip in StripReader(source, grid, InputTransform(tuple(bands), scale, offset)):
-        r0, r1 = max(next_row, strip.window.row_off), min(strip.window.row_end, source.height)
-        if r1 <= r0:
-            continue
-        next_row = r1
-        rows = slice(r0 - strip.window.row_off, r1 - strip.window.row_off)
-        cols = slice(-strip.window.col_off, -strip.window.col_off + source.width)
-        data, valid = strip.data[:, rows, cols], strip.valid[rows, cols]
-        chosen = valid & (rng.random(valid.shape) < keep)
-        picked.append(data[:, chosen])
-    values = np.concatenate(picked, axis=1) if picked else np.empty((len(bands), 0))
-    if values.shape[1] < 2:
+    sample = sample_valid_pixels(source, bands, sample_size, seed, allow_fewer=True)
+    if sample.values.shape[0] < 2:
         raise ModelPackageError(f"{raster} has too few valid pixels in bands {list(bands)} to compute statistics.")
-    if values.shape[1] > sample_size:
-        values = values[:, rng.choice(values.shape[1], sample_size, replace=False)]
-    values = values.astype(np.float64)
-    return values.mean(axis=1).tolist(), np.maximum(values.std(axis=1), 1e-12).tolist()
+    values = sample.values.astype(np.float64) * scale + offset
+    return values.mean(axis=0).tolist(), np.maximum(values.std(axis=0), 1e-12).tolist()
 
 
 def _normalization(request: PackageRequest, n_bands: int) -> dict[str, Any]:

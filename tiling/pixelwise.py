@@ -334,12 +334,12 @@ def pixel_keys(rows: np.ndarray, cols: np.ndarray, raster_width: int, seed: int)
 
 def sample_valid_pixels(source: RasterSource, bands: Sequence[int], n: int, seed: int = 0,
                         region: Window | None = None, callbacks: Callbacks | None = None,
-                        budget_bytes: int = DEFAULT_BUDGET) -> PixelSample:
+                        budget_bytes: int = DEFAULT_BUDGET, allow_fewer: bool = False) -> PixelSample:
     """A uniform random sample of ``n`` valid pixels of ``region``, drawn in one pass in bounded memory.
 
     The reservoir keeps the ``n`` pixels with the smallest :func:`pixel_keys`; memory is ``n × bands`` float32 plus
     one window. The same ``seed`` gives the same sample. Raises :class:`SampleSizeError` when ``n`` exceeds the
-    number of valid pixels.
+    number of valid pixels, unless ``allow_fewer`` (then all valid pixels are returned; at least one is needed).
     """
     if n < 1:
         raise SampleSizeError(f"The sample size must be at least 1 pixel (got {n}).")
@@ -372,7 +372,7 @@ def sample_valid_pixels(source: RasterSource, bands: Sequence[int], n: int, seed
                 cb.progress(done / total)
                 reader.window_done()
             reader.strip_done()
-    if count < n:
+    if count < n and not (allow_fewer and count):
         where = "in the processing extent" if region and region != source.window else "in the raster"
         raise SampleSizeError(
             f"The sample size ({n} pixels) is larger than the number of valid pixels {where} ({count}). Lower the "
