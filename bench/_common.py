@@ -16,6 +16,7 @@ child forked from a big parent can start out at the parent's size.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -32,18 +33,23 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 DATA = BENCH / "data"
-PLUGINS = ROOT / ".build" / "plugins"
+DEFAULT_PLUGINS = ROOT / ".build" / "plugins"
+PLUGINS = Path(os.environ.get("DEEPRASTER_BENCH_PLUGINS", DEFAULT_PLUGINS)).resolve()
+"""The folder holding the ``deepraster`` package measured; set DEEPRASTER_BENCH_PLUGINS to measure another copy
+(e.g. a patched one) with the same benchmarks: children inherit it."""
 PYTHON = ROOT / ".venv" / "bin" / "python"
 
 
 def ensure_plugin_path() -> None:
-    """Make ``import deepraster`` work: the ``.build/plugins/deepraster`` link to the repo root on ``sys.path``."""
+    """Make ``import deepraster`` work: ``.build/plugins`` (holding the link ``deepraster`` → repo root, made when
+    missing) or DEEPRASTER_BENCH_PLUGINS first on ``sys.path``."""
     link = PLUGINS / "deepraster"
-    if not link.exists():
+    if not link.exists() and not os.environ.get("DEEPRASTER_BENCH_PLUGINS"):
         PLUGINS.mkdir(parents=True, exist_ok=True)
         link.symlink_to(Path("..") / "..")
-    if str(PLUGINS) not in sys.path:
-        sys.path.insert(0, str(PLUGINS))
+    if str(PLUGINS) in sys.path:
+        sys.path.remove(str(PLUGINS))
+    sys.path.insert(0, str(PLUGINS))
 
 
 def child_env() -> dict[str, str]:
@@ -85,6 +91,8 @@ class ChildResult:
     maxrss_kib: int
     stdout: str
     stderr: str
+    load_before: float = 0.0
+    load_after: float = 0.0
 
     def last_json(self) -> dict[str, Any] | None:
         """The last stdout line that parses as a JSON object (children report that way), or None."""
@@ -101,6 +109,7 @@ class ChildResult:
 def run_child(cmd: Sequence[str], timeout_s: float | None = None, cwd: Path = ROOT) -> ChildResult:
     """Run ``cmd``, wait with ``os.wait4`` and return its own peak RSS and wall time (stdout/stderr kept)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        load_before = os.getloadavg()[0]
         start = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=child_env(), cwd=str(cwd))
         deadline = None if timeout_s is None else start + timeout_s
@@ -117,13 +126,30 @@ def run_child(cmd: Sequence[str], timeout_s: float | None = None, cwd: Path = RO
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return ChildResult(proc.returncode, wall, int(usage.ru_maxrss), out.read(), err.read())
+        return ChildResult(proc.returncode, wall, int(usage.ru_maxrss), out.read(), err.read(), load_before,
+                           os.getloadavg()[0])
+
+
+def code_version() -> str:
+    """Short SHA-256 over the engine's and the models' sources (the tree changes under us; no commits to name)."""
+    digest = hashlib.sha256()
+    package = PLUGINS / "deepraster"
+    for path in sorted([*package.glob("tiling/*.py"), *package.glob("models/*.py")]):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def machine_info() -> dict[str, Any]:
-    """Where the figures come from (they are only comparable within one run)."""
+    """Where the figures come from (they are only comparable within one run) and which code they measure."""
     return {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_average_1min_at_start": os.getloadavg()[0],
+            "core_sources_sha256": code_version(), "package_measured": str(PLUGINS / "deepraster")}
+
+
+def load_average() -> float:
+    """The 1-minute load average (other work on the machine makes timings noisy: recorded beside them)."""
+    return round(os.getloadavg()[0], 2)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
@@ -134,7 +160,7 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
 
 
 def median(values: Sequence[float]) -> float:
-    """Median of a non-empty sequence."""
+    """Median of a non-empty sequence, rounded to 4 decimals."""
     s = sorted(values)
     n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+    return round(s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2]), 4)

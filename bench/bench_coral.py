@@ -25,7 +25,11 @@ accepts that (its decoder resizes to the skip connections), other architectures 
 that are not multiples of 32: should the script fail on the requested size, the failure is recorded and the
 comparison is repeated on the next multiple of 32 (3008), where every block it cuts is valid.
 
-Run: ``.venv/bin/python bench/bench_coral.py [--size 3000] [--tiles 512,256] [--out ...]``.
+Noise: the machine is shared, so ``--repeats`` rounds (default 2) run in alternating order (theirs first, then ours
+first); each round's our/their ratios pair runs of the same round, and the medians are reported. The 1-minute load
+average is recorded beside every run.
+
+Run: ``.venv/bin/python bench/bench_coral.py [--size 3000] [--tiles 512,256] [--repeats 2] [--out ...]``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -159,7 +162,8 @@ def run_theirs(size: int, timeout: float) -> dict[str, Any]:
                              str(model_paths()[0]), str(out)], timeout)
     ok = res.returncode == 0 and out.exists()
     report: dict[str, Any] = {"who": "coral script", "size": size, "ok": ok, "wall_s": round(res.wall_s, 2),
-                              "peak_ru_maxrss_mib": _common.mib(res.maxrss_kib), "returncode": res.returncode}
+                              "peak_ru_maxrss_mib": _common.mib(res.maxrss_kib), "returncode": res.returncode,
+                              "load_average_before_after": [round(res.load_before, 2), round(res.load_after, 2)]}
     if not ok:
         lines = [line for line in res.stderr.splitlines() + res.stdout.splitlines() if line.strip()]
         errors = [line for line in lines if "Error" in line or "Wrong input shape" in line]
@@ -177,7 +181,8 @@ def run_ours(size: int, tile: int, timeout: float) -> dict[str, Any]:
     report: dict[str, Any] = {"who": f"deepraster tile {tile}", "size": size, "tile_size": tile,
                               "overlap": PACKAGE_OVERLAP, "ok": res.returncode == 0 and out.exists(),
                               "wall_s": round(res.wall_s, 2), "peak_ru_maxrss_mib": _common.mib(res.maxrss_kib),
-                              "returncode": res.returncode}
+                              "returncode": res.returncode,
+                              "load_average_before_after": [round(res.load_before, 2), round(res.load_after, 2)]}
     child = res.last_json()
     if child:
         report.update(child)
@@ -187,31 +192,72 @@ def run_ours(size: int, tile: int, timeout: float) -> dict[str, Any]:
     return report
 
 
-def compare(size: int, tiles: list[int], timeout: float, theirs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Theirs and ours at every tile size on one raster, with our/their ratios."""
-    theirs = theirs or run_theirs(size, timeout)
-    print(f"  coral script {size}²: {'ok' if theirs['ok'] else 'FAILED'} {theirs['wall_s']:.1f} s, peak "
-          f"{theirs['peak_ru_maxrss_mib']:.0f} MiB" + ("" if theirs["ok"] else f" ({theirs.get('error')})"),
-          flush=True)
-    entries = []
+def _show(run: dict[str, Any]) -> str:
+    text = f"{run['who']} {run['size']}²: {'ok' if run['ok'] else 'FAILED'} {run['wall_s']:.1f} s, peak " \
+           f"{run['peak_ru_maxrss_mib']:.0f} MiB (load {run['load_average_before_after'][0]:.1f})"
+    return text if run["ok"] else f"{text} ({run.get('error', 'see stderr_tail')})"
+
+
+def compare(size: int, tiles: list[int], repeats: int, timeout: float) -> dict[str, Any]:
+    """Theirs and ours at every tile size on one raster, ``repeats`` rounds in alternating order, with ratios.
+
+    Round k runs theirs first and ours after (even k) or ours first (odd k), so a slow spell on the machine hits
+    both sides; each round's ratios pair runs from the same round, and the medians over rounds are reported.
+    """
+    rounds = []
+    for k in range(repeats):
+        order: list[int | None] = [None, *tiles] if k % 2 == 0 else [*tiles, None]
+        runs: dict[str, dict[str, Any]] = {}
+        for tile in order:
+            run = run_theirs(size, timeout) if tile is None else run_ours(size, tile, timeout)
+            runs["theirs" if tile is None else str(tile)] = run
+            print(f"  round {k + 1}/{repeats}: {_show(run)}", flush=True)
+            if tile is None and not run["ok"]:
+                break
+        theirs = runs["theirs"]
+        ratios = {}
+        for tile in tiles:
+            mine = runs.get(str(tile))
+            if mine and mine["ok"] and theirs["ok"]:
+                ratios[str(tile)] = {"wall_ours_over_theirs": round(mine["wall_s"] / theirs["wall_s"], 3),
+                                     "peak_ours_over_theirs": round(mine["peak_ru_maxrss_mib"]
+                                                                    / theirs["peak_ru_maxrss_mib"], 3)}
+        rounds.append({"runs": runs, "ratios": ratios})
+        if not theirs["ok"]:
+            break
+    med = _common.median
+    summary: dict[str, Any] = {}
+    ok_theirs = [r["runs"]["theirs"] for r in rounds if r["runs"]["theirs"]["ok"]]
+    if ok_theirs:
+        summary["theirs"] = {"wall_s": med([r["wall_s"] for r in ok_theirs]),
+                             "peak_mib": med([r["peak_ru_maxrss_mib"] for r in ok_theirs])}
     for tile in tiles:
-        mine = run_ours(size, tile, timeout)
-        if theirs["ok"] and mine["ok"]:
-            mine["ratio_wall_ours_over_theirs"] = round(mine["wall_s"] / theirs["wall_s"], 3)
-            mine["ratio_peak_ours_over_theirs"] = round(mine["peak_ru_maxrss_mib"] / theirs["peak_ru_maxrss_mib"], 3)
-        entries.append(mine)
-        print(f"  ours tile {tile} {size}²: {'ok' if mine['ok'] else 'FAILED'} {mine['wall_s']:.1f} s, peak "
-              f"{mine['peak_ru_maxrss_mib']:.0f} MiB"
-              + (f" -> ours/theirs wall {mine['ratio_wall_ours_over_theirs']:.2f}, peak "
-                 f"{mine['ratio_peak_ours_over_theirs']:.2f}" if "ratio_wall_ours_over_theirs" in mine else ""),
-              flush=True)
-    return {"size": size, "theirs": theirs, "ours": entries}
+        mine = [r["runs"][str(tile)] for r in rounds if r["runs"].get(str(tile), {}).get("ok")]
+        ratios = [r["ratios"][str(tile)] for r in rounds if str(tile) in r["ratios"]]
+        if not mine:
+            continue
+        entry: dict[str, Any] = {"tile_size": tile, "overlap": PACKAGE_OVERLAP,
+                                 "wall_s": med([r["wall_s"] for r in mine]),
+                                 "peak_mib": med([r["peak_ru_maxrss_mib"] for r in mine]),
+                                 "peak_vmhwm_mib": med([r["peak_vmhwm_mib"] for r in mine if "peak_vmhwm_mib" in r]
+                                                       or [0.0]),
+                                 "rss_after_imports_mib": med([r.get("rss_after_imports_mib", 0.0) for r in mine]),
+                                 "predict_s": med([r["run_stats"]["predict_s"] for r in mine if "run_stats" in r]
+                                                  or [0.0]),
+                                 "run_stats_efficiency": med([r["run_stats"]["efficiency"] for r in mine
+                                                              if "run_stats" in r] or [0.0])}
+        if ratios:
+            entry["median_ratio_wall_ours_over_theirs"] = med([r["wall_ours_over_theirs"] for r in ratios])
+            entry["median_ratio_peak_ours_over_theirs"] = med([r["peak_ours_over_theirs"] for r in ratios])
+        summary[f"ours_{tile}"] = entry
+    return {"size": size, "theirs_ok": bool(ok_theirs), "rounds": rounds, "summary": summary}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=3000, help="raster edge in pixels (default 3000)")
     parser.add_argument("--tiles", default="512,256", help="our tile sizes, comma-separated")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds, in alternating order (default 2)")
     parser.add_argument("--no-fallback", action="store_true",
                         help="do not retry on the next multiple of 32 when the coral script fails")
     parser.add_argument("--scene", type=Path, default=_common.ROOT / ".data/s2/s2_l1c_10m.tif")
@@ -233,44 +279,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return None
 
     bench_start = time.perf_counter()
+    machine = _common.machine_info()
     tiles = [int(t) for t in args.tiles.split(",") if t.strip()]
     prep: dict[str, Any] = {"models_s": run_prepare("models", args.size, args.timeout)}
     sizes = [args.size]
     fallback = -(-args.size // 32) * 32
-    if fallback == args.size:
-        fallback = None
     comparisons = []
     for size in sizes:
         if not raster_path(size).exists():
             prep[f"raster_{size}_s"] = run_prepare("raster", size, args.timeout)
-        comparisons.append(compare(size, tiles, args.timeout))
-        if not comparisons[-1]["theirs"]["ok"] and fallback and not args.no_fallback and fallback not in sizes:
+        comparisons.append(compare(size, tiles, args.repeats, args.timeout))
+        if not comparisons[-1]["theirs_ok"] and fallback != size and not args.no_fallback and fallback not in sizes:
             print(f"  the coral script failed on {size}²: comparing again on {fallback}²", flush=True)
             sizes.append(fallback)
-    valid = [c for c in comparisons if c["theirs"]["ok"]]
+    valid = [c for c in comparisons if c["theirs_ok"]]
     headline = valid[-1] if valid else comparisons[-1]
-    result = {"benchmark": "coral", "machine": _common.machine_info(), "requested_size": args.size,
-              "bands_ours": [4, 3, 2], "value_scale_ours": 1e-4, "normalisation_ours": "none",
+    result = {"benchmark": "coral", "machine": machine, "requested_size": args.size,
+              "repeats": args.repeats, "bands_ours": [4, 3, 2], "value_scale_ours": 1e-4,
+              "normalisation_ours": "none",
               "note": "Inputs differ by design: the coral script min/max-normalises over all bands of the whole "
-                      "raster and clips logits instead of a sigmoid; only cost is compared.",
+                      "raster and clips logits instead of a sigmoid; only cost is compared. Peak memory is "
+                      "ru_maxrss (includes interpreter exit) for both sides.",
               "preparation_s": prep, "comparisons": comparisons, "headline_size": headline["size"],
+              "headline": headline["summary"],
               "bench_seconds": round(time.perf_counter() - bench_start, 1)}
     _common.write_json(args.out, result)
-    theirs = headline["theirs"]
-    parts = [f"theirs {theirs['wall_s']:.0f} s / {theirs['peak_ru_maxrss_mib']:.0f} MiB" if theirs["ok"]
-             else "theirs FAILED"]
-    for mine in headline["ours"]:
-        text = f"ours@{mine['tile_size']} {mine['wall_s']:.0f} s / {mine['peak_ru_maxrss_mib']:.0f} MiB"
-        if "ratio_wall_ours_over_theirs" in mine:
-            text += (f" (×{mine['ratio_wall_ours_over_theirs']:.2f} time, ×{mine['ratio_peak_ours_over_theirs']:.2f}"
-                     " memory)")
+    summary = headline["summary"]
+    parts = [f"theirs {summary['theirs']['wall_s']:.0f} s / {summary['theirs']['peak_mib']:.0f} MiB"
+             if "theirs" in summary else "theirs FAILED"]
+    for tile in tiles:
+        mine = summary.get(f"ours_{tile}")
+        if not mine:
+            parts.append(f"ours@{tile} FAILED")
+            continue
+        text = f"ours@{tile} {mine['wall_s']:.0f} s / {mine['peak_mib']:.0f} MiB"
+        if "median_ratio_wall_ours_over_theirs" in mine:
+            text += (f" (time ×{mine['median_ratio_wall_ours_over_theirs']:.2f}, memory "
+                     f"×{mine['median_ratio_peak_ours_over_theirs']:.2f})")
         parts.append(text)
-    failed_first = "" if comparisons[0]["theirs"]["ok"] else \
-        f"coral script fails on {comparisons[0]['size']}²; "
-    print(f"coral: {failed_first}{headline['size']}²: " + " | ".join(parts)
+    failed_first = "" if comparisons[0]["theirs_ok"] else f"coral script fails on {comparisons[0]['size']}²; "
+    print(f"coral: {failed_first}{headline['size']}², median of {args.repeats}: " + " | ".join(parts)
           + f" | {result['bench_seconds']:.0f} s -> {args.out}")
     return result
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() is not False else 1)
+    main()

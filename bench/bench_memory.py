@@ -247,6 +247,7 @@ def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
         return {"size": size, "error": f"child failed (rc {res.returncode})", "stderr_tail": res.stderr[-3000:]}
     report["peak_ru_maxrss_mib"] = _common.mib(res.maxrss_kib)
     report["child_wall_s"] = round(res.wall_s, 2)
+    report["load_average_before_after"] = [round(res.load_before, 2), round(res.load_after, 2)]
     return report
 
 
@@ -275,6 +276,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
         return None
 
     bench_start = time.perf_counter()
+    machine = _common.machine_info()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     runs, data = [], {}
     for size in sizes:
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             "target_large_peak_below_2048_mib": large["peak_vmhwm_mib"] < 2048,
             "target_within_20_percent": large["peak_vmhwm_mib"] <= 1.2 * small["peak_vmhwm_mib"],
         }
-    result = {"benchmark": "memory", "machine": _common.machine_info(), "sizes": sizes,
+    result = {"benchmark": "memory", "machine": machine, "sizes": sizes,
               "data": {str(k): v for k, v in data.items()}, "runs": runs, "summary": summary,
               "bench_seconds": round(time.perf_counter() - bench_start, 1)}
     _common.write_json(args.out, result)
