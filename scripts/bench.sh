@@ -6,6 +6,9 @@
 # Expect about 15–20 minutes on a 2-core machine (the 20000² memory run and the coral comparison take minutes;
 # the first run also generates the inputs under bench/data/, about 2 GB, kept for later runs). Figures from a noisy
 # machine are only comparable within one run: each benchmark measures its own ratios.
+#
+# To measure a patched copy of the plugin with the same benchmarks, point DEEPRASTER_BENCH_PLUGINS at a folder that
+# holds it as "deepraster" (e.g. DEEPRASTER_BENCH_PLUGINS=/tmp/patched scripts/bench.sh).
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."

@@ -2,7 +2,7 @@
 
 Tiles arrive grid row by grid row. Rows above the start of the next grid row receive no more contributions: they
 are released (weighted mean, validity) and the buffers move up. Memory is one tile height × region width ×
-channels, whatever the raster height.
+channels (in output pixels: divided by the output stride for feature models), whatever the raster height.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .grid import Tile, TileGrid, Window
+from .grid import Tile, TileGrid, Window, output_shape
 from .windows import tile_weights
 
 
@@ -25,49 +25,92 @@ class Chunk:
 
 
 class StripBlender:
-    """Accumulates weighted tile outputs over the open rows of ``grid.region``.
+    """Accumulates weighted tile outputs over the open rows of ``grid.region``, in output pixels.
+
+    With ``stride`` s > 1 (a feature model: its output is s times coarser than its input) everything happens at the
+    output resolution: a tile of T input pixels gives T/s × T/s outputs, its blending weight is computed at that
+    size with the grid's overlap / s, and output pixel (i, j) of the region covers input pixels
+    ``(row_off + i·s …, col_off + j·s …)``. The grid must be aligned to s (``TileGrid(..., align=s)``).
+
+    Validity at output resolution: an output pixel is valid when at least half of its input pixels that lie inside
+    the region are valid (for s = 1: the input pixel itself). A pixel at the edge of nodata thus keeps its feature
+    when mostly valid, and the last row/column (partly past the region) is judged on its part inside the region.
 
     Args:
         grid: the tile grid (its region is what is produced).
         channels: output channels per pixel.
         method: blending window, ``"hann"`` or ``"centre_crop"`` (see :mod:`tiling.windows`).
+        stride: output stride of the model (1: same resolution as the input).
+        start_row: output rows already produced (a resumed run): contributions above it are ignored.
     """
 
-    def __init__(self, grid: TileGrid, channels: int, method: str = "hann") -> None:
+    def __init__(self, grid: TileGrid, channels: int, method: str = "hann", stride: int = 1,
+                 start_row: int = 0) -> None:
+        if stride < 1 or grid.tile_size % stride or grid.align % stride:
+            raise ValueError(f"stride {stride} needs a grid aligned to it (tile size {grid.tile_size}, "
+                             f"align {grid.align})")
         self.grid = grid
         self.region = grid.region
         self.method = method
-        height = grid.tile_size
-        self.sums = np.zeros((channels, height, self.region.width), dtype=np.float32)
-        self.weights = np.zeros((height, self.region.width), dtype=np.float32)
-        self.valid = np.zeros((height, self.region.width), dtype=bool)
-        self.top = self.region.row_off  # raster row held in buffer row 0
+        self.stride = stride
+        rows, cols = output_shape(self.region, stride)
+        self.out_region = Window(0, 0, cols, rows)  # output pixels, origin at the region's top-left corner
+        self.out_tile = grid.tile_size // stride
+        self.out_overlap = (grid.tile_size - grid.step) // stride
+        self.sums = np.zeros((channels, self.out_tile, cols), dtype=np.float32)
+        self.weights = np.zeros((self.out_tile, cols), dtype=np.float32)
+        self.valid = np.zeros((self.out_tile, cols), dtype=bool)
+        self.top = min(max(start_row, 0), rows)  # output row held in buffer row 0
+
+    def out_window(self, tile: Tile) -> Window:
+        """The tile's footprint in output pixels of the region."""
+        s, w = self.stride, tile.window
+        return Window((w.col_off - self.region.col_off) // s, (w.row_off - self.region.row_off) // s,
+                      self.out_tile, self.out_tile)
 
     def add(self, tile: Tile, prediction: np.ndarray, valid: np.ndarray) -> None:
-        """Add one tile's ``(channels, tile, tile)`` prediction and its ``(tile, tile)`` input validity."""
-        part = tile.window.intersection(self.region)
+        """Add one tile's ``(channels, tile/s, tile/s)`` prediction and its ``(tile, tile)`` input validity."""
+        window = self.out_window(tile)
+        part = window.intersection(self.out_region).intersection(Window(0, self.top, self.out_region.width,
+                                                                        self.out_region.height))
         if part.is_empty:
             return
-        in_tile = part.relative_to(tile.window).slices()
-        in_buffer = part.relative_to(Window(self.region.col_off, self.top, 0, 0)).slices()
-        w = tile_weights(self.grid.tile_size, self.grid.overlap, tile.open_sides, self.method)[in_tile]
+        in_tile = part.relative_to(window).slices()
+        in_buffer = part.relative_to(Window(0, self.top, 0, 0)).slices()
+        w = tile_weights(self.out_tile, self.out_overlap, tile.open_sides, self.method)[in_tile]
         self.sums[(slice(None), *in_buffer)] += prediction[(slice(None), *in_tile)] * w
         self.weights[in_buffer] += w
-        self.valid[in_buffer] |= valid[in_tile]
+        self.valid[in_buffer] |= self._pooled_validity(tile, valid)[in_tile]
+
+    def _pooled_validity(self, tile: Tile, valid: np.ndarray) -> np.ndarray:
+        """Input validity ``(tile, tile)`` → output validity ``(tile/s, tile/s)`` (majority of in-region pixels)."""
+        s = self.stride
+        if s == 1:
+            return valid
+        inside = np.zeros(valid.shape, dtype=bool)
+        inside[self.region.relative_to(tile.window).intersection(Window(0, 0, *valid.shape[::-1])).slices()] = True
+        n = self.out_tile
+        count_inside = inside.reshape(n, s, n, s).sum(axis=(1, 3))
+        count_valid = (valid & inside).reshape(n, s, n, s).sum(axis=(1, 3))
+        return (count_inside > 0) & (2 * count_valid >= count_inside)
 
     def release_until(self, row: int) -> list[Chunk]:
-        """Finish the rows from the current top down to raster row ``row`` (exclusive), at most a buffer at a time.
+        """Finish the output rows that lie entirely above raster row ``row``, at most a buffer at a time.
 
+        ``row`` is an input (raster) row; at or past the region's end every remaining output row is finished.
         Rows that no tile reached (a grid row skipped because it held no valid pixel) come out invalid.
         """
         chunks = []
-        target = min(row, self.region.row_end)
+        if row >= self.region.row_end:
+            target = self.out_region.height
+        else:
+            target = min((row - self.region.row_off) // self.stride, self.out_region.height)
         while self.top < target:
             n = min(target - self.top, self.weights.shape[0])
             weights = self.weights[:n]
             covered = weights > 0
             values = np.divide(self.sums[:, :n], weights, out=np.zeros_like(self.sums[:, :n]), where=covered)
-            chunks.append(Chunk(self.top - self.region.row_off, values, self.valid[:n] & covered))
+            chunks.append(Chunk(self.top, values, self.valid[:n] & covered))
             _shift_up(self.sums, n, axis=1)
             _shift_up(self.weights, n, axis=0)
             _shift_up(self.valid, n, axis=0)

@@ -1,12 +1,12 @@
 """Output heads: turn blended model outputs (:class:`~tiling.blend.Chunk`) into written raster rows.
 
 Each head owns a :class:`~tiling.writer.GeoTiffWriter`; nodata in the input (or pixels no tile covered) come out
-as the head's nodata value.
+as the head's nodata value. :class:`FeatureHead` writes a feature raster at the model's output stride.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from .blend import Chunk
-from .grid import Window
+from .grid import Window, output_shape
 from .reader import RasterSource
 from .writer import GeoTiffWriter, RasterSpec
 
@@ -23,7 +23,11 @@ PERCENT_NODATA = 255
 
 
 class OutputHead(Protocol):
-    """What the run loop needs from an output."""
+    """What the run loop needs from an output.
+
+    A head may also have ``suspend() -> bool`` (keep what a resumed run needs, on cancel or crash) and
+    ``resumed_rows`` (output rows an earlier run already wrote); the run loop uses them when present.
+    """
 
     def write(self, chunk: Chunk) -> None: ...
 
@@ -107,3 +111,68 @@ class ClassHead:
 
     def abort(self) -> None:
         self.writer.abort()
+
+
+def strided_geotransform(source: RasterSource, region: Window, stride: int) -> tuple[float, ...]:
+    """Geotransform of the output of a model with output stride ``stride`` over ``region``: same origin (the
+    region's top-left corner), pixel size (and rotation terms) multiplied by ``stride``."""
+    g = source.window_geotransform(region)
+    return g[0], g[1] * stride, g[2] * stride, g[3], g[4] * stride, g[5] * stride
+
+
+def feature_block_size(width: int, bands: int, itemsize: int, budget: int = 32 << 20) -> int:
+    """TIFF block edge (16–256, a power of two) such that one block row of the output stays within ``budget``
+    bytes (the writer buffers one block row): wide rasters with many bands get short blocks."""
+    block = 256
+    while block > 16 and block * max(width, 1) * bands * itemsize > budget:
+        block //= 2
+    return block
+
+
+class FeatureHead:
+    """One band per feature channel at output stride ``stride``: float32 or float16, nodata NaN, statistics.
+
+    Band-interleaved blocks, compressed on all CPUs: with hundreds of bands this writes about twice as fast as
+    pixel interleaving (measured: 0.25 s against 0.59 s for 384 bands of 96 × 48 px) for a 6 % larger file.
+
+    Args:
+        path: output GeoTIFF.
+        source, region: the input raster and the region processed (input pixels).
+        stride: the model's output stride; the raster has ``output_shape(region, stride)`` pixels.
+        names: one description per band.
+        half: store float16 (half the size; about 3 significant digits) instead of float32.
+        resume_key: makes the output resumable under this key (see :class:`~tiling.writer.GeoTiffWriter`).
+        block_size: TIFF block edge; default from :func:`feature_block_size`.
+        metadata: dataset metadata items (encoder, stride, tiling: what later tools need to know).
+    """
+
+    def __init__(self, path: str, source: RasterSource, region: Window, stride: int, names: Sequence[str],
+                 half: bool = False, resume_key: str | None = None, block_size: int | None = None,
+                 metadata: Mapping[str, str] | None = None) -> None:
+        rows, cols = output_shape(region, stride)
+        dtype = np.dtype(np.float16 if half else np.float32)
+        spec = RasterSpec(width=cols, height=rows, bands=len(names), dtype=dtype,
+                          geotransform=strided_geotransform(source, region, stride), projection=source.projection,
+                          nodata=float("nan"), band_descriptions=list(names), metadata=dict(metadata or {}),
+                          interleave="band", threads=True)
+        block = block_size or feature_block_size(cols, len(names), 4)
+        self.writer = GeoTiffWriter(path, spec, block, resume_key=resume_key, track_statistics=True)
+
+    @property
+    def resumed_rows(self) -> int:
+        """Output rows a previous run already wrote (0 for a fresh start)."""
+        return self.writer.resumed_rows
+
+    def write(self, chunk: Chunk) -> None:
+        out = chunk.values.copy()
+        out[:, ~chunk.valid] = np.nan
+        self.writer.write(chunk.row_off, out)
+
+    def commit(self) -> Path:
+        return self.writer.commit()
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+    def suspend(self) -> bool:
+        return self.writer.suspend()

@@ -119,6 +119,10 @@ class InputTransform:
     ``bands`` are 1-based raster band numbers in model order. ``scale``/``offset`` convert the raster's encoding to
     model units (e.g. 0.0001 for Sentinel-2 digital numbers → reflectance); ``shift``/``divisor`` are the package's
     normalisation (mean and std, or min and range). Invalid pixels become 0 after normalisation.
+
+    ``mix`` (optional, k rows of len(bands) numbers) then mixes the normalised bands into k model channels,
+    ``mix @ x + mix_offset`` per pixel: a projection fitted beforehand, e.g. the principal components that reduce
+    many bands to the 3 an RGB encoder takes. Without it the model gets one channel per band.
     """
 
     bands: tuple[int, ...]
@@ -126,9 +130,16 @@ class InputTransform:
     offset: float = 0.0
     shift: tuple[float, ...] = ()
     divisor: tuple[float, ...] = ()
+    mix: tuple[tuple[float, ...], ...] = ()
+    mix_offset: tuple[float, ...] = ()
+
+    @property
+    def channels(self) -> int:
+        """Number of model input channels this transform produces."""
+        return len(self.mix) if self.mix else len(self.bands)
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
-        """``raw`` (bands, rows, cols) in model band order → float32 normalised array of the same shape."""
+        """``raw`` (bands, rows, cols) in model band order → float32 normalised array (channels, rows, cols)."""
         x = raw.astype(np.float32, copy=True)
         a = np.float32(self.scale)
         shift = np.asarray(self.shift or (0.0,) * len(self.bands), dtype=np.float32)[:, None, None]
@@ -136,6 +147,11 @@ class InputTransform:
         # ((x·a + offset) − shift) / div, computed in place: x·(a/div) + (offset − shift)/div
         x *= a / div
         x += (np.float32(self.offset) - shift) / div
+        if self.mix:
+            matrix = np.asarray(self.mix, dtype=np.float32)
+            x = np.tensordot(matrix, x, axes=1)
+            if self.mix_offset:
+                x += np.asarray(self.mix_offset, dtype=np.float32)[:, None, None]
         return x
 
 
@@ -145,7 +161,7 @@ class Strip:
 
     grid_row: int
     window: Window
-    data: np.ndarray  # (bands, tile, footprint width) float32
+    data: np.ndarray  # (channels, tile, footprint width) float32
     valid: np.ndarray  # (tile, footprint width) bool
     valid_count: int = field(default=0)
 
@@ -174,9 +190,16 @@ class StripReader:
         self.transform = transform
         self.mask_rules = list(mask_rules)
         self.read_bands = sorted({*transform.bands, *(b for needed, _ in mask_rules for b in needed)})
+        self.first_row = 0  # grid rows above are not read (a resumed run): see skip_to
         self._queue: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def skip_to(self, grid_row: int) -> None:
+        """Start the iteration at ``grid_row`` (a resumed run re-reads only what it still needs)."""
+        if self._thread is not None:
+            raise RuntimeError("skip_to must be called before iterating")
+        self.first_row = max(int(grid_row), 0)
 
     def __iter__(self) -> Iterator[Strip]:
         self._thread = threading.Thread(target=self._produce, name="deepraster-reader", daemon=True)
@@ -214,7 +237,7 @@ class StripReader:
     def _produce(self) -> None:
         try:
             ds = gdal.Open(self.source.path, gdal.GA_ReadOnly)
-            for r in range(len(self.grid.row_starts)):
+            for r in range(self.first_row, len(self.grid.row_starts)):
                 if self._stop.is_set() or not self._put(self.read_strip(ds, r)):
                     return
                 ds.FlushCache()  # drop this handle's cached blocks: memory must not grow with the raster
@@ -229,9 +252,8 @@ class StripReader:
         footprint = self.grid.strip_window(grid_row)
         inside = footprint.intersection(self.source.window)
         t = self.transform
-        n_bands = len(t.bands)
         if inside.is_empty:  # a grid row entirely off the raster (only with shifted test grids)
-            return Strip(grid_row, footprint, np.zeros((n_bands, footprint.height, footprint.width), np.float32),
+            return Strip(grid_row, footprint, np.zeros((t.channels, footprint.height, footprint.width), np.float32),
                          np.zeros((footprint.height, footprint.width), bool))
         raw = ds.ReadAsArray(inside.col_off, inside.row_off, inside.width, inside.height, band_list=self.read_bands)
         raw = raw.reshape(len(self.read_bands), inside.height, inside.width)
@@ -281,3 +303,29 @@ def ndwi_rule(green_band: int, nir_band: int, threshold: float, keep: str) -> tu
         return defined & (ndwi >= threshold) if keep == "water" else defined & (ndwi < threshold)
 
     return (green_band, nir_band), rule
+
+
+def sample_pixels(source: RasterSource, bands: Sequence[int], region: Window | None = None,
+                  size: int = 256) -> np.ndarray:
+    """Raw values of the valid pixels on a regular grid of at most ``size`` × ``size`` points over ``region``.
+
+    One decimated GDAL read (nearest neighbour; overviews are used when the file has them), so memory is about
+    ``size``² × bands whatever the raster size; the sample is the same on every call (no randomness). Nodata, NaN
+    and masked pixels are left out. Returns ``(len(bands), n)`` float64.
+    """
+    source.check_bands(bands)
+    region = region or source.window
+    bx, by = min(size, region.width), min(size, region.height)
+    ds = gdal.Open(source.path, gdal.GA_ReadOnly)
+    args = (region.col_off, region.row_off, region.width, region.height)
+    raw = ds.ReadAsArray(*args, buf_xsize=bx, buf_ysize=by, band_list=list(bands)).reshape(len(bands), by, bx)
+    values = raw.astype(np.float64).reshape(len(bands), -1)
+    valid = np.isfinite(values).all(axis=0)
+    for i, b in enumerate(bands):
+        nodata = source.nodata[b - 1]
+        if nodata is not None and not np.isnan(nodata):
+            valid &= raw[i].reshape(-1) != nodata
+    if source.has_dataset_mask:
+        mask = ds.GetRasterBand(bands[0]).GetMaskBand().ReadAsArray(*args, buf_xsize=bx, buf_ysize=by)
+        valid &= mask.reshape(-1) > 0
+    return values[:, valid]

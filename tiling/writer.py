@@ -5,14 +5,22 @@ TIFF blocks is complete, so every block is compressed and written once; the data
 each block row, so memory stays at about one block row whatever the raster size. A run that fails or is cancelled
 calls :meth:`GeoTiffWriter.abort` and leaves nothing behind; an older file at the target path is only replaced by
 :meth:`GeoTiffWriter.commit`.
+
+Resumable outputs (``resume_key`` given): the temporary file has a name derived from the key, and after each block
+row the file is closed and reopened (GDAL writes the TIFF directory on close, so the rows written so far survive a
+kill) and a small JSON state beside the target records the key and the rows completed. A later writer with the same
+key reopens the temporary file and continues after those rows; :meth:`GeoTiffWriter.suspend` (cancel, crash) keeps
+both files for that; :meth:`GeoTiffWriter.commit` and :meth:`GeoTiffWriter.abort` remove them, and a writer with
+another key removes what an earlier key left.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +31,18 @@ from .errors import OutputError
 gdal.UseExceptions()
 
 _GDAL_TYPES = {np.dtype(np.uint8): gdal.GDT_Byte, np.dtype(np.uint16): gdal.GDT_UInt16,
-               np.dtype(np.int16): gdal.GDT_Int16, np.dtype(np.float32): gdal.GDT_Float32}
+               np.dtype(np.int16): gdal.GDT_Int16, np.dtype(np.float32): gdal.GDT_Float32,
+               np.dtype(np.float16): gdal.GDT_Float32}  # float16: stored as IEEE half floats (NBITS=16)
+STATE_VERSION = 1
 
 
 @dataclass(frozen=True)
 class RasterSpec:
-    """Shape, type and georeferencing of an output raster (sizes in pixels)."""
+    """Shape, type and georeferencing of an output raster (sizes in pixels).
+
+    ``dtype`` float16 writes half floats (GDAL Float32 bands with NBITS=16, which GDAL ≥ 3.1 and QGIS read as
+    float32): values are rounded to the nearest half float before writing, and storage is lossless from there.
+    """
 
     width: int
     height: int
@@ -40,6 +54,9 @@ class RasterSpec:
     band_descriptions: Sequence[str] = ()
     color_table: dict[int, tuple[int, int, int]] | None = None
     category_names: Sequence[str] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    interleave: str = "pixel"  # "band" suits many bands: faster compression, blocks compressed in parallel
+    threads: bool = False  # compress blocks on all CPUs (GDAL NUM_THREADS; the bytes written are the same)
 
 
 def check_writable(path: str | os.PathLike[str]) -> Path:
@@ -60,14 +77,40 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
 class GeoTiffWriter:
     """Writes a :class:`RasterSpec` raster row strip by row strip; use as a context manager or commit/abort."""
 
-    def __init__(self, path: str | os.PathLike[str], spec: RasterSpec, block_size: int = 256) -> None:
+    def __init__(self, path: str | os.PathLike[str], spec: RasterSpec, block_size: int = 256,
+                 resume_key: str | None = None, track_statistics: bool = False) -> None:
         self.target = check_writable(path)
         self.spec = spec
         self.block = block_size
-        self.temp = self.target.with_name(f".{self.target.name}.{uuid.uuid4().hex[:8]}.partial.tif")
+        self.resume_key = resume_key
+        self.resumed_rows = 0
+        self._stats = _BandStatistics(spec.bands) if track_statistics else None
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+        self._next_row = 0
+        self._ds = None
+        if resume_key is None:
+            self.state_path = None
+            self.temp = self.target.with_name(f".{self.target.name}.{uuid.uuid4().hex[:8]}.partial.tif")
+            self._create()
+            return
+        self.state_path = self.target.with_name(f".{self.target.name}.resume.json")
+        self.temp = self.target.with_name(f".{self.target.name}.{resume_key[:16]}.partial.tif")
+        if not self._reopen():
+            self._remove_leftovers()
+            self._create()
+
+    def _create(self) -> None:
+        spec = self.spec
         dtype = np.dtype(spec.dtype)
-        options = ["TILED=YES", f"BLOCKXSIZE={block_size}", f"BLOCKYSIZE={block_size}", "COMPRESS=DEFLATE",
+        options = ["TILED=YES", f"BLOCKXSIZE={self.block}", f"BLOCKYSIZE={self.block}", "COMPRESS=DEFLATE",
                    f"PREDICTOR={3 if dtype.kind == 'f' else 2}", "BIGTIFF=IF_SAFER"]
+        if dtype == np.float16:
+            options.append("NBITS=16")
+        if spec.interleave.lower() == "band" and spec.bands > 1:
+            options.append("INTERLEAVE=BAND")
+        if spec.threads:
+            options.append("NUM_THREADS=ALL_CPUS")
         try:
             self._ds = gdal.GetDriverByName("GTiff").Create(str(self.temp), spec.width, spec.height, spec.bands,
                                                             _GDAL_TYPES[dtype], options)
@@ -90,16 +133,71 @@ class GeoTiffWriter:
             self._ds.GetRasterBand(1).SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
         if spec.category_names:
             self._ds.GetRasterBand(1).SetCategoryNames(list(spec.category_names))
-        self._pending: list[np.ndarray] = []
-        self._pending_rows = 0
-        self._next_row = 0
+        if spec.metadata:
+            self._ds.SetMetadata({str(k): str(v) for k, v in spec.metadata.items()})
+        if self.resume_key is not None:
+            self._checkpoint()  # the directory on disk and a state with 0 rows: a kill from now on can resume
+
+    def _state(self) -> dict:
+        spec = self.spec
+        return {"version": STATE_VERSION, "key": self.resume_key, "temp": self.temp.name,
+                "rows_done": self._next_row - self._pending_rows, "width": spec.width, "height": spec.height,
+                "bands": spec.bands, "dtype": np.dtype(spec.dtype).name, "block": self.block,
+                "statistics": self._stats.to_json() if self._stats else None}
+
+    def _open_update(self) -> gdal.Dataset:
+        return gdal.OpenEx(str(self.temp), gdal.OF_RASTER | gdal.OF_UPDATE,
+                           open_options=["NUM_THREADS=ALL_CPUS"] if self.spec.threads else [])
+
+    def _reopen(self) -> bool:
+        """Continue the temporary file of an earlier run with the same key; False when there is none to continue."""
+        try:
+            state = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        fresh = {**self._state(), "rows_done": state.get("rows_done"), "statistics": state.get("statistics")}
+        if state != fresh or not isinstance(state.get("rows_done"), int) or not self.temp.is_file():
+            return False
+        try:
+            ds = self._open_update()
+        except RuntimeError:
+            return False  # a file cut short by a crash: start over
+        if (ds.RasterXSize, ds.RasterYSize, ds.RasterCount) != (self.spec.width, self.spec.height, self.spec.bands):
+            return False
+        if self._stats is not None:
+            if state["statistics"] is None:
+                return False
+            self._stats = _BandStatistics.from_json(state["statistics"])
+        self._ds = ds
+        self._next_row = self.resumed_rows = state["rows_done"]
+        return True
+
+    def _remove_leftovers(self) -> None:
+        """Remove the state and the temporary files an earlier resumable run at this target left behind."""
+        for p in self.target.parent.glob(f".{self.target.name}.*.partial.tif*"):
+            p.unlink(missing_ok=True)
+        self.state_path.unlink(missing_ok=True)
+
+    def _checkpoint(self) -> None:
+        """Make the rows written so far durable (close and reopen: GDAL writes the TIFF directory on close) and
+        record them in the state file (written to a temporary name, then renamed)."""
+        self._ds = None
+        try:
+            self._ds = self._open_update()
+        except RuntimeError as exc:
+            raise OutputError(f"Cannot reopen {self.temp} to continue writing: {exc}.") from exc
+        tmp = self.state_path.with_name(self.state_path.name + ".partial")
+        tmp.write_text(json.dumps(self._state()), encoding="utf-8")
+        os.replace(tmp, self.state_path)
 
     def write(self, row_off: int, values: np.ndarray) -> None:
         """Append rows ``(bands, rows, width)`` starting at ``row_off``; rows must arrive in order."""
         if row_off != self._next_row:
             raise ValueError(f"rows must be written in order: expected row {self._next_row}, got {row_off}")
         values = values.reshape(self.spec.bands, -1, self.spec.width)
-        self._pending.append(values.astype(self.spec.dtype, copy=False))
+        if np.dtype(self.spec.dtype) == np.float16:  # round to half floats here: GDAL's NBITS=16 truncates
+            values = values.astype(np.float16).astype(np.float32)
+        self._pending.append(values.astype(_storage_dtype(self.spec.dtype), copy=False))
         self._pending_rows += values.shape[1]
         self._next_row += values.shape[1]
         if self._pending_rows >= self.block:
@@ -119,9 +217,13 @@ class GeoTiffWriter:
             self._ds.FlushCache()
         except RuntimeError as exc:
             raise OutputError(f"Writing {self.target} failed: {exc}. Check free disk space.") from exc
+        if self._stats is not None:
+            self._stats.add(data[:, :n])
         rest = data[:, n:]
         self._pending = [rest.copy()] if rest.shape[1] else []
         self._pending_rows = rest.shape[1]
+        if self.resume_key is not None and whole_blocks_only:
+            self._checkpoint()
 
     def commit(self) -> Path:
         """Write what is left, close, and move the file to its final name (replacing an older one)."""
@@ -129,6 +231,10 @@ class GeoTiffWriter:
             self.abort()
             raise OutputError(f"{self.target}: only {self._next_row} of {self.spec.height} rows were produced.")
         self._flush(whole_blocks_only=False)
+        if self._stats is not None:
+            for i, stats in enumerate(self._stats.summary()):
+                if stats is not None:
+                    self._ds.GetRasterBand(i + 1).SetStatistics(*stats)
         self._ds.FlushCache()
         self._ds = None  # closes the file
         aux_temp, aux_target = Path(f"{self.temp}.aux.xml"), Path(f"{self.target}.aux.xml")
@@ -141,17 +247,39 @@ class GeoTiffWriter:
         except OSError as exc:
             self._remove_temp()
             raise OutputError(f"Cannot move the result to {self.target}: {exc}") from exc
+        if self.state_path is not None:
+            self.state_path.unlink(missing_ok=True)
         return self.target
 
     def abort(self) -> None:
-        """Close and delete the temporary file; the target path is left as it was."""
+        """Close and delete the temporary file (and a resume state); the target path is left as it was."""
         self._ds = None
         self._pending = []
         self._remove_temp()
 
+    def suspend(self) -> bool:
+        """Stop, keeping what a later run with the same key needs to continue (resumable writers; others abort).
+
+        Rows not yet in a complete block row are dropped: the resumed run computes them again. Returns True when
+        something was kept.
+        """
+        if self.resume_key is None or self._ds is None:
+            self.abort()
+            return False
+        self._ds = None
+        self._pending = []
+        return True
+
+    @property
+    def rows_done(self) -> int:
+        """Rows durably written to the temporary file (what a resumed run would skip)."""
+        return self._next_row - self._pending_rows
+
     def _remove_temp(self) -> None:
         for p in (self.temp, Path(f"{self.temp}.aux.xml")):
             p.unlink(missing_ok=True)
+        if self.state_path is not None:
+            self.state_path.unlink(missing_ok=True)
 
     def __enter__(self) -> GeoTiffWriter:
         return self
@@ -159,3 +287,54 @@ class GeoTiffWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or self._ds is not None:
             self.abort()
+
+
+def _storage_dtype(dtype: np.dtype) -> np.dtype:
+    """The numpy type handed to GDAL (half floats travel as float32)."""
+    return np.dtype(np.float32) if np.dtype(dtype) == np.float16 else np.dtype(dtype)
+
+
+class _BandStatistics:
+    """Running per-band count, sum, sum of squares, min and max of the finite values written (float64)."""
+
+    def __init__(self, bands: int) -> None:
+        self.count = np.zeros(bands, np.float64)
+        self.sum = np.zeros(bands, np.float64)
+        self.sumsq = np.zeros(bands, np.float64)
+        self.min = np.full(bands, np.inf)
+        self.max = np.full(bands, -np.inf)
+
+    def add(self, data: np.ndarray) -> None:
+        """Add rows ``(bands, rows, width)``; NaN (nodata) is left out."""
+        x = data.reshape(data.shape[0], -1).astype(np.float64)
+        finite = np.isfinite(x)
+        self.count += finite.sum(axis=1)
+        x = np.where(finite, x, 0.0)
+        self.sum += x.sum(axis=1)
+        self.sumsq += (x * x).sum(axis=1)
+        if finite.any():
+            self.min = np.minimum(self.min, np.where(finite, x, np.inf).min(axis=1))
+            self.max = np.maximum(self.max, np.where(finite, x, -np.inf).max(axis=1))
+
+    def summary(self) -> list[tuple[float, float, float, float] | None]:
+        """Per band ``(min, max, mean, std)``, or None for a band without a finite value."""
+        out: list[tuple[float, float, float, float] | None] = []
+        for i in range(len(self.count)):
+            n = self.count[i]
+            if n == 0:
+                out.append(None)
+                continue
+            mean = self.sum[i] / n
+            std = float(np.sqrt(max(self.sumsq[i] / n - mean * mean, 0.0)))
+            out.append((float(self.min[i]), float(self.max[i]), float(mean), std))
+        return out
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k).tolist() for k in ("count", "sum", "sumsq", "min", "max")}
+
+    @classmethod
+    def from_json(cls, data: dict) -> _BandStatistics:
+        stats = cls(len(data["count"]))
+        for k in ("count", "sum", "sumsq", "min", "max"):
+            setattr(stats, k, np.asarray(data[k], np.float64))
+        return stats

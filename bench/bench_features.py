@@ -1,0 +1,485 @@
+"""Feature extraction: efficiency, tiling agreement, int8, memory against raster size, and IAMAP's approach.
+
+Sections (each runs in a fresh child process; the parent imports neither torch nor GDAL):
+
+* ``efficiency``: the whole pipeline (read, normalise, encode, blend, write, checkpoints) against the raw encoder
+  forward on the same tiles in the same batches: ratio = raw time ÷ pipeline time (1.0: the engine costs
+  nothing). Real Sentinel-2 scene (1536 × 768 px); the ukis-csmask EfficientNet-B4 encoder at stride 8, and a
+  ViT-S/16 (random weights: speed does not depend on them) on 4 bands.
+* ``sweep``: mean cosine similarity of tiled features to the encoder applied to the whole scene at once, for
+  strides 8/16/32 and several tile sizes and overlaps.
+* ``int8``: ViT-S/16 pipeline in float32 and with dynamic int8 quantisation: speed-up and cosine similarity.
+* ``memory``: peak RSS (VmHWM) of the pipeline on generated 4-band rasters of growing size (timm ResNet-18 at
+  stride 16); the same engine must keep the peak flat.
+* ``iamap``: a faithful re-implementation of IAMAP's encoder loop (one GeoTIFF per tile written as it is encoded,
+  batch 1 on the CPU, the raster reopened for every tile, then a merge of all tiles with the "first" method,
+  IAMAP's default) against our pipeline on the same scene, encoder, tiles and normalisation: time, temporary disk,
+  peak memory and agreement with the whole-scene result.
+
+Run: ``.venv/bin/python bench/bench_features.py [--sections efficiency,sweep,int8,memory,iamap] [--quick]``;
+results go to ``bench/results/features.json``. Figures from a shared machine are only comparable within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import _common
+
+SCENE = _common.ROOT / ".data" / "s2" / "s2_l1c_10m.tif"
+PACKAGE = _common.ROOT / ".data" / "models" / "ukis-csmask-6b-l1c"
+WORK = _common.DATA / "features"
+SECTIONS = ("efficiency", "sweep", "int8", "memory", "iamap")
+
+
+# --------------------------------------------------------------------------------------------------- child helpers
+
+
+def _setup() -> None:
+    _common.ensure_plugin_path()
+    WORK.mkdir(parents=True, exist_ok=True)
+
+
+def _vit_weights() -> Path:
+    """A randomly initialised 4-band ViT-S/16 saved once (speed and plumbing do not depend on the weights)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    path = WORK / "vit_s16_4b.safetensors"
+    if not path.exists():
+        torch.manual_seed(0)
+        model = timm.create_model("vit_small_patch16_224", in_chans=4)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def _resnet_weights() -> Path:
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    path = WORK / "resnet18_4b.safetensors"
+    if not path.exists():
+        torch.manual_seed(0)
+        model = timm.create_model("resnet18", in_chans=4)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def _reference(stride: int):
+    """The encoder on the whole scene at once (single tile), cached as .npy per stride."""
+    import numpy as np
+
+    path = WORK / f"whole_scene_stride{stride}.npy"
+    if path.exists():
+        return np.load(path)
+    import torch
+    from deepraster.models.encoders import package_encoder
+    from deepraster.models.package import load_package
+    from osgeo import gdal
+
+    package = load_package(PACKAGE)
+    raw = gdal.Open(str(SCENE)).ReadAsArray()[[0, 1, 2, 6, 8, 9]].astype(np.float32) * 1e-4
+    mean = np.array(package.normalization.a, np.float32)[:, None, None]
+    std = np.array(package.normalization.b, np.float32)[:, None, None]
+    module, _ = package_encoder(package, 32)
+    with torch.inference_mode():
+        stages = module.encoder(torch.from_numpy(((raw - mean) / std)[None]))
+    for s in (8, 16, 32):
+        np.save(WORK / f"whole_scene_stride{s}.npy", stages[int(np.log2(s))][0].numpy())
+    return np.load(path)
+
+
+def _cosine(a, b) -> dict[str, float]:
+    import numpy as np
+
+    a = a / np.maximum(np.linalg.norm(a, axis=0, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=0, keepdims=True), 1e-12)
+    c = (a * b).sum(axis=0)
+    return {"mean": round(float(c.mean()), 4), "p5": round(float(np.percentile(c, 5)), 4),
+            "min": round(float(c.min()), 4)}
+
+
+def _request(**kwargs):
+    from deepraster.models.feature_extraction import FeatureRequest
+
+    return FeatureRequest(raster=str(SCENE), device="cpu", **kwargs)
+
+
+def _package_request(output: Path, stride: int, **kwargs):
+    from deepraster.models.package import load_package
+
+    return _request(output=str(output), package=load_package(PACKAGE), stride=stride, **kwargs)
+
+
+def _vit_request(output: Path, **kwargs):
+    return _request(output=str(output), timm_model="vit_small_patch16_224", weights=str(_vit_weights()),
+                    bands=(1, 2, 3, 7), value_scale=1e-4, **kwargs)
+
+
+def _raw_forward_seconds(request) -> tuple[float, int]:
+    """Time the bare encoder over the tiles the pipeline encodes, in the same batches (within grid rows)."""
+    import numpy as np
+    import torch
+    from deepraster.models.feature_extraction import build_encoder, resolve_bands, resolve_tiling, resolve_transform
+    from deepraster.tiling.grid import TileGrid
+    from deepraster.tiling.reader import RasterSource, StripReader
+
+    source = RasterSource.open(request.raster)
+    bands = resolve_bands(request, source)
+    module, enc = build_encoder(request, len(bands), lambda m: None)
+    transform = resolve_transform(request, source, bands, enc, source.window, lambda m: None)
+    tile, overlap = resolve_tiling(request, enc, lambda m: None)
+    grid = TileGrid(source.window, tile, overlap, align=enc.stride)
+    batches = []
+    for strip in StripReader(source, grid, transform):
+        tiles = [strip.data[:, :, t.window.col_off - strip.window.col_off:t.window.col_end - strip.window.col_off]
+                 for t in grid.row(strip.grid_row)]
+        for i in range(0, len(tiles), request.batch_size):
+            batches.append(torch.from_numpy(np.ascontiguousarray(np.stack(tiles[i:i + request.batch_size]))))
+    module.eval()
+    with torch.inference_mode():
+        module(batches[0])  # warm-up, as the pipeline's first batch is not
+        start = time.perf_counter()
+        for b in batches:
+            module(b).float().numpy()
+    return time.perf_counter() - start, sum(len(b) for b in batches)
+
+
+def child_efficiency(repeats: int) -> dict[str, Any]:
+    from deepraster.models.feature_extraction import extract_features
+
+    out: dict[str, Any] = {}
+    cases = {"efficientnet_b4_stride8": lambda p: _package_request(p, 8),
+             "vit_s16_4bands": lambda p: _vit_request(p)}
+    for name, make in cases.items():
+        pipeline, raw, predict, tiles = [], [], [], 0
+        extract_features(make(WORK / f"warm_{name}.tif"))  # first run: caches, lazy imports
+        for r in range(repeats):  # interleaved, as the machine's load changes
+            result = extract_features(make(WORK / f"eff_{name}_{r}.tif"))
+            pipeline.append(result.stats.total_seconds)
+            predict.append(result.stats.predict_seconds)
+            seconds, tiles = _raw_forward_seconds(make(WORK / "unused.tif"))
+            raw.append(seconds)
+        mpx = tiles * result.tile ** 2 / 1e6
+        out[name] = {"tiles": tiles, "tile": result.tile, "overlap": result.overlap,
+                     "pipeline_s": [round(s, 2) for s in pipeline], "raw_forward_s": [round(s, 2) for s in raw],
+                     "pipeline_median_s": round(_common.median(pipeline), 2),
+                     "raw_median_s": round(_common.median(raw), 2),
+                     "ratio_raw_over_pipeline": round(_common.median(raw) / _common.median(pipeline), 3),
+                     "ratio_of_best_runs": round(min(raw) / min(pipeline), 3),
+                     "ratios_per_repeat": [round(a / b, 3) for a, b in zip(raw, pipeline, strict=True)],
+                     "encoded_mpx_per_s": round(mpx / _common.median(pipeline), 3),
+                     "share_in_model_per_run": [round(p / t, 3) for p, t in zip(predict, pipeline, strict=True)],
+                     "share_in_model_median": round(_common.median([p / t for p, t in zip(predict, pipeline,
+                                                                                          strict=True)]), 3),
+                     "encoder_in_pipeline_over_raw": round(_common.median(predict) / _common.median(raw), 3)}
+    return out
+
+
+def child_sweep(quick: bool) -> dict[str, Any]:
+    from deepraster.models.feature_extraction import extract_features
+    from osgeo import gdal
+
+    cases = [(8, 256, 64), (8, 256, 128), (16, 256, 64), (16, 512, 128), (16, 512, 256), (32, 256, 64),
+             (32, 512, 128), (32, 512, 256), (32, 768, 384)]
+    if quick:
+        cases = [(8, 256, 64), (16, 512, 128), (32, 512, 128)]
+    rows = []
+    for stride, tile, overlap in cases:
+        ref = _reference(stride)
+        path = WORK / f"sweep_{stride}_{tile}_{overlap}.tif"
+        result = extract_features(_package_request(path, stride, tile_size=tile, overlap=overlap, resume=False))
+        rows.append({"stride": stride, "tile": tile, "overlap": overlap, "tiles": result.stats.tiles_predicted,
+                     "seconds": round(result.stats.total_seconds, 1),
+                     "cosine_to_whole_scene": _cosine(gdal.Open(str(path)).ReadAsArray(), ref)})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return {"encoder": "ukis-csmask-6b-l1c EfficientNet-B4 encoder", "scene": str(SCENE), "runs": rows}
+
+
+def child_int8(repeats: int) -> dict[str, Any]:
+    from deepraster.models.feature_extraction import extract_features
+    from osgeo import gdal
+
+    times: dict[str, list[float]] = {"float32": [], "int8": []}
+    extract_features(_vit_request(WORK / "int8_warm.tif", int8=True))
+    for _ in range(repeats):
+        for mode in ("float32", "int8"):
+            result = extract_features(_vit_request(WORK / f"vit_{mode}.tif", int8=mode == "int8", resume=False))
+            times[mode].append(result.stats.total_seconds)
+    a = gdal.Open(str(WORK / "vit_float32.tif")).ReadAsArray()
+    b = gdal.Open(str(WORK / "vit_int8.tif")).ReadAsArray()
+    f32, i8 = _common.median(times["float32"]), _common.median(times["int8"])
+    return {"model": "ViT-S/16 (random weights), 4 bands, real scene 1536 × 768 px", "float32_s": times["float32"],
+            "int8_s": times["int8"], "speedup_median": round(f32 / i8, 2),
+            "speedup_best_runs": round(min(times["float32"]) / min(times["int8"]), 2),
+            "cosine_int8_to_float32": _cosine(b, a)}
+
+
+def _memory_raster(spec: str) -> tuple[Path, int, int]:
+    """``N`` → the generated N² raster; ``WxH`` → a W × H window (a VRT) of the generated 20000² raster."""
+    sys.path.insert(0, str(_common.BENCH))
+    import bench_memory
+
+    if "x" not in spec:
+        return bench_memory.data_path(int(spec)), int(spec), int(spec)
+    from osgeo import gdal
+
+    width, height = (int(v) for v in spec.split("x"))
+    path = WORK / f"window_{width}x{height}.vrt"
+    if not path.exists():
+        gdal.Translate(str(path), str(bench_memory.data_path(20000)), format="VRT", srcWin=[0, 0, width, height])
+    return path, width, height
+
+
+def child_memory(spec: str) -> dict[str, Any]:
+    from deepraster.models.feature_extraction import FeatureRequest, extract_features
+
+    weights = _resnet_weights()
+    raster, width, height = _memory_raster(spec)
+    rss_imports = _common.proc_status_kib("VmRSS")
+    out = WORK / f"memory_{spec}.tif"
+    request = FeatureRequest(raster=str(raster), output=str(out), timm_model="resnet18",
+                             weights=str(weights), stride=16, value_scale=1e-4, device="cpu", resume=True)
+    result = extract_features(request)
+    report = {"raster": f"{width} x {height}", "mpx": width * height / 1e6, "tiles": result.stats.tiles_predicted,
+              "tile": result.tile, "overlap": result.overlap, "seconds": round(result.stats.total_seconds, 1),
+              "output_bytes": out.stat().st_size, "rss_after_imports_mib": _common.mib(rss_imports),
+              "peak_vmhwm_mib": _common.mib(_common.proc_status_kib("VmHWM"))}
+    out.unlink()
+    return report
+
+
+def child_reference() -> dict[str, Any]:
+    """Compute and cache the whole-scene features (a big forward pass: kept out of the measured children)."""
+    return {"shape": list(_reference(8).shape)}
+
+
+def child_ours_on_scene(batch: int) -> dict[str, Any]:
+    """Our pipeline on the scene; ``seconds`` is the run itself (encoder already loaded), as for IAMAP's loop."""
+    import numpy as np
+    from deepraster.models.feature_extraction import extract_features
+    from osgeo import gdal
+
+    path = WORK / f"ours_scene_b{batch}.tif"
+    ref = np.load(WORK / "whole_scene_stride8.npy")
+    rss = _common.proc_status_kib("VmRSS")
+    start = time.perf_counter()
+    result = extract_features(_package_request(path, 8, batch_size=batch))
+    wall = time.perf_counter() - start
+    return {"batch": batch, "seconds": round(result.stats.total_seconds, 2),
+            "seconds_with_model_loading": round(wall, 2),
+            "peak_vmhwm_mib": _common.mib(_common.proc_status_kib("VmHWM")), "rss_before_mib": _common.mib(rss),
+            "output_bytes": path.stat().st_size, "temporary_peak_bytes": path.stat().st_size,
+            "tiles": result.stats.tiles_predicted,
+            "cosine_to_whole_scene": _cosine(gdal.Open(str(path)).ReadAsArray(), ref)}
+
+
+def _merge_first(paths: list[Path], target: Path) -> None:
+    """``rasterio.merge.merge(paths, method="first")`` then a write, as IAMAP's ``merge_tiles`` does: the output
+    (the union of the tiles' extents) is allocated whole in memory, each tile is copied where no earlier tile wrote."""
+    import numpy as np
+    from osgeo import gdal
+
+    infos = []
+    for p in paths:
+        ds = gdal.Open(str(p))
+        infos.append((ds.GetGeoTransform(), ds.RasterXSize, ds.RasterYSize, ds.RasterCount, ds.GetProjection()))
+    gt0 = infos[0][0]
+    xmin = min(g[0] for g, *_ in infos)
+    ymax = max(g[3] for g, *_ in infos)
+    xmax = max(g[0] + w * g[1] for g, w, *_ in infos)
+    ymin = min(g[3] + h * g[5] for g, _, h, *_ in infos)
+    width, height = round((xmax - xmin) / gt0[1]), round((ymin - ymax) / gt0[5])
+    dest = np.zeros((infos[0][3], height, width), np.float32)
+    filled = np.zeros((height, width), bool)
+    for p, (g, w, h, _, _) in zip(paths, infos, strict=True):
+        c, r = round((g[0] - xmin) / gt0[1]), round((g[3] - ymax) / gt0[5])
+        data = gdal.Open(str(p)).ReadAsArray().reshape(-1, h, w)
+        free = ~filled[r:r + h, c:c + w]
+        dest[:, r:r + h, c:c + w][:, free] = data[:, free]
+        filled[r:r + h, c:c + w] = True
+    out = gdal.GetDriverByName("GTiff").Create(str(target), width, height, dest.shape[0], gdal.GDT_Float32)
+    out.SetGeoTransform((xmin, gt0[1], 0.0, ymax, 0.0, gt0[5]))
+    out.SetProjection(infos[0][4])
+    out.WriteArray(dest)
+    out = None
+
+
+def child_iamap(size: int) -> dict[str, Any]:
+    """IAMAP's encoder loop (encoder.py), re-implemented with GDAL (rasterio is not in this environment; GDAL does the
+    same reads and writes): the NoBordersGridGeoSampler grid, the raster opened again for every sample (cache=False),
+    batch 1 on the CPU, one float32 GeoTIFF per tile written as soon as it is encoded, every 500 tiles
+    (TEMP_FILES_CLEANUP_FREQ) all tiles and the previous partial mosaic merged into ``merged_tmp.tif`` and the tiles
+    deleted, and a final merge with the "first" method (IAMAP's default), all in memory as rasterio.merge does.
+
+    ``size`` 0: the real scene with the ukis-csmask encoder at stride 8 (the package's normalisation, as ours);
+    otherwise the generated size² raster with the ResNet-18 of the memory section at stride 16.
+    """
+    import numpy as np
+    import torch
+    from deepraster.models.encoders import package_encoder, timm_encoder
+    from deepraster.models.package import load_package
+    from deepraster.tiling.grid import axis_starts
+    from osgeo import gdal
+
+    gdal.UseExceptions()
+    if size == 0:
+        package = load_package(PACKAGE)
+        module, _ = package_encoder(package, 8)
+        raster, bands, scale = SCENE, [1, 2, 3, 7, 9, 10], 1e-4
+        mean = np.array(package.normalization.a, np.float32)[:, None, None]
+        std = np.array(package.normalization.b, np.float32)[:, None, None]
+        ref = np.load(WORK / "whole_scene_stride8.npy")
+    else:
+        sys.path.insert(0, str(_common.BENCH))
+        import bench_memory
+
+        module, _ = timm_encoder("resnet18", 4, _resnet_weights(), 16)
+        raster, bands, scale, ref = bench_memory.data_path(size), [1, 2, 3, 4], 1e-4, None
+        mean, std = np.float32(0.0), np.float32(1.0)
+    module.eval()
+    tile, step = 256, 192
+    src = gdal.Open(str(raster))
+    width, height, gt, wkt = src.RasterXSize, src.RasterYSize, src.GetGeoTransform(), src.GetProjection()
+    src = None
+    rows, cols = axis_starts(0, height, tile, step), axis_starts(0, width, tile, step)
+    tmp = WORK / f"iamap_tmp_{size}"
+    tmp.mkdir(exist_ok=True)
+    merged_tmp = tmp / "merged_tmp.tif"
+    rss = _common.proc_status_kib("VmRSS")
+    start = time.perf_counter()
+    tiles: list[Path] = []
+    peak_disk, done, merges = 0, 0, 0
+    for r in rows:
+        for c in cols:
+            ds = gdal.Open(str(raster))
+            x = ds.ReadAsArray(c, r, tile, tile, band_list=bands).astype(np.float32) * scale
+            ds = None
+            with torch.inference_mode():
+                feat = module(torch.from_numpy(((x - mean) / std)[None]))[0].numpy()
+            path = tmp / f"{done}_tmp.tif"
+            out = gdal.GetDriverByName("GTiff").Create(str(path), feat.shape[2], feat.shape[1], feat.shape[0],
+                                                       gdal.GDT_Float32)
+            out.SetGeoTransform((gt[0] + c * gt[1], gt[1] * tile / feat.shape[2], 0.0, gt[3] + r * gt[5], 0.0,
+                                 gt[5] * tile / feat.shape[1]))
+            out.SetProjection(wkt)
+            out.WriteArray(feat)
+            out = None
+            tiles.append(path)
+            done += 1
+            peak_disk = max(peak_disk, sum(p.stat().st_size for p in tmp.iterdir()))
+            if done % 500 == 0:  # periodic cleanup: merge everything so far, delete the tiles
+                sources = ([merged_tmp] if merged_tmp.exists() else []) + tiles
+                _merge_first(sources, tmp / "merged_new.tif")
+                peak_disk = max(peak_disk, sum(p.stat().st_size for p in tmp.iterdir()))
+                for p in tiles:
+                    p.unlink()
+                (tmp / "merged_new.tif").replace(merged_tmp)
+                tiles, merges = [], merges + 1
+    merged = WORK / f"iamap_merged_{size}.tif"
+    _merge_first(([merged_tmp] if merged_tmp.exists() else []) + tiles, merged)
+    peak_disk = max(peak_disk, sum(p.stat().st_size for p in tmp.iterdir()) + merged.stat().st_size)
+    wall = time.perf_counter() - start
+    report = {"size": size, "seconds": round(wall, 2), "peak_vmhwm_mib": _common.mib(_common.proc_status_kib("VmHWM")),
+              "rss_before_mib": _common.mib(rss), "output_bytes": merged.stat().st_size,
+              "temporary_peak_bytes": peak_disk, "tiles": done, "periodic_merges": merges}
+    if ref is not None:
+        report["cosine_to_whole_scene"] = _cosine(gdal.Open(str(merged)).ReadAsArray(), ref)
+    for p in tmp.iterdir():
+        p.unlink()
+    tmp.rmdir()
+    merged.unlink()
+    return report
+
+
+# --------------------------------------------------------------------------------------------------- parent
+
+
+def run_section(args: list[str], timeout: float) -> dict[str, Any]:
+    res = _common.run_child([str(_common.PYTHON), __file__, *args], timeout)
+    report = res.last_json()
+    if res.returncode != 0 or report is None:
+        return {"error": f"rc {res.returncode}", "stderr_tail": res.stderr[-3000:]}
+    report["child_wall_s"] = round(res.wall_s, 1)
+    report["child_ru_maxrss_mib"] = _common.mib(res.maxrss_kib)
+    report["load_average_before_after"] = [round(getattr(res, "load_before", 0.0), 2),
+                                           round(getattr(res, "load_after", 0.0), 2)]
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sizes", default="1000,5000", help="IAMAP-style runs on generated N² rasters")
+    parser.add_argument("--memory-sizes", default="1000,5000,1000x20000",
+                        help="N (N² raster) or WxH (a window of the 20000² raster): memory against size")
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="fewer sweep cases, 1 repeat")
+    parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--out", type=Path, default=_common.RESULTS / "features.json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    repeats = 1 if args.quick else args.repeats
+
+    if args.child:
+        _setup()
+        report = {"efficiency": lambda: child_efficiency(repeats), "sweep": lambda: child_sweep(args.quick),
+                  "int8": lambda: child_int8(repeats), "memory": lambda: child_memory(args.spec),
+                  "reference": child_reference, "ours": lambda: child_ours_on_scene(args.size or 4),
+                  "iamap": lambda: child_iamap(args.size or 0)}[args.child]()
+        print(json.dumps(report), flush=True)
+        return
+
+    results: dict[str, Any] = {"benchmark": "features", "machine": _common.machine_info()}
+    sections = [s for s in args.sections.split(",") if s]
+    extra = ["--repeats", str(args.repeats)] + (["--quick"] if args.quick else [])
+    for section in sections:
+        start = time.perf_counter()
+        if section == "memory":
+            sys.path.insert(0, str(_common.BENCH))
+            import bench_memory
+
+            runs = []
+            for spec in args.memory_sizes.split(","):
+                bench_memory.ensure_data(20000 if "x" in spec else int(spec), args.timeout)
+                runs.append(run_section(["--child", "memory", "--spec", spec], args.timeout))
+            results["memory"] = {"encoder": "timm resnet18, stride 16, 4 bands", "runs": runs}
+        elif section == "iamap":
+            run_section(["--child", "reference"], args.timeout)
+            runs: dict[str, list] = {"ours_batch1": [], "iamap_style": [], "ours_batch4": []}
+            for _ in range(repeats):  # interleaved: the machine's load changes over minutes
+                runs["ours_batch1"].append(run_section(["--child", "ours", "--size", "1"], args.timeout))
+                runs["iamap_style"].append(run_section(["--child", "iamap", "--size", "0"], args.timeout))
+                runs["ours_batch4"].append(run_section(["--child", "ours", "--size", "4"], args.timeout))
+            summary = {name: {"seconds_min": min(r["seconds"] for r in rs if "seconds" in r),
+                              "seconds_median": _common.median([r["seconds"] for r in rs if "seconds" in r]),
+                              **{k: rs[0].get(k) for k in ("peak_vmhwm_mib", "temporary_peak_bytes", "output_bytes",
+                                                           "cosine_to_whole_scene")}}
+                       for name, rs in runs.items()}
+            sys.path.insert(0, str(_common.BENCH))
+            import bench_memory
+
+            by_size = []
+            for size in (int(s) for s in args.sizes.split(",")):
+                bench_memory.ensure_data(size, args.timeout)
+                by_size.append(run_section(["--child", "iamap", "--size", str(size)], args.timeout))
+            results["iamap"] = {"scene_summary": summary, "scene_runs": runs, "iamap_style_by_size": by_size}
+        else:
+            results[section] = run_section(["--child", section, *extra], args.timeout)
+        print(f"{section}: {time.perf_counter() - start:.0f} s\n{json.dumps(results[section], indent=1)}",
+              flush=True)
+        _common.write_json(args.out, results)
+    print(f"results: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
