@@ -51,6 +51,16 @@ def _spec(source: RasterSource, region: Window, bands: int, dtype: type, nodata:
                       nodata=nodata, **extra)
 
 
+def _with_nan(chunk: Chunk) -> np.ndarray:
+    """The chunk's values with NaN where invalid; copied only when there is something to mark (heads share chunks)."""
+    invalid = ~chunk.valid
+    if not invalid.any():
+        return chunk.values
+    out = chunk.values.copy()
+    out[:, invalid] = np.nan
+    return out
+
+
 class ProbabilityHead:
     """One band per model output channel: float32 in 0–1 (nodata NaN) or uint8 percent 0–100 (nodata 255)."""
 
@@ -59,7 +69,7 @@ class ProbabilityHead:
         dtype, nodata = (np.uint8, PERCENT_NODATA) if percent else (np.float32, float("nan"))
         descriptions = [f"probability of {n}" + (" (%)" if percent else "") for n in names]
         self.writer = GeoTiffWriter(path, _spec(source, region, len(names), dtype, nodata,
-                                                band_descriptions=descriptions))
+                                                band_descriptions=descriptions, threads=True))
 
     def write(self, chunk: Chunk) -> None:
         invalid = ~chunk.valid
@@ -67,8 +77,7 @@ class ProbabilityHead:
             out = np.rint(np.clip(chunk.values, 0.0, 1.0) * 100.0).astype(np.uint8)
             out[:, invalid] = PERCENT_NODATA
         else:
-            out = chunk.values.copy()
-            out[:, invalid] = np.nan
+            out = _with_nan(chunk)
         self.writer.write(chunk.row_off, out)
 
     def commit(self) -> Path:
@@ -164,9 +173,7 @@ class FeatureHead:
         return self.writer.resumed_rows
 
     def write(self, chunk: Chunk) -> None:
-        out = chunk.values.copy()
-        out[:, ~chunk.valid] = np.nan
-        self.writer.write(chunk.row_off, out)
+        self.writer.write(chunk.row_off, _with_nan(chunk))
 
     def commit(self) -> Path:
         return self.writer.commit()
