@@ -29,7 +29,7 @@ from osgeo import gdal
 from .engine import Callbacks
 from .errors import RasterInputError, RunCancelled
 from .grid import Window
-from .reader import RasterSource
+from .reader import RasterSource, pixel_validity
 from .writer import GeoTiffWriter, RasterSpec
 
 gdal.UseExceptions()
@@ -136,23 +136,8 @@ def _cuts(start: int, length: int, step: int) -> list[tuple[int, int]]:
 
 def valid_mask(source: RasterSource, ds: gdal.Dataset, window: Window, raw: np.ndarray,
                bands: Sequence[int]) -> np.ndarray:
-    """Validity of ``raw`` ``(bands, rows, cols)`` read from ``window``: the rules of the tiled engine's reader.
-
-    A pixel is valid when no band holds its nodata value, no float band holds NaN or ±inf, and the dataset mask
-    (alpha band or per-dataset mask), when the raster has one, marks it valid.
-    """
-    valid = np.ones(raw.shape[1:], dtype=bool)
-    for i, b in enumerate(bands):
-        arr = raw[i]
-        if arr.dtype.kind == "f":
-            valid &= np.isfinite(arr)
-        nodata = source.nodata[b - 1]
-        if nodata is not None and not np.isnan(nodata):
-            valid &= arr != nodata
-    if source.has_dataset_mask:
-        mask = ds.GetRasterBand(bands[0]).GetMaskBand()
-        valid &= mask.ReadAsArray(window.col_off, window.row_off, window.width, window.height) > 0
-    return valid
+    """Validity of ``raw`` ``(bands, rows, cols)`` read from ``window``: the tiled engine's rule (pixel_validity)."""
+    return pixel_validity(source, ds, window, {b: raw[i] for i, b in enumerate(bands)})
 
 
 class PixelReader:

@@ -169,6 +169,24 @@ class Strip:
 _END = object()
 
 
+def pixel_validity(source: RasterSource, ds: gdal.Dataset, window: Window,
+                   by_band: dict[int, np.ndarray]) -> np.ndarray:
+    """The validity rule shared by every reader: a pixel of ``window`` is valid when no band (arrays keyed by 1-based
+    band number) holds its nodata value, no float band holds NaN or ±inf, and the dataset mask (alpha band or
+    per-dataset mask), when the raster has one, marks it valid."""
+    valid = np.ones((window.height, window.width), dtype=bool)
+    for b, arr in by_band.items():
+        nodata = source.nodata[b - 1]
+        if arr.dtype.kind == "f":
+            valid &= np.isfinite(arr)
+        if nodata is not None and not np.isnan(nodata):
+            valid &= arr != nodata
+    if source.has_dataset_mask:
+        mask = ds.GetRasterBand(next(iter(by_band))).GetMaskBand()
+        valid &= mask.ReadAsArray(window.col_off, window.row_off, window.width, window.height) > 0
+    return valid
+
+
 class StripReader:
     """Iterates over :class:`Strip` objects for every row of ``grid``, read ahead in a background thread.
 
@@ -269,16 +287,7 @@ class StripReader:
         return Strip(grid_row, footprint, data, valid, int(valid.sum()))
 
     def _validity(self, ds: gdal.Dataset, inside: Window, by_band: dict[int, np.ndarray]) -> np.ndarray:
-        valid = np.ones((inside.height, inside.width), dtype=bool)
-        for b, arr in by_band.items():
-            nodata = self.source.nodata[b - 1]
-            if arr.dtype.kind == "f":
-                valid &= np.isfinite(arr)
-            if nodata is not None and not np.isnan(nodata):
-                valid &= arr != nodata
-        if self.source.has_dataset_mask:
-            mask = ds.GetRasterBand(self.read_bands[0]).GetMaskBand()
-            valid &= mask.ReadAsArray(inside.col_off, inside.row_off, inside.width, inside.height) > 0
+        valid = pixel_validity(self.source, ds, inside, by_band)
         for _, rule in self.mask_rules:
             valid &= rule(by_band)
         return valid
