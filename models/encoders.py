@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..tiling.errors import DeepRasterError, DependencyError
+from .loaders import key_differences
 from .package import ModelPackage, verify_weights
 
 Info = Callable[[str], None]
@@ -203,11 +204,6 @@ def _names(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _show(keys: Sequence[str]) -> str:
-    keys = list(keys)
-    return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-
-
 def load_encoder_weights(model, state: dict[str, Any], name: str, in_channels: int, info: Info) -> None:
     """Fit a checkpoint to a timm model: timm's own checkpoint filter, first-conv adaptation of RGB weights to
     ``in_channels``, classifier keys ignored; raises :class:`EncoderError` naming the keys that differ."""
@@ -237,20 +233,11 @@ def load_encoder_weights(model, state: dict[str, Any], name: str, in_channels: i
                  f"RGB kernels repeated over the bands and scaled by 3/{in_channels}).")
     heads = tuple(f"{c}." for c in _names(cfg.get("classifier")))
     state = {k: v for k, v in state.items() if k in own or not (heads and k.startswith(heads))}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        details = "; ".join(text for text in (
-            f"missing: {_show(missing)}" if missing else "",
-            f"unexpected: {_show(unexpected)}" if unexpected else "",
-            "wrong shape: " + _show([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong])
-            if wrong else "",
-        ) if text)
+    details = key_differences(own, state)
+    if details is not None:
         raise EncoderError(
-            f"The weights do not fit timm model {name!r} with {in_channels} input band(s) ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(wrong)} wrongly shaped keys: {details}). Choose the timm model "
-            "these weights were trained with."
+            f"The weights do not fit timm model {name!r} with {in_channels} input band(s) ({details}). Choose the "
+            "timm model these weights were trained with."
         )
     model.load_state_dict(state, strict=True)
 

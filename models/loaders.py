@@ -112,24 +112,31 @@ def load_pickled_module(path: Path, trusted: bool):
     return module
 
 
-def check_keys(net, state: dict, package: ModelPackage) -> None:
-    """Raise a message naming missing, unexpected and wrongly shaped keys when ``state`` does not fit ``net``."""
-    own = net.state_dict()
+def key_differences(own: dict, state: dict) -> str | None:
+    """How ``state`` differs from a network's own state dict (missing, unexpected, wrongly shaped keys, five of
+    each named), or None when it fits exactly."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    wrong_shape = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if not (missing or unexpected or wrong_shape):
-        return
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if not (missing or unexpected or wrong):
+        return None
 
     def show(keys: list[str]) -> str:
         return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
 
-    details = "; ".join(text for text in (
-        f"missing: {show(missing)}" if missing else "",
-        f"unexpected: {show(unexpected)}" if unexpected else "",
-        "wrong shape: " + show([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong_shape])
-        if wrong_shape else "",
+    return "; ".join(text for text in (
+        f"{len(missing)} missing: {show(missing)}" if missing else "",
+        f"{len(unexpected)} unexpected: {show(unexpected)}" if unexpected else "",
+        f"{len(wrong)} wrong shape: " + show([f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong])
+        if wrong else "",
     ) if text)
+
+
+def check_keys(net, state: dict, package: ModelPackage) -> None:
+    """Raise a message naming missing, unexpected and wrongly shaped keys when ``state`` does not fit ``net``."""
+    details = key_differences(net.state_dict(), state)
+    if details is None:
+        return
     a = package.architecture
     raise ModelPackageError(
         f"The weights in {package.weights_file.name} do not fit {a.framework} {a.arch} {a.encoder} with "
