@@ -251,7 +251,8 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
         p.add("$.inference.output_stride", f"must be ≥ 1 and divide tile_size {tile_size}, found {output_stride}")
     overlap = p.get(inf, "overlap", "$.inference", int, required=False, default=max(tile_size // 4, 0))
     size_divisor = p.get(inf, "size_divisor", "$.inference", int, required=False, default=1)
-    activation = p.get(inf, "activation", "$.inference", str, default="none")
+    activation = p.get(inf, "activation", "$.inference", str, required=task == "pixel_classification",
+                       default="none")
     if activation not in ACTIVATIONS:
         p.add("$.inference.activation", f"expected one of {', '.join(ACTIVATIONS)}, found {activation!r}")
     if size_divisor < 1:
