@@ -16,7 +16,8 @@ S2_BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"
 
 
 def write_raster(path: Path, data: np.ndarray, *, geotransform=(500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0),
-                 epsg: int = 32633, nodata: float | None = None, descriptions: tuple[str, ...] = ()) -> Path:
+                 epsg: int = 32633, nodata: float | None = None, descriptions: tuple[str, ...] = (),
+                 creation_options: tuple[str, ...] = ("TILED=YES", "COMPRESS=DEFLATE")) -> Path:
     """Write ``data`` (bands, rows, cols) as a GeoTIFF with the given georeferencing; returns ``path``."""
     from osgeo import gdal, gdal_array, osr
 
@@ -26,7 +27,7 @@ def write_raster(path: Path, data: np.ndarray, *, geotransform=(500000.0, 10.0, 
         data = data[None]
     ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1], data.shape[0],
                                               gdal_array.NumericTypeCodeToGDALTypeCode(data.dtype),
-                                              ["TILED=YES", "COMPRESS=DEFLATE"])
+                                              list(creation_options))
     ds.SetGeoTransform(geotransform)
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(epsg)
@@ -78,32 +79,10 @@ def cloud_mask_model(package: Path):
     return model
 
 
-def write_blocked_raster(path: Path, data: np.ndarray, *, block: int = 64, nodata: float | None = None,
-                         descriptions: tuple[str, ...] = (), epsg: int = 32633,
-                         geotransform=(500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0)) -> Path:
-    """Like :func:`write_raster`, with TIFF blocks of ``block`` pixels (many windows on a small raster)."""
-    from osgeo import gdal, gdal_array, osr
-
-    gdal.UseExceptions()
-    data = np.asarray(data)
-    if data.ndim == 2:
-        data = data[None]
-    ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[2], data.shape[1], data.shape[0],
-                                              gdal_array.NumericTypeCodeToGDALTypeCode(data.dtype),
-                                              ["TILED=YES", f"BLOCKXSIZE={block}", f"BLOCKYSIZE={block}"])
-    ds.SetGeoTransform(geotransform)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    ds.SetProjection(srs.ExportToWkt())
-    for i in range(data.shape[0]):
-        band = ds.GetRasterBand(i + 1)
-        band.WriteArray(data[i])
-        if nodata is not None:
-            band.SetNoDataValue(nodata)
-        if i < len(descriptions):
-            band.SetDescription(descriptions[i])
-    ds = None
-    return path
+def write_blocked_raster(path: Path, data: np.ndarray, *, block: int = 64, **kwargs) -> Path:
+    """Like :func:`write_raster`, uncompressed with TIFF blocks of ``block`` pixels (many windows on a small raster)."""
+    return write_raster(path, data, creation_options=("TILED=YES", f"BLOCKXSIZE={block}", f"BLOCKYSIZE={block}"),
+                        **kwargs)
 
 
 def write_vector(path: Path, geometries_wkt: list[str], fields: dict[str, list] | None = None,
