@@ -8,12 +8,21 @@ import os
 import sys
 from collections.abc import Sequence
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingFeedback
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterNumber,
+)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..tiling.engine import Callbacks
-from ..tiling.errors import DeepRasterError
+from ..tiling.errors import DeepRasterError, RasterInputError
+from ..tiling.grid import Window
 from ..tiling.reader import RasterSource
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "deepraster.svg")
@@ -94,6 +103,64 @@ class DeepRasterAlgorithm(QgsProcessingAlgorithm):
     def run_algorithm(self, parameters, context, feedback) -> dict:
         """The algorithm itself; raise :class:`DeepRasterError` for anything the user can fix."""
         raise NotImplementedError
+
+
+class TiledModelAlgorithm(DeepRasterAlgorithm):
+    """What the algorithms that run a network over tiles share: the input raster and its processing extent, and
+    the advanced tiling and compute parameters (tile size, overlap, batch size, device, half precision)."""
+
+    abstract = True
+    INPUT = "INPUT"
+    EXTENT = "EXTENT"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    BATCH_SIZE = "BATCH_SIZE"
+    DEVICE = "DEVICE"
+    HALF = "HALF"
+    DEVICES = ("auto", "cpu", "cuda")
+
+    def tiling_parameters(self, tile_default: str, overlap_default: str) -> list[QgsProcessingParameterDefinition]:
+        """The tiling and compute parameters; 0 tile size and −1 overlap mean the defaults named in the labels."""
+        return [
+            QgsProcessingParameterNumber(self.TILE_SIZE, self.tr(f"Tile size in pixels (0: {tile_default})"),
+                                         QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=8192),
+            QgsProcessingParameterNumber(self.OVERLAP, self.tr(f"Tile overlap in pixels (-1: {overlap_default})"),
+                                         QgsProcessingParameterNumber.Integer, -1, minValue=-1, maxValue=4096),
+            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (tiles per model call)"),
+                                         QgsProcessingParameterNumber.Integer, 4, minValue=1, maxValue=1024),
+            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(self.DEVICES), defaultValue=0),
+            QgsProcessingParameterBoolean(self.HALF, self.tr("Half precision on GPU (float16)"), False),
+        ]
+
+    def add_advanced(self, params: list[QgsProcessingParameterDefinition]) -> None:
+        """Add parameters under the dialog's "Advanced parameters"."""
+        for param in params:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+
+    def tiling_values(self, parameters, context) -> dict:
+        """tile_size, overlap (None: the default), batch_size, device and half, as request fields."""
+        overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
+        return {
+            "tile_size": self.parameterAsInt(parameters, self.TILE_SIZE, context) or None,
+            "overlap": None if overlap < 0 else overlap,
+            "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            "device": self.DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            "half": self.parameterAsBool(parameters, self.HALF, context),
+        }
+
+    def input_source(self, parameters, context) -> tuple[object, RasterSource, Window | None]:
+        """The input layer, its raster and the pixel window of the processing extent (None: the whole raster)."""
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None:
+            raise RasterInputError("The input raster could not be loaded. Choose a raster layer or file GDAL can read.")
+        source = RasterSource.open(layer.source())
+        region = None
+        if parameters.get(self.EXTENT):
+            extent = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+            region = source.window_for_bounds(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
+                                              extent.yMaximum())
+        return layer, source, region
 
 
 def callbacks_for(feedback: QgsProcessingFeedback) -> Callbacks:

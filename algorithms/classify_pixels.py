@@ -5,7 +5,6 @@ from __future__ import annotations
 from qgis.core import (
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
@@ -18,31 +17,23 @@ from ..models.bands import find_band
 from ..models.errors import BandMappingError
 from ..models.pixel_classification import ClassifyRequest, NdwiMask, classify_raster
 from ..models.sources import MODEL_FILE_FILTER, open_model
-from ..tiling.errors import RasterInputError
 from ..tiling.outputs import ClassInfo
 from ..tiling.reader import RasterSource
-from .base import DeepRasterAlgorithm, callbacks_for
+from .base import TiledModelAlgorithm, callbacks_for
 from .styling import ClassStyle, ProbabilityStyle, style_on_load
 
 GREEN_NAMES = ("B03", "B3", "green")
 NIR_NAMES = ("B08", "B8", "nir")
 
 
-class ClassifyPixelsAlgorithm(DeepRasterAlgorithm):
-    INPUT = "INPUT"
+class ClassifyPixelsAlgorithm(TiledModelAlgorithm):
     MODEL = "MODEL"
     TRUST = "TRUST"
     BANDS = "BANDS"
-    EXTENT = "EXTENT"
     MASK = "MASK"
     GREEN_BAND = "GREEN_BAND"
     NIR_BAND = "NIR_BAND"
     NDWI_THRESHOLD = "NDWI_THRESHOLD"
-    TILE_SIZE = "TILE_SIZE"
-    OVERLAP = "OVERLAP"
-    BATCH_SIZE = "BATCH_SIZE"
-    DEVICE = "DEVICE"
-    HALF = "HALF"
     VALUE_SCALE = "VALUE_SCALE"
     PROBABILITY_TYPE = "PROBABILITY_TYPE"
     OUTPUT_CLASSES = "OUTPUT_CLASSES"
@@ -50,7 +41,6 @@ class ClassifyPixelsAlgorithm(DeepRasterAlgorithm):
 
     MASK_OPTIONS = ("No mask", "Keep water (NDWI ≥ threshold), land becomes nodata",
                     "Keep land (NDWI < threshold), water becomes nodata")
-    DEVICES = ("auto", "cpu", "cuda")
     PROBABILITY_TYPES = ("float32, 0–1 (nodata NaN)", "uint8 percent, 0–100 (nodata 255)")
 
     def name(self) -> str:
@@ -106,47 +96,27 @@ class ClassifyPixelsAlgorithm(DeepRasterAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.NDWI_THRESHOLD, self.tr("NDWI threshold"), QgsProcessingParameterNumber.Double, 0.0,
             minValue=-1.0, maxValue=1.0))
-        advanced = [
-            QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size in pixels (0: the package's)"),
-                                         QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=8192),
-            QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap in pixels (-1: the package's)"),
-                                         QgsProcessingParameterNumber.Integer, -1, minValue=-1, maxValue=4096),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (tiles per model call)"),
-                                         QgsProcessingParameterNumber.Integer, 4, minValue=1, maxValue=1024),
-            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(self.DEVICES), defaultValue=0),
-            QgsProcessingParameterBoolean(self.HALF, self.tr("Half precision on GPU (float16)"), False),
+        self.add_advanced([
+            *self.tiling_parameters("the package's", "the package's"),
             QgsProcessingParameterNumber(self.VALUE_SCALE,
                                          self.tr("Input value scale (0: the package's; raster × scale = model units)"),
                                          QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
             QgsProcessingParameterEnum(self.PROBABILITY_TYPE, self.tr("Probability raster type"),
                                        options=list(self.PROBABILITY_TYPES), defaultValue=0),
-        ]
-        for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
+        ])
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_CLASSES, self.tr("Class raster")))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_PROBABILITIES, self.tr("Probability raster"), optional=True, createByDefault=True))
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None:
-            raise RasterInputError("The input raster could not be loaded. Choose a raster layer or file GDAL can read.")
-        raster = layer.source()
         package = open_model(self.parameterAsFile(parameters, self.MODEL, context))
-        source = RasterSource.open(raster)
-        region = None
-        if parameters.get(self.EXTENT):
-            extent = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
-            region = source.window_for_bounds(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
-                                              extent.yMaximum())
+        _, source, region = self.input_source(parameters, context)
         classes_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_CLASSES, context)
         probabilities_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITIES, context)
         scale = self.parameterAsDouble(parameters, self.VALUE_SCALE, context)
-        overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
         percent = self.parameterAsEnum(parameters, self.PROBABILITY_TYPE, context) == 1
         request = ClassifyRequest(
-            raster=raster,
+            raster=source.path,
             package=package,
             classes_path=classes_path or None,
             probabilities_path=probabilities_path or None,
@@ -154,13 +124,9 @@ class ClassifyPixelsAlgorithm(DeepRasterAlgorithm):
             bands=tuple(self.parameterAsInts(parameters, self.BANDS, context)) or None,
             region=region,
             ndwi=self._ndwi(parameters, context, source),
-            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context) or None,
-            overlap=None if overlap < 0 else overlap,
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            device=self.DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            half=self.parameterAsBool(parameters, self.HALF, context),
             value_scale=scale or None,
             trusted=self.parameterAsBool(parameters, self.TRUST, context),
+            **self.tiling_values(parameters, context),
         )
         stats = classify_raster(request, callbacks_for(feedback))
         feedback.pushInfo(f"{stats.tiles_predicted} tiles predicted, {stats.tiles_skipped} skipped (no valid "

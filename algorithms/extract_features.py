@@ -8,7 +8,6 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
@@ -22,9 +21,7 @@ from qgis.core import (
 from ..models.encoders import PRESETS, EncoderError
 from ..models.feature_extraction import NORMALIZATIONS, FeatureRequest, extract_features
 from ..models.package import load_package
-from ..tiling.errors import RasterInputError
-from ..tiling.reader import RasterSource
-from .base import DEEP_LEARNING_PACKAGES, DeepRasterAlgorithm, callbacks_for
+from .base import DEEP_LEARNING_PACKAGES, TiledModelAlgorithm, callbacks_for
 from .styling import style_on_load
 
 PACKAGE_SOURCE, TIMM_SOURCE = 0, 1
@@ -53,8 +50,7 @@ class FeatureStyle(QgsProcessingLayerPostProcessorInterface):
         layer.triggerRepaint()
 
 
-class ExtractFeaturesAlgorithm(DeepRasterAlgorithm):
-    INPUT = "INPUT"
+class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
     ENCODER = "ENCODER"
     MODEL = "MODEL"
     TIMM_MODEL = "TIMM_MODEL"
@@ -62,12 +58,6 @@ class ExtractFeaturesAlgorithm(DeepRasterAlgorithm):
     BANDS = "BANDS"
     REDUCE_TO_RGB = "REDUCE_TO_RGB"
     STRIDE = "STRIDE"
-    EXTENT = "EXTENT"
-    TILE_SIZE = "TILE_SIZE"
-    OVERLAP = "OVERLAP"
-    BATCH_SIZE = "BATCH_SIZE"
-    DEVICE = "DEVICE"
-    HALF = "HALF"
     INT8 = "INT8"
     VALUE_SCALE = "VALUE_SCALE"
     NORMALIZATION = "NORMALIZATION"
@@ -80,7 +70,6 @@ class ExtractFeaturesAlgorithm(DeepRasterAlgorithm):
     SOURCES = ("Model package (file below)", "timm model (name below) with its weights file",
                *(f"Preset: {p.label}" for p in PRESETS))
     STRIDES = ("Default (16; a ViT: its patch size)", "8", "16", "32")
-    DEVICES = ("auto", "cpu", "cuda")
     NORMALIZATION_OPTIONS = ("Auto (the model's when the value scale is known, else raster statistics)",
                              "The model's (package or pretrained configuration)",
                              "Raster statistics (per-band mean and standard deviation of a sample)", "None")
@@ -153,15 +142,8 @@ class ExtractFeaturesAlgorithm(DeepRasterAlgorithm):
                                                      options=list(self.STRIDES), defaultValue=0))
         self.addParameter(QgsProcessingParameterExtent(
             self.EXTENT, self.tr("Processing extent (empty: whole raster)"), optional=True))
-        advanced = [
-            QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size in pixels (0: the encoder's default)"),
-                                         QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=8192),
-            QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap in pixels (-1: default, a quarter tile)"),
-                                         QgsProcessingParameterNumber.Integer, -1, minValue=-1, maxValue=4096),
-            QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (tiles per model call)"),
-                                         QgsProcessingParameterNumber.Integer, 4, minValue=1, maxValue=1024),
-            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(self.DEVICES), defaultValue=0),
-            QgsProcessingParameterBoolean(self.HALF, self.tr("Half precision on GPU (float16)"), False),
+        self.add_advanced([
+            *self.tiling_parameters("the encoder's default", "default, a quarter tile"),
             QgsProcessingParameterBoolean(self.INT8, self.tr("int8 dynamic quantisation on CPU (ViTs)"), False),
             QgsProcessingParameterNumber(self.VALUE_SCALE,
                                          self.tr("Input value scale (0: the package's or unknown; raster × scale = "
@@ -176,23 +158,12 @@ class ExtractFeaturesAlgorithm(DeepRasterAlgorithm):
             QgsProcessingParameterBoolean(self.RESUME, self.tr("Checkpoint, and resume an interrupted run"), True),
             QgsProcessingParameterBoolean(self.DOWNLOAD, self.tr("Download the weights from the model hub "
                                                                  "(needs a network)"), False),
-        ]
-        for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
+        ])
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Feature raster")))
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None:
-            raise RasterInputError("The input raster could not be loaded. Choose a raster layer or file GDAL can read.")
-        raster = layer.source()
-        source = RasterSource.open(raster)
-        region = None
-        if parameters.get(self.EXTENT):
-            extent = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
-            region = source.window_for_bounds(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
-                                              extent.yMaximum())
+        _, source, region = self.input_source(parameters, context)
+        raster = source.path
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         package, timm_name = None, None
         choice = self.parameterAsEnum(parameters, self.ENCODER, context)
@@ -209,7 +180,6 @@ class ExtractFeaturesAlgorithm(DeepRasterAlgorithm):
         else:
             timm_name = PRESETS[choice - 2].timm_name
         scale = self.parameterAsDouble(parameters, self.VALUE_SCALE, context)
-        overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
         stride = self.parameterAsEnum(parameters, self.STRIDE, context)
         request = FeatureRequest(
             raster=raster,
@@ -222,17 +192,13 @@ class ExtractFeaturesAlgorithm(DeepRasterAlgorithm):
             bands=tuple(self.parameterAsInts(parameters, self.BANDS, context)) or None,
             reduce_to_rgb=self.parameterAsBool(parameters, self.REDUCE_TO_RGB, context),
             region=region,
-            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context) or None,
-            overlap=None if overlap < 0 else overlap,
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            device=self.DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            half=self.parameterAsBool(parameters, self.HALF, context),
             int8=self.parameterAsBool(parameters, self.INT8, context),
             value_scale=scale or None,
             normalization=NORMALIZATIONS[self.parameterAsEnum(parameters, self.NORMALIZATION, context)],
             float16=self.parameterAsEnum(parameters, self.OUTPUT_TYPE, context) == 1,
             pause_s=self.parameterAsDouble(parameters, self.PAUSE, context),
             resume=self.parameterAsBool(parameters, self.RESUME, context),
+            **self.tiling_values(parameters, context),
         )
         result = extract_features(request, callbacks_for(feedback))
         stats = result.stats
