@@ -63,7 +63,7 @@ def reference(model: torch.nn.Module, raw: np.ndarray, stride: int) -> np.ndarra
 def run_features(path: Path, out: Path, model: torch.nn.Module, stride: int, *, tile: int = 64, overlap: int = 16,
                  region: Window | None = None, channels: int = 5, batch_size: int = 3, callbacks=None,
                  resume_key: str | None = None, block: int | None = None, half: bool = False, pause_s: float = 0.0,
-                 within_rows: bool = True):
+                 within_rows: bool = True, panel_width: int = 8192):
     src = RasterSource.open(str(path))
     region = region or src.window
     grid = TileGrid(region, tile, overlap, align=stride)
@@ -71,7 +71,7 @@ def run_features(path: Path, out: Path, model: torch.nn.Module, stride: int, *, 
                        resume_key=resume_key, block_size=block, metadata={"DEEPRASTER_OUTPUT_STRIDE": str(stride)})
     run = TiledRun(grid, StripReader(src, grid, TRANSFORM), TorchPredictor(model, CPU, "none"), channels, [head],
                    batch_size=batch_size, callbacks=callbacks, output_stride=stride, batches_within_rows=within_rows,
-                   pause_s=pause_s)
+                   pause_s=pause_s, panel_width=panel_width)
     return run.run()
 
 
@@ -281,6 +281,34 @@ def test_cancelled_run_resumes_to_identical_result(make_raster: Callable[..., Pa
     for i in (1, 5):
         assert da.GetRasterBand(i).GetStatistics(False, False) == db.GetRasterBand(i).GetStatistics(False, False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.tif", "in.tif", "ref.tif"]
+
+
+def test_panels_and_resume_across_a_panel_edge(make_raster: Callable[..., Path], tmp_path: Path) -> None:
+    """Feature outputs in column panels equal the run without panels; a run cancelled in the second panel keeps
+    the first and continues there, to a result identical to the uninterrupted one."""
+    raw = smooth_field(4, 120, 1500, seed=11)
+    path = make_raster("in.tif", raw)
+    model, key = PoolFeatures(4, seed=3), "c" * 64
+    whole = run_features(path, tmp_path / "whole.tif", model, 4, block=16)
+    panels = run_features(path, tmp_path / "panels.tif", model, 4, block=16, panel_width=0)
+    assert (whole.panels, panels.panels) == (1, 2)
+    a, _ = read(tmp_path / "panels.tif")
+    np.testing.assert_allclose(a, read(tmp_path / "whole.tif")[0], rtol=0, atol=1e-6)  # batches differ: rounding
+
+    progress = [0.0]
+
+    def late_cancel() -> bool:
+        return progress[0] > 0.8
+
+    callbacks = Callbacks(progress=lambda f: progress.__setitem__(0, f), is_cancelled=late_cancel)
+    with pytest.raises(RunCancelled):
+        run_features(path, tmp_path / "f.tif", model, 4, block=16, panel_width=0, resume_key=key, callbacks=callbacks)
+    state = json.loads((tmp_path / ".f.tif.resume.json").read_text())
+    assert state["col_off"] == 192  # the first panel (192 output columns) is kept
+    resumed = run_features(path, tmp_path / "f.tif", model, 4, block=16, panel_width=0, resume_key=key)
+    assert resumed.tiles_resumed >= panels.tiles_total / 2 and resumed.tiles_predicted <= panels.tiles_total / 2
+    np.testing.assert_array_equal(read(tmp_path / "f.tif")[0], a)
+    assert not (tmp_path / ".f.tif.resume.json").exists()
 
 
 def test_other_parameters_start_fresh_and_remove_old_partial(make_raster: Callable[..., Path],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from deepraster.tiling.grid import TileGrid, Window, axis_starts
+from deepraster.tiling.panels import plan_panels
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -279,3 +280,29 @@ def test_tile_grid_rejects_empty_region_and_bad_overlap() -> None:
         TileGrid(Window(0, 0, 10, 10), 64, 64)
     with pytest.raises(ValueError, match="overlap"):
         TileGrid(Window(0, 0, 10, 10), 64, -1)
+
+
+# --------------------------------------------------------------------------------------------------- panels
+
+
+@given(width=st.integers(1, 5000), tile=st.sampled_from([32, 64, 96]), overlap=st.sampled_from([0, 8, 16]),
+       stride=st.sampled_from([1, 2, 4]), max_width=st.integers(0, 3000), col_off=st.integers(0, 50))
+@settings(max_examples=150, deadline=None)
+def test_panels_tile_the_output_columns(width, tile, overlap, stride, max_width, col_off) -> None:
+    """Panels follow each other without gap, end on block edges (except the last), are at most the panel width
+    (or 16 tiles) wide, and hold every tile of the whole grid that reaches them, with the whole grid's indices and
+    open sides."""
+    block = 16
+    grid = TileGrid(Window(col_off, 0, width, 40), tile, overlap, align=stride)
+    panels = plan_panels(grid, stride, block, max_width)
+    out_cols = -(-width // stride)
+    assert panels[0].col_off == 0 and panels[-1].col_end == out_cols
+    widest = max(max_width, 16 * tile) // stride
+    for a, b in zip(panels, panels[1:], strict=False):
+        assert a.col_end == b.col_off and a.col_end % block == 0
+    whole = {t.index: t for t in grid.row(0)}
+    for p in panels:
+        assert p.width <= max(widest // block, 1) * block or len(panels) == 1
+        first, last = col_off + p.col_off * stride, min(col_off + p.col_end * stride, col_off + width)
+        reaching = [t for t in whole.values() if t.window.col_off < last and t.window.col_end > first]
+        assert p.grid.row(0) == reaching

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from deepraster.tiling.errors import ExtentError, OutputError, RasterInputError
 from deepraster.tiling.grid import TileGrid, Window
-from deepraster.tiling.reader import InputTransform, RasterSource, Strip, StripReader, ndwi_rule
+from deepraster.tiling.reader import InputTransform, RasterSource, RowBuffer, Strip, StripReader, ndwi_rule
 from deepraster.tiling.writer import GeoTiffWriter, RasterSpec
+from helpers import write_blocked_raster
 from osgeo import gdal, osr
 
 gdal.UseExceptions()
@@ -119,6 +120,26 @@ def test_writer_rows_out_of_order_are_refused(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="expected row 10"):
             writer.write(20, np.zeros((3, 10, 301), np.uint16))
     assert _leftovers(tmp_path) == []
+
+
+def test_writer_column_panels_give_exact_array_and_order_is_checked(tmp_path: Path) -> None:
+    """Panels (left to right, each top to bottom, edges on block edges) give the exact array; a panel that does
+    not start where the last ended, or rows of another panel before one is finished, are refused."""
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 65535, size=(3, 700, 301), dtype=np.uint16)
+    writer = GeoTiffWriter(tmp_path / "o.tif", _spec(), block_size=64)
+    with pytest.raises(ValueError, match="multiple of the block size"):
+        writer.write(0, data[:, :10, :100], col_off=0)
+    for col_off, col_end in ((0, 128), (128, 256), (256, 301)):
+        for row_off in range(0, 700, 150):
+            writer.write(row_off, data[:, row_off:row_off + 150, col_off:col_end], col_off=col_off)
+            with pytest.raises(ValueError, match="is unfinished|expected a panel starting"):
+                if row_off + 150 < 700:
+                    writer.write(row_off + 150, data[:, :10, :64], col_off=col_off + 128)
+                else:
+                    writer.write(0, data[:, :10, :64], col_off=col_off + 64)
+    writer.commit()
+    np.testing.assert_array_equal(_read(tmp_path / "o.tif"), data)
 
 
 def test_writer_abort_leaves_nothing(tmp_path: Path) -> None:
@@ -460,3 +481,37 @@ def test_input_transform_formula() -> None:
     np.testing.assert_allclose(InputTransform(bands=(1, 2, 3), scale=2.0, offset=1.0).apply(raw), raw * 2.0 + 1.0,
                                rtol=1e-6)
     assert raw.dtype == np.uint16 and raw.max() > 1  # the input is not modified in place
+
+
+class _CountingDataset:
+    """A GDAL dataset that counts the rows each ``ReadAsArray`` call decodes (everything else passes through)."""
+
+    def __init__(self, ds: gdal.Dataset) -> None:
+        self.ds, self.rows_read = ds, []
+
+    def ReadAsArray(self, xoff, yoff, xsize, ysize, **kwargs):  # noqa: N802 (GDAL's name)
+        self.rows_read.append((yoff, yoff + ysize))
+        return self.ds.ReadAsArray(xoff, yoff, xsize, ysize, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.ds, name)
+
+
+@pytest.mark.parametrize(("block", "tile", "overlap"), [(64, 48, 16), (16, 40, 24), (256, 64, 32)])
+def test_row_buffer_reads_each_block_row_once(tmp_path: Path, block: int, tile: int, overlap: int) -> None:
+    """Overlapping strips read through the row buffer equal direct reads, and every row of the file is read once,
+    in whole block rows (a strip and one block row held at most)."""
+    data = np.random.default_rng(2).integers(1, 9999, size=(3, 333, 70), dtype=np.uint16)
+    path = write_blocked_raster(tmp_path / "b.tif", data, block=block)
+    ds = _CountingDataset(gdal.Open(str(path)))
+    rows = RowBuffer(ds, [3, 1], 5, 60)
+    grid = TileGrid(Window(0, 0, 70, 333), tile, overlap)
+    for start in grid.row_starts:
+        r0, r1 = max(start, 0), min(start + tile, 333)
+        got = rows.rows(r0, r1)
+        np.testing.assert_array_equal(got, data[[2, 0], r0:r1, 5:65])
+        assert rows.data.shape[1] <= tile + block
+    reads = ds.rows_read
+    assert [r for pair in reads for r in pair] == sorted(r for pair in reads for r in pair)  # no row twice
+    assert reads[0][0] == 0 and reads[-1][1] == 333
+    assert all(end % block == 0 or end == 333 for _, end in reads)

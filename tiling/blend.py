@@ -1,8 +1,8 @@
 """Weighted blending of overlapping tile predictions, holding only the rows that are still open.
 
 Tiles arrive grid row by grid row. Rows above the start of the next grid row receive no more contributions: they
-are released (weighted mean, validity) and the buffers move up. Memory is one tile height × region width ×
-channels (in output pixels: divided by the output stride for feature models), whatever the raster height.
+are released (weighted mean, validity) and the buffers move up. Memory is one tile height × region (or panel)
+width × channels (in output pixels: divided by the output stride for feature models), whatever the raster height.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ class Chunk:
     """Finished output rows: ``row_off`` counts from the top of the region (output pixels)."""
 
     row_off: int
-    values: np.ndarray  # (channels, rows, region width) float32, weighted mean of the tiles
-    valid: np.ndarray  # (rows, region width) bool: covered by a tile and valid in the input
+    values: np.ndarray  # (channels, rows, width) float32, weighted mean of the tiles
+    valid: np.ndarray  # (rows, width) bool: covered by a tile and valid in the input
+    col_off: int = 0  # first column, from the left of the region (a panel of a wide region starts further right)
 
 
 class StripBlender:
@@ -42,10 +43,12 @@ class StripBlender:
         method: blending window, ``"hann"`` or ``"centre_crop"`` (see :mod:`tiling.windows`).
         stride: output stride of the model (1: same resolution as the input).
         start_row: output rows already produced (a resumed run): contributions above it are ignored.
+        columns: ``(first, end)`` output columns to produce (a panel, see :mod:`tiling.panels`); default all.
+            Contributions outside them are ignored, so memory is that panel's width.
     """
 
     def __init__(self, grid: TileGrid, channels: int, method: str = "hann", stride: int = 1,
-                 start_row: int = 0) -> None:
+                 start_row: int = 0, columns: tuple[int, int] | None = None) -> None:
         if stride < 1 or grid.tile_size % stride or grid.align % stride:
             raise ValueError(f"stride {stride} needs a grid aligned to it (tile size {grid.tile_size}, "
                              f"align {grid.align})")
@@ -54,7 +57,11 @@ class StripBlender:
         self.method = method
         self.stride = stride
         rows, cols = output_shape(self.region, stride)
-        self.out_region = Window(0, 0, cols, rows)  # output pixels, origin at the region's top-left corner
+        first, end = columns or (0, cols)
+        if not 0 <= first < end <= cols:
+            raise ValueError(f"columns {first}–{end} are not within the {cols} output columns")
+        self.out_region = Window(first, 0, end - first, rows)  # output pixels, origin at the region's top-left
+        cols = end - first
         self.out_tile = grid.tile_size // stride
         self.out_overlap = (grid.tile_size - grid.step) // stride
         self.sums = np.zeros((channels, self.out_tile, cols), dtype=np.float32)
@@ -71,12 +78,12 @@ class StripBlender:
     def add(self, tile: Tile, prediction: np.ndarray, valid: np.ndarray) -> None:
         """Add one tile's ``(channels, tile/s, tile/s)`` prediction and its ``(tile, tile)`` input validity."""
         window = self.out_window(tile)
-        part = window.intersection(self.out_region).intersection(Window(0, self.top, self.out_region.width,
-                                                                        self.out_region.height))
+        open_rows = Window(self.out_region.col_off, self.top, self.out_region.width, self.out_region.height)
+        part = window.intersection(self.out_region).intersection(open_rows)
         if part.is_empty:
             return
         in_tile = part.relative_to(window).slices()
-        in_buffer = part.relative_to(Window(0, self.top, 0, 0)).slices()
+        in_buffer = part.relative_to(Window(self.out_region.col_off, self.top, 0, 0)).slices()
         w = tile_weights(self.out_tile, self.out_overlap, tile.open_sides, self.method)[in_tile]
         self.sums[(slice(None), *in_buffer)] += prediction[(slice(None), *in_tile)] * w
         self.weights[in_buffer] += w
@@ -110,7 +117,7 @@ class StripBlender:
             weights = self.weights[:n]
             covered = weights > 0
             values = np.divide(self.sums[:, :n], weights, out=np.zeros_like(self.sums[:, :n]), where=covered)
-            chunks.append(Chunk(self.top, values, self.valid[:n] & covered))
+            chunks.append(Chunk(self.top, values, self.valid[:n] & covered, self.out_region.col_off))
             _shift_up(self.sums, n, axis=1)
             _shift_up(self.weights, n, axis=0)
             _shift_up(self.valid, n, axis=0)

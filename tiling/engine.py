@@ -6,12 +6,15 @@ the same loop runs under QGIS, in plain Python and in a worker process.
 
 Feature extraction is the same loop with an output stride s: ``predict`` returns maps s times coarser than its
 tiles, the grid is aligned to s and blending happens in output pixels (see :class:`~tiling.blend.StripBlender`).
-A run whose heads were resumed (they report ``resumed_rows``) starts at the first grid row that still contributes
-to an unwritten row, so its result equals an uninterrupted run's.
+A region wider than the panel width is produced in column panels (see :mod:`tiling.panels`), so memory does not
+grow with the raster's width; the result is the same. A run whose heads were resumed (they report ``resumed_col``
+and ``resumed_rows``) starts in the unfinished panel at the first grid row that still contributes to an unwritten
+row, so its result equals an uninterrupted run's.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from .blend import Chunk, StripBlender
 from .errors import DeepRasterError, RasterInputError, RunCancelled
 from .grid import Tile, TileGrid
 from .outputs import OutputHead
+from .panels import DEFAULT_PANEL_WIDTH, Panel, plan_panels
 from .reader import Strip, StripReader
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -43,11 +47,12 @@ class Callbacks:
 class RunStats:
     """What a run did: tile counts and times in seconds."""
 
-    tiles_total: int = 0
+    tiles_total: int = 0  # tiles of every panel (tiles reaching two panels count twice)
     tiles_predicted: int = 0
     tiles_skipped: int = 0
     tiles_resumed: int = 0  # tiles of grid rows a resumed run did not need again
-    rows_resumed: int = 0  # output rows an interrupted earlier run had written
+    rows_resumed: int = 0  # output rows (of the unfinished panel) an interrupted earlier run had written
+    panels: int = 1  # column panels the region was produced in
     batches: int = 0
     predict_seconds: float = 0.0
     total_seconds: float = 0.0
@@ -83,25 +88,31 @@ class TiledRun:
         batches_within_rows: never mix tiles of two grid rows in one batch, so every batch is the same whether a
             run starts at the top or is resumed (results of some models, e.g. int8 ones, depend on the batch).
         pause_s: seconds to wait after each batch (keeps the computer usable during long runs; cancel still works).
+        panel_width: widest column panel in input pixels (see :func:`~tiling.panels.plan_panels`).
     """
 
     def __init__(self, grid: TileGrid, reader: StripReader, predict: Predict, channels: int,
                  heads: Sequence[OutputHead], batch_size: int = 4, blend: str = "hann",
                  callbacks: Callbacks | None = None, output_stride: int = 1, batches_within_rows: bool = False,
-                 pause_s: float = 0.0) -> None:
+                 pause_s: float = 0.0, panel_width: int = DEFAULT_PANEL_WIDTH) -> None:
         self.grid = grid
         self.reader = reader
         self.predict = predict
+        self.channels = channels
+        self.blend = blend
         self.heads = list(heads)
         self.batch_size = max(int(batch_size), 1)
         self.callbacks = callbacks or Callbacks()
         self.stride = output_stride
         self.batches_within_rows = batches_within_rows
         self.pause_s = max(float(pause_s), 0.0)
-        resumed = [getattr(head, "resumed_rows", 0) for head in self.heads]
-        self.start_row = min(resumed) if resumed else 0
-        self.blender = StripBlender(grid, channels, blend, output_stride, self.start_row)
-        self.stats = RunStats(tiles_total=len(grid), rows_resumed=self.start_row)
+        block = math.lcm(*(int(getattr(head, "block_size", 256)) for head in self.heads)) if self.heads else 256
+        self.panels = plan_panels(grid, output_stride, block, panel_width)
+        positions = [_resume_position(head) for head in self.heads]
+        self.start_col, self.start_row = min(positions) if positions else (0, 0)
+        self.stats = RunStats(tiles_total=sum(len(p.grid) for p in self.panels), rows_resumed=self.start_row,
+                              panels=len(self.panels))
+        self.blender: StripBlender | None = None  # the current panel's
         self._blended_row = -1  # last grid row whose tiles reached the blender
         self._out_tile = grid.tile_size // output_stride
 
@@ -109,35 +120,22 @@ class TiledRun:
         """Process every tile, commit the outputs and return the statistics. Nothing is left behind on failure,
         except what resumable heads keep when the run is cancelled or crashes."""
         start = time.perf_counter()
+        reader = self.reader
         try:
-            first = self._resume_point()
-            pending: list[_Pending] = []
-            for strip in self.reader:
-                self._check_cancel()
-                for tile in self.grid.row(strip.grid_row):
-                    item = self._cut(strip, tile)
-                    if item is None:
-                        self.stats.tiles_skipped += 1
-                        continue
-                    pending.append(item)
-                    if len(pending) == self.batch_size:
-                        self._predict_and_blend(pending)
-                        pending = []
-                if pending and self.batches_within_rows:
-                    self._predict_and_blend(pending)
-                    pending = []
-                self._report()
-            if pending:
-                self._predict_and_blend(pending)
-            if self.stats.tiles_predicted == 0 and first == 0:
+            for panel in self.panels:
+                if panel.col_end <= self.start_col:  # finished by an interrupted earlier run
+                    self.stats.tiles_resumed += len(panel.grid)
+                    continue
+                reader = self.reader if len(self.panels) == 1 else self.reader.for_grid(panel.grid)
+                self._run_panel(panel, reader, self.start_row if panel.col_off == self.start_col else 0)
+            if self.stats.tiles_predicted == 0 and self.start_col == self.start_row == 0:
                 raise RasterInputError(
                     "The raster has no valid pixel in the processed area (all nodata, or all removed by the mask). "
                     "Check the nodata value, the extent and the mask settings."
                 )
-            self._release(self.grid.region.row_end)
             self.stats.outputs = [head.commit() for head in self.heads]
         except BaseException as exc:
-            self.reader.close()
+            reader.close()
             keep = isinstance(exc, RunCancelled) or not isinstance(exc, DeepRasterError)
             for head in self.heads:
                 suspend = getattr(head, "suspend", None)
@@ -152,17 +150,44 @@ class TiledRun:
         self.callbacks.progress(1.0)
         return self.stats
 
-    def _resume_point(self) -> int:
-        """First grid row to read: 0, or for a resumed run the first row reaching an unwritten output row."""
-        if self.start_row == 0:
-            return 0
-        first = self.grid.first_row_reaching(self.grid.region.row_off + self.start_row * self.stride)
-        self.reader.skip_to(first)
-        self.stats.tiles_resumed = first * self.grid.shape[1]
-        self.callbacks.info(f"Resuming an interrupted run: {self.start_row} of {self.blender.out_region.height} "
-                            f"output rows were already written; continuing from tile row {first + 1} of "
-                            f"{self.grid.shape[0]}.")
-        return first
+    def _run_panel(self, panel: Panel, reader: StripReader, start_row: int) -> None:
+        """Produce one panel's output columns from the top (or from ``start_row``, resuming) to the bottom."""
+        grid = panel.grid
+        self.blender = StripBlender(grid, self.channels, self.blend, self.stride, start_row,
+                                    (panel.col_off, panel.col_end))
+        self._blended_row = -1
+        if start_row:
+            self._resume(grid, reader, start_row)
+        pending: list[_Pending] = []
+        for strip in reader:
+            self._check_cancel()
+            for tile in grid.row(strip.grid_row):
+                item = self._cut(strip, tile)
+                if item is None:
+                    self.stats.tiles_skipped += 1
+                    continue
+                pending.append(item)
+                if len(pending) == self.batch_size:
+                    self._predict_and_blend(pending)
+                    pending = []
+            if pending and self.batches_within_rows:
+                self._predict_and_blend(pending)
+                pending = []
+            self._report()
+        if pending:
+            self._predict_and_blend(pending)
+        self._release(grid.region.row_end)
+
+    def _resume(self, grid: TileGrid, reader: StripReader, start_row: int) -> None:
+        """Start reading at the first grid row that reaches an output row an interrupted run did not write."""
+        first = grid.first_row_reaching(grid.region.row_off + start_row * self.stride)
+        reader.skip_to(first)
+        self.stats.tiles_resumed += first * grid.shape[1]
+        where = f" of columns {self.blender.out_region.col_off}–{self.blender.out_region.col_end}" \
+            if len(self.panels) > 1 else ""
+        self.callbacks.info(f"Resuming an interrupted run: {start_row} of {self.blender.out_region.height} output "
+                            f"rows{where} were already written; continuing from tile row {first + 1} of "
+                            f"{grid.shape[0]}.")
 
     def _check_cancel(self) -> None:
         if self.callbacks.is_cancelled():
@@ -212,12 +237,21 @@ class TiledRun:
             time.sleep(min(left, 0.1))
 
     def _release(self, row: int) -> None:
-        """Finish output rows above raster row ``row`` and hand them to every head (rows a resumed head already
-        has are not given again)."""
+        """Finish the current panel's output rows above raster row ``row`` and hand them to every head (what a
+        resumed head already has is not given again)."""
         for chunk in self.blender.release_until(row):
             for head in self.heads:
-                skip = getattr(head, "resumed_rows", 0) - chunk.row_off
+                head_col, head_rows = _resume_position(head)
+                skip = head_rows - chunk.row_off if chunk.col_off == head_col else 0
+                if chunk.col_off < head_col or skip >= chunk.valid.shape[0]:
+                    continue
                 if skip <= 0:
                     head.write(chunk)
-                elif skip < chunk.valid.shape[0]:
-                    head.write(Chunk(chunk.row_off + skip, chunk.values[:, skip:], chunk.valid[skip:]))
+                else:
+                    head.write(Chunk(chunk.row_off + skip, chunk.values[:, skip:], chunk.valid[skip:], chunk.col_off))
+
+
+def _resume_position(head: OutputHead) -> tuple[int, int]:
+    """``(output column, output row)`` where a head continues: an earlier run wrote every column left of that
+    column and that many rows of the panel starting there; ``(0, 0)`` for a fresh head."""
+    return int(getattr(head, "resumed_col", 0)), int(getattr(head, "resumed_rows", 0))

@@ -7,6 +7,7 @@ rasters smaller than a tile, or of any odd size, need no special case in the mod
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -128,6 +129,30 @@ class TileGrid:
         self.step = max(stride // align, 1) * align  # regular distance between tile starts (see axis_starts)
         self.row_starts = axis_starts(region.row_off, region.height, tile_size, stride, offset[0], align)
         self.col_starts = axis_starts(region.col_off, region.width, tile_size, stride, offset[1], align)
+        self.first_col = 0  # grid column of col_starts[0] in the whole grid (see columns)
+        self.total_cols = len(self.col_starts)  # tile columns of the whole grid
+
+    def columns(self, first: int, end: int) -> TileGrid:
+        """The same grid restricted to tile columns ``first … end − 1`` (of the whole grid).
+
+        Its tiles keep their place in the whole grid: index, grid column and open sides (so their blending weights
+        are those of the whole grid), which lets a wide region be produced in column panels with the same result.
+        """
+        whole = self.first_col
+        if not whole <= first < end <= whole + len(self.col_starts):
+            raise ValueError(f"tile columns {first}–{end} are not within {whole}–{whole + len(self.col_starts)}")
+        part = copy.copy(self)
+        part.col_starts = self.col_starts[first - whole:end - whole]
+        part.first_col = first
+        return part
+
+    def columns_touching(self, col_off: int, col_end: int) -> tuple[int, int]:
+        """``(first, end)`` tile columns of the whole grid whose tiles reach raster columns ``[col_off, col_end)``."""
+        touching = [self.first_col + j for j, c in enumerate(self.col_starts)
+                    if c < col_end and c + self.tile_size > col_off]
+        if not touching:
+            raise ValueError(f"no tile reaches raster columns {col_off}–{col_end}")
+        return touching[0], touching[-1] + 1
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -138,8 +163,8 @@ class TileGrid:
         return len(self.row_starts) * len(self.col_starts)
 
     def row(self, grid_row: int) -> list[Tile]:
-        """The tiles of one grid row, left to right."""
-        n_rows, n_cols = self.shape
+        """The tiles of one grid row, left to right (positions, indices and open sides as in the whole grid)."""
+        n_rows, n_cols = len(self.row_starts), self.total_cols
         r0 = self.row_starts[grid_row]
         return [
             Tile(
@@ -149,7 +174,7 @@ class TileGrid:
                 window=Window(c0, r0, self.tile_size, self.tile_size),
                 open_sides=(grid_row > 0, grid_row < n_rows - 1, j > 0, j < n_cols - 1),
             )
-            for j, c0 in enumerate(self.col_starts)
+            for j, c0 in enumerate(self.col_starts, start=self.first_col)
         ]
 
     def __iter__(self) -> Iterator[Tile]:

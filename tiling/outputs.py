@@ -25,8 +25,10 @@ PERCENT_NODATA = 255
 class OutputHead(Protocol):
     """What the run loop needs from an output.
 
-    A head may also have ``suspend() -> bool`` (keep what a resumed run needs, on cancel or crash) and
-    ``resumed_rows`` (output rows an earlier run already wrote); the run loop uses them when present.
+    A head may also have ``suspend() -> bool`` (keep what a resumed run needs, on cancel or crash),
+    ``resumed_col``/``resumed_rows`` (an earlier run wrote every column left of ``resumed_col`` and that many rows of
+    the panel starting there) and ``block_size`` (panel edges must fall on multiples of it); the run loop uses them
+    when present. Chunks arrive panel by panel (see :mod:`tiling.panels`), each panel from top to bottom.
     """
 
     def write(self, chunk: Chunk) -> None: ...
@@ -78,7 +80,7 @@ class ProbabilityHead:
             out[:, invalid] = PERCENT_NODATA
         else:
             out = _with_nan(chunk)
-        self.writer.write(chunk.row_off, out)
+        self.writer.write(chunk.row_off, out, chunk.col_off)
 
     def commit(self) -> Path:
         return self.writer.commit()
@@ -113,7 +115,7 @@ class ClassHead:
             index = np.argmax(chunk.values, axis=0)
         out = self.lut[index]
         out[~chunk.valid] = CLASS_NODATA
-        self.writer.write(chunk.row_off, out[None])
+        self.writer.write(chunk.row_off, out[None], chunk.col_off)
 
     def commit(self) -> Path:
         return self.writer.commit()
@@ -169,11 +171,21 @@ class FeatureHead:
 
     @property
     def resumed_rows(self) -> int:
-        """Output rows a previous run already wrote (0 for a fresh start)."""
+        """Output rows of the panel at :attr:`resumed_col` a previous run already wrote (0 for a fresh start)."""
         return self.writer.resumed_rows
 
+    @property
+    def resumed_col(self) -> int:
+        """First output column of the panel a previous run was writing (0 for a fresh start)."""
+        return self.writer.resumed_col
+
+    @property
+    def block_size(self) -> int:
+        """TIFF block edge of the output (panel edges fall on multiples of it)."""
+        return self.writer.block
+
     def write(self, chunk: Chunk) -> None:
-        self.writer.write(chunk.row_off, _with_nan(chunk))
+        self.writer.write(chunk.row_off, _with_nan(chunk), chunk.col_off)
 
     def commit(self) -> Path:
         return self.writer.commit()

@@ -5,11 +5,14 @@ reads, for each grid row, only the needed bands over the footprint of that row o
 normalised model input (see :class:`InputTransform`), marks invalid pixels (nodata, NaN, GDAL masks, extra mask
 rules) and pads what lies outside the raster by reflection. A background thread reads the next strip while the
 model works on the current one; it has its own GDAL handle (GDAL datasets are not thread-safe) and drops its
-block cache after each strip, so memory stays bounded by a few strips whatever the raster size.
+block cache after each read, so memory stays bounded by a few strips whatever the raster size. Raw rows are read
+in whole rows of the file's blocks and the rows two strips share are kept (see :class:`RowBuffer`), so each block
+of the file is decoded once.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import queue
 import threading
@@ -212,6 +215,15 @@ class StripReader:
         self._queue: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._rows: RowBuffer | None = None
+
+    def for_grid(self, grid: TileGrid) -> StripReader:
+        """A reader like this one (raster, bands, transform, rules, read-ahead) over another grid, e.g. a panel."""
+        other = copy.copy(self)
+        other.grid, other.first_row, other._rows, other._thread = grid, 0, None, None
+        other._queue = queue.Queue(maxsize=self._queue.maxsize)
+        other._stop = threading.Event()
+        return other
 
     def skip_to(self, grid_row: int) -> None:
         """Start the iteration at ``grid_row`` (a resumed run re-reads only what it still needs)."""
@@ -273,8 +285,7 @@ class StripReader:
         if inside.is_empty:  # a grid row entirely off the raster (only with shifted test grids)
             return Strip(grid_row, footprint, np.zeros((t.channels, footprint.height, footprint.width), np.float32),
                          np.zeros((footprint.height, footprint.width), bool))
-        raw = ds.ReadAsArray(inside.col_off, inside.row_off, inside.width, inside.height, band_list=self.read_bands)
-        raw = raw.reshape(len(self.read_bands), inside.height, inside.width)
+        raw = self._row_buffer(ds, inside).rows(inside.row_off, inside.row_end)
         by_band = {b: raw[i] for i, b in enumerate(self.read_bands)}
         valid = self._validity(ds, inside, by_band)
         data = t.apply(np.stack([by_band[b] for b in t.bands]))
@@ -286,11 +297,60 @@ class StripReader:
             valid = np.pad(valid, pads, mode="constant", constant_values=False)
         return Strip(grid_row, footprint, data, valid, int(valid.sum()))
 
+    def _row_buffer(self, ds: gdal.Dataset, inside: Window) -> RowBuffer:
+        rows = self._rows
+        if rows is None or rows.ds is not ds or (rows.col_off, rows.width) != (inside.col_off, inside.width):
+            rows = self._rows = RowBuffer(ds, self.read_bands, inside.col_off, inside.width)
+        return rows
+
     def _validity(self, ds: gdal.Dataset, inside: Window, by_band: dict[int, np.ndarray]) -> np.ndarray:
         valid = pixel_validity(self.source, ds, inside, by_band)
         for _, rule in self.mask_rules:
             valid &= rule(by_band)
         return valid
+
+
+class RowBuffer:
+    """Raw rows of some bands over a fixed span of columns, read in whole rows of the file's blocks.
+
+    Strips of consecutive grid rows overlap (by the tile overlap) and seldom start on a block edge, so reading each
+    strip on its own decodes most blocks of the file twice. This buffer reads each block row once and keeps the
+    rows the next strip still needs: it holds at most a strip and one block row. Files whose blocks are taller than
+    ``MAX_BLOCK_ROWS`` rows are read row range by row range instead.
+
+    Args:
+        ds: the GDAL dataset to read (the buffer flushes its block cache after each read).
+        bands: 1-based band numbers, in the order of the arrays returned.
+        col_off, width: the columns read, in pixels.
+    """
+
+    MAX_BLOCK_ROWS = 1024
+
+    def __init__(self, ds: gdal.Dataset, bands: Sequence[int], col_off: int, width: int) -> None:
+        self.ds, self.bands, self.col_off, self.width = ds, list(bands), col_off, width
+        block_rows = ds.GetRasterBand(self.bands[0]).GetBlockSize()[1]
+        self.block_rows = block_rows if 0 < block_rows <= self.MAX_BLOCK_ROWS else 1
+        self.top = self.bottom = 0  # raster rows [top, bottom) are held
+        self.data = np.empty((len(self.bands), 0, width))
+
+    def rows(self, row_off: int, row_end: int) -> np.ndarray:
+        """Raw ``(bands, row_end − row_off, width)`` values of raster rows ``[row_off, row_end)``; rows above
+        ``row_off`` are dropped (the next call should not start above this one's start)."""
+        if not self.top <= row_off <= self.bottom:
+            self.top = self.bottom = row_off
+            self.data = self.data[:, :0]
+        if row_end > self.bottom:
+            b = self.block_rows
+            end = min(max(-(-row_end // b) * b, row_end), self.ds.RasterYSize)
+            new = self.ds.ReadAsArray(self.col_off, self.bottom, self.width, end - self.bottom,
+                                      band_list=self.bands).reshape(len(self.bands), end - self.bottom, self.width)
+            self.ds.FlushCache()  # the blocks are in ``new`` now: GDAL's cache must not grow with the raster
+            kept = self.data[:, row_off - self.top:]
+            self.data = np.concatenate([kept, new], axis=1) if kept.shape[1] else new
+            self.top, self.bottom = row_off, end
+        elif row_off > self.top:
+            self.data, self.top = self.data[:, row_off - self.top:], row_off
+        return self.data[:, :row_end - row_off]
 
 
 def ndwi_rule(green_band: int, nir_band: int, threshold: float, keep: str) -> tuple[tuple[int, int], MaskRule]:

@@ -2,16 +2,18 @@
 
 The file is tiled and losslessly compressed (DEFLATE with a predictor). Rows are buffered until a whole row of
 TIFF blocks is complete, so every block is compressed and written once; the dataset's block cache is flushed after
-each block row, so memory stays at about one block row whatever the raster size. A run that fails or is cancelled
+each block row, so memory stays at about one block row whatever the raster size. A wide raster can be written in
+column panels (see :mod:`tiling.panels`): left to right, each panel from top to bottom, with panel edges on block
+edges; memory is then one block row of one panel. A run that fails or is cancelled
 calls :meth:`GeoTiffWriter.abort` and leaves nothing behind; an older file at the target path is only replaced by
 :meth:`GeoTiffWriter.commit`.
 
 Resumable outputs (``resume_key`` given): the temporary file has a name derived from the key, and after each block
 row the file is closed and reopened (GDAL writes the TIFF directory on close, so the rows written so far survive a
-kill) and a small JSON state beside the target records the key and the rows completed. A later writer with the same
-key reopens the temporary file and continues after those rows; :meth:`GeoTiffWriter.suspend` (cancel, crash) keeps
-both files for that; :meth:`GeoTiffWriter.commit` and :meth:`GeoTiffWriter.abort` remove them, and a writer with
-another key removes what an earlier key left.
+kill) and a small JSON state beside the target records the key, the panel being written and its rows completed.
+A later writer with the same key reopens the temporary file and continues after those rows;
+:meth:`GeoTiffWriter.suspend` (cancel, crash) keeps both files for that; :meth:`GeoTiffWriter.commit` and
+:meth:`GeoTiffWriter.abort` remove them, and a writer with another key removes what an earlier key left.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ gdal.UseExceptions()
 _GDAL_TYPES = {np.dtype(np.uint8): gdal.GDT_Byte, np.dtype(np.uint16): gdal.GDT_UInt16,
                np.dtype(np.int16): gdal.GDT_Int16, np.dtype(np.float32): gdal.GDT_Float32,
                np.dtype(np.float16): gdal.GDT_Float32}  # float16: stored as IEEE half floats (NBITS=16)
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -83,11 +85,14 @@ class GeoTiffWriter:
         self.spec = spec
         self.block = block_size
         self.resume_key = resume_key
-        self.resumed_rows = 0
+        self.resumed_rows = 0  # rows of the panel at resumed_col an earlier run wrote
+        self.resumed_col = 0  # first column of the panel an earlier run was writing (columns left of it are done)
         self._stats = _BandStatistics(spec.bands) if track_statistics else None
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
-        self._next_row = 0
+        self._next_row = 0  # next row of the current panel
+        self._col_off = 0  # first column of the current panel
+        self._panel_width: int | None = None  # set by the panel's first write
         self._ds = None
         if resume_key is None:
             self.state_path = None
@@ -143,8 +148,8 @@ class GeoTiffWriter:
     def _state(self) -> dict:
         spec = self.spec
         return {"version": STATE_VERSION, "key": self.resume_key, "temp": self.temp.name,
-                "rows_done": self._next_row - self._pending_rows, "width": spec.width, "height": spec.height,
-                "bands": spec.bands, "dtype": np.dtype(spec.dtype).name, "block": self.block,
+                "col_off": self._col_off, "rows_done": self._next_row - self._pending_rows, "width": spec.width,
+                "height": spec.height, "bands": spec.bands, "dtype": np.dtype(spec.dtype).name, "block": self.block,
                 "statistics": self._stats.to_json() if self._stats else None}
 
     def _open_update(self) -> gdal.Dataset:
@@ -157,8 +162,10 @@ class GeoTiffWriter:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        fresh = {**self._state(), "rows_done": state.get("rows_done"), "statistics": state.get("statistics")}
-        if state != fresh or not isinstance(state.get("rows_done"), int) or not self.temp.is_file():
+        fresh = {**self._state(), "col_off": state.get("col_off"), "rows_done": state.get("rows_done"),
+                 "statistics": state.get("statistics")}
+        position = (state.get("col_off"), state.get("rows_done"))
+        if state != fresh or not all(isinstance(v, int) for v in position) or not self.temp.is_file():
             return False
         try:
             ds = self._open_update()
@@ -171,6 +178,7 @@ class GeoTiffWriter:
                 return False
             self._stats = _BandStatistics.from_json(state["statistics"])
         self._ds = ds
+        self._col_off = self.resumed_col = state["col_off"]
         self._next_row = self.resumed_rows = state["rows_done"]
         return True
 
@@ -192,18 +200,43 @@ class GeoTiffWriter:
         tmp.write_text(json.dumps(self._state()), encoding="utf-8")
         os.replace(tmp, self.state_path)
 
-    def write(self, row_off: int, values: np.ndarray) -> None:
-        """Append rows ``(bands, rows, width)`` starting at ``row_off``; rows must arrive in order."""
+    def write(self, row_off: int, values: np.ndarray, col_off: int = 0) -> None:
+        """Append rows ``(bands, rows, width)`` starting at row ``row_off`` and column ``col_off``.
+
+        Rows must arrive in order. The first write at a column starts a panel of that width (the whole raster's by
+        default); once its last row is written the next panel starts where it ends, on a block edge.
+        """
+        values = values.reshape(self.spec.bands, -1, values.shape[-1])
+        self._start_panel(col_off, values.shape[2])
         if row_off != self._next_row:
             raise ValueError(f"rows must be written in order: expected row {self._next_row}, got {row_off}")
-        values = values.reshape(self.spec.bands, -1, self.spec.width)
         if np.dtype(self.spec.dtype) == np.float16:  # round to half floats here: GDAL's NBITS=16 truncates
             values = values.astype(np.float16).astype(np.float32)
         self._pending.append(values.astype(_storage_dtype(self.spec.dtype), copy=False))
         self._pending_rows += values.shape[1]
         self._next_row += values.shape[1]
-        if self._pending_rows >= self.block:
+        if self._next_row >= self.spec.height:
+            self._flush(whole_blocks_only=False)
+            self._col_off += self._panel_width
+            self._next_row, self._panel_width = 0, None
+            if self.resume_key is not None and self._col_off < self.spec.width:
+                self._checkpoint()
+        elif self._pending_rows >= self.block:
             self._flush(whole_blocks_only=True)
+
+    def _start_panel(self, col_off: int, width: int) -> None:
+        """Check that a write continues the current panel, or starts the next one at a block edge."""
+        if self._panel_width is None:
+            ends_raster = col_off + width == self.spec.width
+            if col_off != self._col_off or not 0 < width <= self.spec.width - col_off \
+                    or (width % self.block and not ends_raster):
+                raise ValueError(f"expected a panel starting at column {self._col_off}, a multiple of the block size "
+                                 f"{self.block} wide (or reaching the raster's last column {self.spec.width}); got "
+                                 f"{width} columns at column {col_off}")
+            self._panel_width = width
+        elif (col_off, width) != (self._col_off, self._panel_width):
+            raise ValueError(f"rows of columns {col_off}–{col_off + width} arrived while the panel of columns "
+                             f"{self._col_off}–{self._col_off + self._panel_width} is unfinished")
 
     def _flush(self, whole_blocks_only: bool) -> None:
         if not self._pending_rows:
@@ -214,8 +247,8 @@ class GeoTiffWriter:
             return
         start = self._next_row - self._pending_rows
         try:
-            self._ds.WriteArray(data[:, :n], 0, start) if self.spec.bands > 1 else \
-                self._ds.GetRasterBand(1).WriteArray(data[0, :n], 0, start)
+            self._ds.WriteArray(data[:, :n], self._col_off, start) if self.spec.bands > 1 else \
+                self._ds.GetRasterBand(1).WriteArray(data[0, :n], self._col_off, start)
             self._ds.FlushCache()
         except RuntimeError as exc:
             raise OutputError(f"Writing {self.target} failed: {exc}. Check free disk space.") from exc
@@ -229,10 +262,11 @@ class GeoTiffWriter:
 
     def commit(self) -> Path:
         """Write what is left, close, and move the file to its final name (replacing an older one)."""
-        if self._next_row != self.spec.height:
+        if self._col_off != self.spec.width:
+            where = f" of the panel starting at column {self._col_off}" if self._col_off else ""
             self.abort()
-            raise OutputError(f"{self.target}: only {self._next_row} of {self.spec.height} rows were produced.")
-        self._flush(whole_blocks_only=False)
+            raise OutputError(f"{self.target}: only {self._next_row} of {self.spec.height} rows{where} were "
+                              f"produced.")
         if self._stats is not None:
             for i, stats in enumerate(self._stats.summary()):
                 if stats is not None:
@@ -274,7 +308,7 @@ class GeoTiffWriter:
 
     @property
     def rows_done(self) -> int:
-        """Rows durably written to the temporary file (what a resumed run would skip)."""
+        """Rows of the current panel durably written to the temporary file (what a resumed run would skip)."""
         return self._next_row - self._pending_rows
 
     def _remove_temp(self) -> None:
