@@ -20,7 +20,7 @@ from qgis.core import (
 
 from ..models.encoders import PRESETS, EncoderError
 from ..models.feature_extraction import NORMALIZATIONS, FeatureRequest, extract_features
-from ..models.package import load_package
+from ..models.sources import MODEL_FILE_FILTER, open_model
 from .base import DEEP_LEARNING_PACKAGES, TiledModelAlgorithm, callbacks_for
 from .styling import style_on_load
 
@@ -126,8 +126,8 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(self.ENCODER, self.tr("Encoder"), options=list(self.SOURCES),
                                                      defaultValue=PACKAGE_SOURCE))
         self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, self.tr("Model package (model.json, or its folder)"), optional=True,
-            behavior=QgsProcessingParameterFile.File, fileFilter=self.tr("Model package (*.json);;All files (*)")))
+            self.MODEL, self.tr("Model package (model.json or its folder, .drpk, Esri .emd/.dlpk)"), optional=True,
+            behavior=QgsProcessingParameterFile.File, fileFilter=MODEL_FILE_FILTER))
         self.addParameter(QgsProcessingParameterString(self.TIMM_MODEL, self.tr("timm model name"), optional=True))
         self.addParameter(QgsProcessingParameterFile(
             self.WEIGHTS, self.tr("Weights file for the timm model or preset (.safetensors, .pth)"), optional=True,
@@ -172,7 +172,7 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
             if not path:
                 raise EncoderError("Encoder 'Model package' was chosen but no package was given: choose a "
                                    "model.json (or its folder), or another encoder.")
-            package = load_package(path)
+            package = open_model(path)
         elif choice == TIMM_SOURCE:
             timm_name = self.parameterAsString(parameters, self.TIMM_MODEL, context).strip()
             if not timm_name:

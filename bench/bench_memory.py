@@ -131,6 +131,7 @@ def child(size: int, raster: Path, out_dir: Path, tile: int, overlap: int, batch
     _common.ensure_plugin_path()
     import numpy as np  # noqa: F401 (part of the measured import baseline)
     import torch
+    from deepraster.tiling.blend import StripBlender
     from deepraster.tiling.engine import TiledRun
     from deepraster.tiling.grid import TileGrid
     from deepraster.tiling.outputs import ClassHead, ClassInfo, ProbabilityHead
@@ -177,8 +178,8 @@ def child(size: int, raster: Path, out_dir: Path, tile: int, overlap: int, batch
         head.write = timer.wrap(f"head_write_{label}", head.write)
         head.commit = timer.wrap(f"head_commit_{label}", head.commit)
     run = TiledRun(grid, reader, timer.wrap("predict", predictor), 3, [prob_head, class_head], batch)
-    run.blender.add = timer.wrap("blend_add", run.blender.add)
-    run.blender.release_until = timer.wrap("blend_release", run.blender.release_until)
+    StripBlender.add = timer.wrap("blend_add", StripBlender.add)  # each panel has its own blender
+    StripBlender.release_until = timer.wrap("blend_release", StripBlender.release_until)
     rss_setup = _common.proc_status_kib("VmRSS")
 
     sampler = _RssSampler(sample)
@@ -205,7 +206,8 @@ def child(size: int, raster: Path, out_dir: Path, tile: int, overlap: int, batch
         "engine_increment_mib": _common.mib(hwm - rss_imports),
         "run_s": round(wall, 2),
         "mpx_per_s": round(size * size / 1e6 / wall, 3),
-        "run_stats": {"tiles_total": stats.tiles_total, "tiles_predicted": stats.tiles_predicted,
+        "run_stats": {"panels": stats.panels, "tiles_total": stats.tiles_total,
+                      "tiles_predicted": stats.tiles_predicted,
                       "batches": stats.batches, "predict_s": round(stats.predict_seconds, 2),
                       "total_s": round(stats.total_seconds, 2), "efficiency": round(stats.efficiency, 4)},
         "profile": profile,

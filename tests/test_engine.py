@@ -17,6 +17,7 @@ from deepraster.tiling.engine import Callbacks, RunStats, TiledRun
 from deepraster.tiling.errors import RasterInputError, RunCancelled
 from deepraster.tiling.grid import TileGrid, Window
 from deepraster.tiling.outputs import CLASS_NODATA, PERCENT_NODATA, ClassHead, ClassInfo, ProbabilityHead
+from deepraster.tiling.panels import DEFAULT_PANEL_WIDTH
 from deepraster.tiling.predictor import TorchPredictor
 from deepraster.tiling.reader import InputTransform, RasterSource, StripReader
 from helpers import smooth_field
@@ -48,7 +49,7 @@ def reference(model: torch.nn.Module, raw: np.ndarray, transform: InputTransform
 def run_engine(path: Path, out: Path, model: torch.nn.Module, *, tile: int = 64, overlap: int = 16,
                region: Window | None = None, transform: InputTransform = TRANSFORM, batch_size: int = 4,
                callbacks: Callbacks | None = None, percent: bool = True, blend: str = "hann",
-               panel_width: int = 8192) -> RunStats:
+               panel_width: int = DEFAULT_PANEL_WIDTH) -> RunStats:
     """One run writing ``prob.tif`` (float32), ``pct.tif`` (uint8 %, optional) and ``class.tif`` into ``out``."""
     out.mkdir(exist_ok=True)
     src = RasterSource.open(str(path))

@@ -23,6 +23,7 @@ from deepraster.tiling.engine import Callbacks, TiledRun
 from deepraster.tiling.errors import DeepRasterError, OutputError, RasterInputError, RunCancelled
 from deepraster.tiling.grid import Tile, TileGrid, Window, output_shape
 from deepraster.tiling.outputs import FeatureHead, feature_block_size, strided_geotransform
+from deepraster.tiling.panels import DEFAULT_PANEL_WIDTH
 from deepraster.tiling.predictor import TorchPredictor
 from deepraster.tiling.reader import InputTransform, RasterSource, StripReader, sample_pixels
 from helpers import smooth_field
@@ -63,7 +64,7 @@ def reference(model: torch.nn.Module, raw: np.ndarray, stride: int) -> np.ndarra
 def run_features(path: Path, out: Path, model: torch.nn.Module, stride: int, *, tile: int = 64, overlap: int = 16,
                  region: Window | None = None, channels: int = 5, batch_size: int = 3, callbacks=None,
                  resume_key: str | None = None, block: int | None = None, half: bool = False, pause_s: float = 0.0,
-                 within_rows: bool = True, panel_width: int = 8192):
+                 within_rows: bool = True, panel_width: int = DEFAULT_PANEL_WIDTH):
     src = RasterSource.open(str(path))
     region = region or src.window
     grid = TileGrid(region, tile, overlap, align=stride)

@@ -87,6 +87,13 @@ def test_segmentation_package_encoder_on_real_scene_and_rendering(qgis_app, s2_3
     band = values[renderer.redBand() - 1]
     assert red.minimumValue() == pytest.approx(band.mean() - 2 * band.std(), rel=1e-3, abs=1e-3)
 
+    from deepraster.models.archive import write_archive  # the same package as one .drpk file: the same features
+
+    archive = write_archive(model_6b_l1c, tmp_path / "csmask.drpk")
+    again = run({"INPUT": str(s2_30m), "ENCODER": 0, "MODEL": str(archive), "STRIDE": 2, "OUTPUT_TYPE": 1,
+                 "OUTPUT": str(tmp_path / "features_drpk.tif")})
+    np.testing.assert_array_equal(gdal.Open(again["OUTPUT"]).ReadAsArray(), values)
+
 
 def test_errors_are_processing_messages(qgis_app, make_raster, tmp_path: Path) -> None:
     from qgis.core import QgsProcessingException

@@ -126,6 +126,7 @@ class TiledRun:
                 if panel.col_end <= self.start_col:  # finished by an interrupted earlier run
                     self.stats.tiles_resumed += len(panel.grid)
                     continue
+                reader = None  # the previous panel's reader and buffers go before the next panel's come
                 reader = self.reader if len(self.panels) == 1 else self.reader.for_grid(panel.grid)
                 self._run_panel(panel, reader, self.start_row if panel.col_off == self.start_col else 0)
             if self.stats.tiles_predicted == 0 and self.start_col == self.start_row == 0:
@@ -135,7 +136,8 @@ class TiledRun:
                 )
             self.stats.outputs = [head.commit() for head in self.heads]
         except BaseException as exc:
-            reader.close()
+            if reader is not None:
+                reader.close()
             keep = isinstance(exc, RunCancelled) or not isinstance(exc, DeepRasterError)
             for head in self.heads:
                 suspend = getattr(head, "suspend", None)
@@ -153,6 +155,7 @@ class TiledRun:
     def _run_panel(self, panel: Panel, reader: StripReader, start_row: int) -> None:
         """Produce one panel's output columns from the top (or from ``start_row``, resuming) to the bottom."""
         grid = panel.grid
+        self.blender = None
         self.blender = StripBlender(grid, self.channels, self.blend, self.stride, start_row,
                                     (panel.col_off, panel.col_end))
         self._blended_row = -1

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .grid import TileGrid, output_shape
 
-DEFAULT_PANEL_WIDTH = 8192
+DEFAULT_PANEL_WIDTH = 6144
 """Input pixels produced at once across a wide region (at least 16 tiles wide, see :func:`plan_panels`)."""
 
 
