@@ -8,7 +8,8 @@ scikit-learn is available under its class name (case and ``_``/``-``/spaces do n
 Keyword arguments are checked against the estimator's own parameter list before anything runs: a rejected name is
 named, with close matches. Nothing is injected that the estimator does not take: the seed goes to ``random_state``
 only where it exists (IAMAP passed ``random_state`` to every estimator, which broke KNeighborsClassifier), and the
-number of components or clusters goes to the first of the given parameter names the estimator has.
+number of components or clusters goes to the first of the given parameter names the estimator has; the few
+:data:`DEFAULTS` (UMAP's approximate neighbour search for mapping whole rasters) yield to the keyword arguments.
 """
 
 from __future__ import annotations
@@ -56,6 +57,13 @@ ALIASES = {
                   "knn": "KNeighborsRegressor", "kneighbors": "KNeighborsRegressor", "svm": "SVR",
                   "linear": "LinearRegression", "mlp": "MLPRegressor"},
 }
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "UMAP": {"force_approximation_algorithm": True},
+}
+"""Arguments given to an estimator unless the keyword arguments set them. UMAP: fitted on fewer than 4096 points, its
+transform computes the exact distance of every new pixel to every fitted point through a Python-level metric (about
+1 ms per pixel for 1000 points); with the approximate nearest-neighbour index (always used from 4096 points on) it
+maps 5000–8000 pixels/s whatever the sample size."""
 UMAP_HINT = (
     "UMAP needs the optional package umap-learn, which is not installed. Install it into the Python that QGIS uses, "
     "then restart QGIS: python -m pip install umap-learn \"numpy<2\" (on Windows in the OSGeo4W Shell). "
@@ -269,11 +277,12 @@ def make_estimator(kind: str, name: str, kwargs: str | dict | None = None, *, se
             params[size_param] = int(size[0])
     if seed is not None and "random_state" in accepted and "random_state" not in given:
         params["random_state"] = int(seed)
+    params.update({k: v for k, v in DEFAULTS.get(canonical, {}).items() if k in accepted and k not in given})
     params.update(given)
     try:
         estimator = cls(**params)
         validate = getattr(estimator, "_validate_params", None)
-        if callable(validate):
+        if callable(validate) and hasattr(estimator, "_parameter_constraints"):  # UMAP has none: it checks in fit
             validate()
     except (TypeError, ValueError) as exc:
         raise EstimatorError(f"{canonical} rejects its arguments: {exc}") from exc

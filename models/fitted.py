@@ -8,6 +8,12 @@ so a saved model never needs plugin classes to be unpickled.
 
 Class rasters: ``classes[i]`` is the class written for predicted code ``i`` (value, name, colour); values fit in
 uint8 (nodata 255) or else uint16 (nodata 65535). Continuous outputs are float32 with NaN as nodata.
+
+Class probabilities: when they are written too, the classes of scikit-learn classifiers whose ``predict`` is the
+argmax of ``predict_proba`` (see :data:`ARGMAX_CLASSIFIERS`) are taken from the probabilities instead of calling
+``predict`` as well, which would compute everything twice (a random forest's ``predict`` calls ``predict_proba``).
+The class raster is the same as with ``predict``; other classifiers (SVC, whose probabilities come from a separate
+calibration and may disagree with ``predict``) still call both.
 """
 
 from __future__ import annotations
@@ -25,6 +31,21 @@ KINDS = ("reduction", "cluster", "classifier", "regressor")
 UINT8_NODATA = 255
 UINT16_NODATA = 65535
 MAX_CATEGORY_NAMES = 4096
+
+ARGMAX_CLASSIFIERS: dict[str, bool] = {
+    # predict is classes_[argmax] of the very array predict_proba returns: identical, ties included
+    "RandomForestClassifier": False, "ExtraTreesClassifier": False, "DecisionTreeClassifier": False,
+    "ExtraTreeClassifier": False, "MLPClassifier": False, "KNeighborsClassifier": False,
+    # predict is the argmax (binary: the sign) of scores that predict_proba maps monotonically to probabilities:
+    # identical wherever the highest probability is clearly above the second; near ties are left to predict
+    "GradientBoostingClassifier": True, "HistGradientBoostingClassifier": True, "LogisticRegression": True,
+    "GaussianNB": True,
+}
+"""scikit-learn classifiers whose class is derived from ``predict_proba`` without calling ``predict``, and whether
+near ties must still go to ``predict`` (KNeighborsClassifier: only with ``weights="uniform"``; with distance weights
+its ``predict`` sums the weights in another order, so near ties go to ``predict`` too)."""
+TIE_TOLERANCE = 1e-9
+"""Pixels whose two highest probabilities differ by at most this are classified with ``predict`` (see above)."""
 
 
 def class_raster_type(values: list[int] | tuple[int, ...]) -> tuple[type, int]:
@@ -110,21 +131,84 @@ class FittedModel:
         lut = np.array([c.value for c in self.classes], dtype=np.int64)
         noise_value = self.noise.value if self.noise else nodata
 
-        def classes_of(pixels: np.ndarray) -> np.ndarray:
-            codes = np.asarray(apply(pixels)).astype(np.int64).ravel()
+        def predicted_codes(pixels: np.ndarray) -> np.ndarray:
+            return np.asarray(apply(pixels)).astype(np.int64).ravel()
+
+        def class_values(codes: np.ndarray) -> np.ndarray:
             out = np.full(codes.shape, noise_value, dtype=np.int64)
             known = (codes >= 0) & (codes < lut.size)
             out[known] = lut[codes[known]]
             return out.astype(dtype)[:, None]
 
         if not probabilities:
-            return classes_of
+            return lambda pixels: class_values(predicted_codes(pixels))
         if not self.has_probabilities():
             raise ModelFileError(f"{self.name} gives no class probabilities; leave the probability output empty.")
         proba = self.estimator.predict_proba
+        rule = argmax_rule(self.estimator)
 
         def with_probabilities(pixels: np.ndarray) -> list[np.ndarray]:
-            p = np.asarray(proba(pixels), np.float32)
-            return [classes_of(pixels), p]
+            p = np.asarray(proba(pixels))
+            if rule is None:
+                codes = predicted_codes(pixels)
+            else:
+                codes, unsure = rule.codes(p)
+                if unsure.any():
+                    codes[unsure] = predicted_codes(pixels[unsure])
+            return [class_values(codes), p.astype(np.float32)]
 
         return with_probabilities
+
+
+@dataclass(frozen=True)
+class ArgmaxRule:
+    """How ``predict`` follows from ``predict_proba``: ``labels[argmax]`` (``labels``: the codes ``predict`` returns,
+    in the order of the probability columns); with ``near_ties``, pixels without a clear highest probability are
+    left to ``predict``."""
+
+    labels: np.ndarray
+    near_ties: bool
+
+    def codes(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Codes from probabilities ``(pixels, classes)`` and the mask of pixels ``predict`` must decide."""
+        codes = self.labels[np.argmax(p, axis=1)]
+        if not self.near_ties or p.shape[1] < 2:
+            return codes, np.zeros(len(p), dtype=bool)
+        top = np.partition(p, -2, axis=1)[:, -2:]
+        return codes, ~(top[:, 1] - top[:, 0] > TIE_TOLERANCE)  # NaN rows too
+
+
+def argmax_rule(estimator: Any) -> ArgmaxRule | None:
+    """The :class:`ArgmaxRule` of ``estimator`` (a classifier, a Pipeline ending in one, or a wrapper whose
+    ``predict`` returns positions in ``classes_``, marked ``predicts_positions``); None when ``predict`` is not
+    known to be the argmax of ``predict_proba`` (then both are called)."""
+    from sklearn.pipeline import Pipeline
+
+    positions = bool(getattr(estimator, "predicts_positions", False))
+    if positions:
+        estimator = estimator.estimator
+    while isinstance(estimator, Pipeline):  # Pipeline.predict/predict_proba are those of the last step
+        estimator = estimator.steps[-1][1]
+    cls = type(estimator)
+    if not cls.__module__.startswith("sklearn.") or cls.__name__ not in ARGMAX_CLASSIFIERS:
+        return None  # subclasses elsewhere may override predict
+    classes = getattr(estimator, "classes_", None)
+    if not isinstance(classes, np.ndarray) or classes.ndim != 1:
+        return None
+    if cls.__name__ == "MLPClassifier":  # its n_outputs_ counts output units
+        if getattr(getattr(estimator, "_label_binarizer", None), "y_type_", "") not in ("binary", "multiclass"):
+            return None  # multi-label: independent thresholds
+    elif getattr(estimator, "n_outputs_", 1) != 1:
+        return None  # multi-output: predict_proba gives a list
+    near_ties = ARGMAX_CLASSIFIERS[cls.__name__]
+    if cls.__name__ == "KNeighborsClassifier":
+        near_ties = estimator.weights != "uniform"
+    if positions:
+        try:
+            ordered = bool(np.all(classes[1:] > classes[:-1]))
+        except TypeError:
+            ordered = False
+        return ArgmaxRule(np.arange(len(classes), dtype=np.int64), near_ties) if ordered else None
+    if classes.dtype.kind not in "iuf" or not np.all(np.isfinite(classes) & (classes == np.round(classes))):
+        return None  # predict's labels are not codes
+    return ArgmaxRule(classes.astype(np.int64), near_ties)

@@ -232,6 +232,8 @@ def infer_model(estimator: Any, name: str) -> FittedModel:
 class _CodePredictor:
     """Wraps a classifier whose ``predict`` returns labels so that it returns codes (index in ``classes_``)."""
 
+    predicts_positions = True  # read by models.fitted.argmax_rule
+
     def __init__(self, estimator: Any) -> None:
         self.estimator = estimator
 

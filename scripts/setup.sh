@@ -72,7 +72,7 @@ import sys
 
 failed = []
 for name in ("qgis.core", "osgeo.gdal_array", "torch", "segmentation_models_pytorch", "timm", "sklearn",
-             "onnxruntime", "safetensors"):
+             "onnxruntime", "safetensors", "umap"):  # the first import of umap fills numba's cache (15 s)
     try:
         __import__(name)
     except Exception as exc:  # report every failing import, not just the first

@@ -3,6 +3,8 @@ checked against each estimator, nothing injected that an estimator does not take
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from deepraster.models.estimators import (
     REDUCTION,
@@ -105,10 +107,24 @@ def test_size_goes_to_the_right_parameter():
     assert make_estimator(REDUCTION, "TSNE", None, size=(3, ("n_components",))).estimator.n_components == 3
 
 
-@pytest.mark.skipif(umap_available(), reason="umap-learn is installed here")
-def test_umap_missing_says_how_to_install():
+def test_umap_missing_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    assert not umap_available() and "UMAP (needs umap-learn)" in valid_names(REDUCTION)
     with pytest.raises(DependencyError, match=r'umap-learn.*python -m pip install umap-learn "numpy<2"'):
         make_estimator(REDUCTION, "UMAP")
+
+
+def test_umap_uses_its_approximate_neighbour_search_unless_told():
+    """umap-learn is a pinned requirement. Its approximate index maps whole rasters fast whatever the sample size."""
+    assert umap_available() and "UMAP" in valid_names(REDUCTION)
+    built = make_estimator(REDUCTION, "umap", '{"n_neighbors": 10}', seed=3, size=(2, ("n_components",)))
+    assert type(built.estimator).__name__ == "UMAP" and built.name == "UMAP"
+    assert built.params == {"n_components": 2, "random_state": 3, "force_approximation_algorithm": True,
+                            "n_neighbors": 10}
+    exact = make_estimator(REDUCTION, "UMAP", '{"force_approximation_algorithm": false}')
+    assert exact.estimator.force_approximation_algorithm is False
+    with pytest.raises(EstimatorError, match="UMAP does not accept the keyword argument.*n_neighbours.*n_neighbors"):
+        make_estimator(REDUCTION, "UMAP", '{"n_neighbours": 10}')
 
 
 def test_registries_do_not_import_torch():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -209,3 +210,105 @@ def test_band_checks(tmp_path):
         check_compatible(fitted, ("b1", "b2", "b3"))
     assert check_compatible(fitted, BANDS) == []
     assert "b2 for b1" in check_compatible(fitted, ("b2", "b1", "b3", "b4"))[0]
+
+
+def counted_predict(estimator) -> list[int]:
+    """Wrap the ``predict`` of ``estimator`` (a Pipeline's last step) to record how many pixels each call gets."""
+    calls: list[int] = []
+    original = estimator.predict
+
+    def predict(x):
+        calls.append(len(x))
+        return original(x)
+
+    estimator.predict = predict
+    return calls
+
+
+@pytest.fixture(scope="module")
+def land_cover(tmp_path_factory):
+    """A generated 4-band raster with a nodata block, and training pixels labelled by the brightest of bands 1–3."""
+    folder = tmp_path_factory.mktemp("land_cover")
+    data = smooth_field(4, 96, 120, seed=3)
+    data[:, 70:, :25] = 0
+    raster = write_blocked_raster(folder / "in.tif", data, block=32, nodata=0)
+    sample = sample_valid_pixels(RasterSource.open(str(raster)), [1, 2, 3, 4], 500, seed=1)
+    rng = np.random.default_rng(2)
+    labels = np.array(["a", "b", "c"], dtype=object)[np.argmax(sample.values[:, :3], axis=1)]
+    labels[rng.random(len(labels)) < 0.1] = "c"  # some label noise: overlapping classes, uncertain pixels
+    xy = np.stack([sample.cols, sample.rows], axis=1).astype(np.float64)
+    return raster, TrainingSet(sample.values, labels, np.arange(len(labels)) // 10, xy)
+
+
+SHORTCUT = [("RandomForest", '{"n_estimators": 4}'), ("ExtraTrees", '{"n_estimators": 4}'),
+            ("DecisionTreeClassifier", '{"max_depth": 4}'), ("KNN", None), ("KNN", '{"weights": "distance"}'),
+            ("GradientBoosting", '{"n_estimators": 20}'), ("HistGradientBoosting", '{"max_iter": 20}'),
+            ("LogisticRegression", None), ("MLP", '{"hidden_layer_sizes": [8], "max_iter": 300}'),
+            ("GaussianNB", None)]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["3 classes", "2 classes"])
+@pytest.mark.parametrize(("name", "kwargs"), [*SHORTCUT, ("SVC", '{"probability": true}')],
+                         ids=[n + ("-distance" if k and "distance" in k else "") for n, k in SHORTCUT] + ["SVC"])
+def test_probabilities_give_the_classes_of_predict_without_calling_it(land_cover, tmp_path, name, kwargs, binary):
+    """With the probability output, classes of argmax classifiers come from the probabilities (predict is not
+    called; RandomForest with 4 trees has many tied probabilities): the class raster is identical to predict's.
+    SVC's probabilities are calibrated apart from its predict, so SVC still calls predict."""
+    raster, train = land_cover
+    if binary:
+        train = TrainingSet(train.X, np.where(train.y == "a", "a", "other").astype(object), train.groups, train.xy)
+    built = make_estimator("classifier", name, kwargs, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings of the small MLP / logistic regression
+        fitted, _ = train_model(train, "classification", built, ValidationPlan("none"), BANDS)
+    source = RasterSource.open(str(raster))
+    map_pixels(source, [1, 2, 3, 4], fitted.pixel_function(), [fitted.main_output(str(tmp_path / "predict.tif"))],
+               budget_bytes=20_000)
+    calls = counted_predict(fitted.estimator.steps[-1][1])
+    map_pixels(source, [1, 2, 3, 4], fitted.pixel_function(probabilities=True),
+               [fitted.main_output(str(tmp_path / "shortcut.tif")), fitted.probability_output(str(tmp_path / "p.tif"))],
+               budget_bytes=20_000)
+    expected = gdal.Open(str(tmp_path / "predict.tif")).ReadAsArray()
+    np.testing.assert_array_equal(gdal.Open(str(tmp_path / "shortcut.tif")).ReadAsArray(), expected)
+    assert len(np.unique(expected)) == (3 if binary else 4)  # every class (and nodata) occurs
+    if name == "SVC":
+        assert sum(calls) == int((expected != 255).sum())  # every valid pixel went through predict
+    else:
+        assert calls == []
+
+
+def test_near_ties_are_left_to_predict():
+    """LogisticRegression's predict is the sign of the score, its probability expit(score): a score of 1e-20 gives
+    class 1 but probabilities 0.5/0.5. Such near ties go to predict, clear cases never do."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    model = Pipeline([("model", LogisticRegression())]).fit(np.array([[-1.0], [1.0]]), np.array([0, 1]))
+    lr = model.steps[-1][1]
+    lr.coef_, lr.intercept_ = np.array([[1.0]]), np.array([0.0])
+    two = (ClassInfo(0, "no", (0, 0, 0)), ClassInfo(1, "yes", (255, 255, 255)))
+    fitted = FittedModel("classifier", "LogisticRegression", model, "predict", ("b1",), classes=two)
+    calls = counted_predict(lr)
+    x = np.array([[1e-20], [-1e-20], [0.0], [2.0], [-2.0]], np.float32)
+    classes, p = fitted.pixel_function(probabilities=True)(x)
+    assert classes.ravel().tolist() == [1, 0, 0, 1, 0] == lr.predict(x).tolist()
+    assert calls == [3, 5] and p[0].tolist() == [0.5, 0.5]  # the 3 near ties, then the check above
+
+
+def test_foreign_classifier_codes_from_probabilities(tmp_path):
+    """A trusted foreign classifier with labels 10/20/30 (wrapped so that predict gives positions): probabilities
+    give the same classes, and the wrapped predict is not called."""
+    import joblib
+    from sklearn.ensemble import RandomForestClassifier
+
+    x = blobs()
+    rng = np.random.default_rng(1)
+    est = RandomForestClassifier(n_estimators=3, random_state=0).fit(x + rng.normal(0, 2, x.shape),
+                                                                     np.array([30, 10, 20] * 200))
+    joblib.dump(est, tmp_path / "foreign.joblib")
+    loaded, _ = load_model(tmp_path / "foreign.joblib", trusted=True)
+    expected = loaded.pixel_function()(x)
+    calls = counted_predict(loaded.estimator.estimator)
+    classes, p = loaded.pixel_function(probabilities=True)(x)
+    np.testing.assert_array_equal(classes, expected)
+    assert calls == [] and set(np.unique(classes)) == {10, 20, 30} and p.shape == (600, 3)

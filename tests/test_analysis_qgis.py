@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import write_raster, write_vector
+from helpers import smooth_field, write_raster, write_vector
 from osgeo import gdal, osr
 
 GT = (500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0)
@@ -142,6 +142,45 @@ def test_reduce_then_apply_saved_model(qgis_app, scene, tmp_path):
                                 "OUTPUT": str(tmp_path / "again.tif")})
     np.testing.assert_allclose(gdal.Open(again["OUTPUT"]).ReadAsArray(), pca, rtol=1e-6, atol=1e-6)
 
+
+
+def test_reduce_with_umap(qgis_app, tmp_path):
+    """UMAP (umap-learn) through Processing on a small generated raster: grid, nodata, and input-space neighbours
+    stay neighbours in the embedding. With 400 fitted points and the exact neighbour search (the default approximate
+    index costs numba about half a minute of compiling on the first call, see docs/feature-space-analysis.md)."""
+    from sklearn.manifold import trustworthiness
+    from sklearn.neighbors import NearestNeighbors
+
+    h, w = 40, 56
+    data = smooth_field(4, h, w, dtype=np.float32, seed=7)
+    data[:, 30:, :10] = NODATA
+    data[1, 3, 4] = np.nan
+    raster = write_raster(tmp_path / "field.tif", data, nodata=NODATA)
+    feedback = Feedback()
+    out = run("reduce_dimensions", {
+        "INPUT": str(raster), "METHOD": "UMAP", "N_COMPONENTS": 2, "SAMPLE_SIZE": 400,
+        "KWARGS": '{"n_neighbors": 10, "force_approximation_algorithm": false}', "OUTPUT": str(tmp_path / "u.tif"),
+        "OUTPUT_MODEL": str(tmp_path / "umap.joblib")}, feedback)
+    ds = gdal.Open(out["OUTPUT"])
+    emb = ds.ReadAsArray()
+    invalid = (data == NODATA).any(axis=0) | np.isnan(data).any(axis=0)
+    assert emb.shape == (2, h, w) and ds.GetGeoTransform() == GT
+    assert osr.SpatialReference(wkt=ds.GetProjection()).GetAuthorityCode(None) == "32633"
+    assert [ds.GetRasterBand(i + 1).GetDescription() for i in range(2)] == ["UMAP 1", "UMAP 2"]
+    assert np.isnan(emb[:, invalid]).all() and np.isfinite(emb[:, ~invalid]).all()
+    assert json.loads((tmp_path / "umap.joblib.json").read_text())["name"] == "UMAP"
+    x = data[:, ~invalid].T
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    y = emb[:, ~invalid].T
+    assert trustworthiness(x, y, n_neighbors=10) > 0.9
+    rng = np.random.default_rng(0)
+    picked = rng.choice(len(x), 500, replace=False)
+    nearest = NearestNeighbors(n_neighbors=2).fit(x).kneighbors(x[picked], return_distance=False)[:, 1]
+    near = np.linalg.norm(y[picked] - y[nearest], axis=1)
+    far = np.linalg.norm(y[picked] - y[rng.permutation(picked)], axis=1)
+    assert np.median(near) < 0.1 * np.median(far)
+    again = run("apply_model", {"INPUT": str(raster), "MODEL": out["OUTPUT_MODEL"], "OUTPUT": str(tmp_path / "a.tif")})
+    np.testing.assert_allclose(gdal.Open(again["OUTPUT"]).ReadAsArray(), emb, rtol=1e-5, atol=1e-5)
 
 def test_cluster_kmeans_and_hdbscan_noise(qgis_app, scene, tmp_path):
     out = run("cluster_pixels", {"INPUT": scene["raster"], "N_CLUSTERS": 3, "SAMPLE_SIZE": 3000,
