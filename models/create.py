@@ -20,7 +20,7 @@ import numpy as np
 from ..tiling.reader import RasterSource
 from .archive import write_archive
 from .errors import ModelPackageError
-from .loaders import build_network, check_keys, is_torchscript, load_pickled_module, read_state_dict
+from .loaders import build_network, fitting, is_torchscript, load_network, load_pickled_module, read_state_dict
 from .package import ARCHIVE_SUFFIX, DESCRIPTION_FILE, parse_description, save_package, sha256_of, write_json_atomic
 
 
@@ -218,9 +218,7 @@ def create_package(request: PackageRequest) -> Path:
     if weights.state_dict is not None:
         description["weights"]["file"] = "weights.safetensors"
         package = parse_description({**description, "weights": {"file": "weights.safetensors"}}, folder)
-        net = build_network(package.architecture)
-        check_keys(net, weights.state_dict, package)
-        net.load_state_dict(weights.state_dict, strict=True)
+        net = load_network(lambda: build_network(package.architecture), weights.state_dict, fitting(package))
         _dry_run(net, weights.in_channels, weights.out_channels, size)
         save_package(folder, description, weights.state_dict)
     else:

@@ -204,14 +204,20 @@ def _names(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def load_encoder_weights(model, state: dict[str, Any], name: str, in_channels: int, info: Info) -> None:
-    """Fit a checkpoint to a timm model: timm's own checkpoint filter, first-conv adaptation of RGB weights to
-    ``in_channels``, classifier keys ignored; raises :class:`EncoderError` naming the keys that differ."""
+def fit_encoder_weights(model, state: Mapping[str, Any], name: str, in_channels: int, info: Info) -> dict[str, Any]:
+    """A checkpoint fitted to a timm model: timm's own checkpoint filter, first-conv adaptation of RGB weights to
+    ``in_channels``, classifier keys dropped; raises :class:`EncoderError` naming the keys that differ.
+
+    ``model`` may be a meta-device model (:func:`deepraster.models.loaders.build_empty`): where timm's filter fails
+    on it, the error is raised (the caller builds a real model and fits again) rather than the keys used as given.
+    """
     filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
     if filter_fn is not None:
         try:
             state = filter_fn(state, model)
-        except (KeyError, RuntimeError, ValueError, AttributeError, IndexError) as exc:
+        except (KeyError, RuntimeError, ValueError, AttributeError, IndexError, NotImplementedError) as exc:
+            if any(p.is_meta for p in model.parameters()):
+                raise
             info(f"timm's checkpoint conversion for {name} did not apply ({type(exc).__name__}): keys used as given.")
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     own = model.state_dict()
@@ -239,7 +245,12 @@ def load_encoder_weights(model, state: dict[str, Any], name: str, in_channels: i
             f"The weights do not fit timm model {name!r} with {in_channels} input band(s) ({details}). Choose the "
             "timm model these weights were trained with."
         )
-    model.load_state_dict(state, strict=True)
+    return state
+
+
+def load_encoder_weights(model, state: dict[str, Any], name: str, in_channels: int, info: Info) -> None:
+    """Load a checkpoint into a timm model after :func:`fit_encoder_weights`."""
+    model.load_state_dict(fit_encoder_weights(model, state, name, in_channels, info), strict=True)
 
 
 # --------------------------------------------------------------------------------------------------- builders
@@ -297,15 +308,30 @@ def timm_encoder(name: str, in_channels: int, weights: str | Path | None, stride
         check_network()
     create = {"pretrained": bool(hub and weights is None), "in_chans": in_channels, "num_classes": 0,
               **dict(kwargs or {})}
-    try:
+
+    def build():
         try:
-            model = timm.create_model(name, dynamic_img_size=True, **create)
-        except TypeError:  # not a ViT: CNN constructors take no dynamic_img_size
-            model = timm.create_model(name, **create)
-    except (RuntimeError, OSError, ValueError) as exc:
-        raise EncoderError(f"timm could not build {name!r}: {type(exc).__name__}: {str(exc)[:300]}") from exc
-    if weights is not None:
-        load_encoder_weights(model, read_weights(weights), name, in_channels, info)
+            try:
+                return timm.create_model(name, dynamic_img_size=True, **create)
+            except TypeError:  # not a ViT: CNN constructors take no dynamic_img_size
+                return timm.create_model(name, **create)
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise EncoderError(f"timm could not build {name!r}: {type(exc).__name__}: {str(exc)[:300]}") from exc
+
+    if weights is None:
+        model = build()  # the hub's pretrained weights
+    else:
+        from .loaders import load_network
+
+        messages: list[str] = []
+
+        def fit(model, state):
+            messages.clear()  # only the messages of the fit whose result is used
+            return fit_encoder_weights(model, state, name, in_channels, messages.append)
+
+        model = load_network(build, read_weights(weights), fit)  # no random initialisation to overwrite
+        for message in messages:
+            info(message)
     model.eval()
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     mean, std = _cycle(cfg.get("mean"), in_channels), _cycle(cfg.get("std"), in_channels)

