@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .allocator import freed_memory_kept
 from .blend import Chunk, StripBlender
 from .errors import DeepRasterError, RasterInputError, RunCancelled
 from .grid import Tile, TileGrid
@@ -119,6 +120,10 @@ class TiledRun:
     def run(self) -> RunStats:
         """Process every tile, commit the outputs and return the statistics. Nothing is left behind on failure,
         except what resumable heads keep when the run is cancelled or crashes."""
+        with freed_memory_kept():
+            return self._run()
+
+    def _run(self) -> RunStats:
         start = time.perf_counter()
         reader = self.reader
         try:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal
 
+from .allocator import freed_memory_kept
 from .engine import Callbacks
 from .errors import RasterInputError, RunCancelled
 from .grid import Window
@@ -245,8 +246,15 @@ def map_pixels(source: RasterSource, bands: Sequence[int], fn: PixelFunction, ou
 
     Each output covers ``region`` on the input's grid and CRS; pixels that are invalid in the input are the output's
     nodata. Outputs are written under temporary names and renamed at the end: on error or cancel nothing is left.
-    Raises :class:`RasterInputError` when the region has no valid pixel.
+    Raises :class:`RasterInputError` when the region has no valid pixel. Freed memory is kept for reuse meanwhile
+    (see :mod:`tiling.allocator`).
     """
+    with freed_memory_kept():
+        return _map_pixels(source, bands, fn, outputs, region, callbacks, budget_bytes)
+
+
+def _map_pixels(source: RasterSource, bands: Sequence[int], fn: PixelFunction, outputs: Sequence[PixelOutput],
+                region: Window | None, callbacks: Callbacks | None, budget_bytes: int) -> PixelRunStats:
     cb = callbacks or Callbacks()
     region = region or source.window
     stats = PixelRunStats()

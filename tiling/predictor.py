@@ -20,8 +20,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+CPU_PIXELS_PER_CALL = 1 << 18
+"""Input pixels per forward call on the CPU (four 256 px tiles, or one larger tile). Batching gains nothing on the
+CPU, while activation buffers grow with the batch: above 64 MiB glibc maps them afresh on every call from a worker
+thread (see :mod:`tiling.allocator`). One 640 px tile per call ran the ukis U-Net 1.9× faster than four."""
+
+
 class TorchPredictor:
     """Callable ``(N, bands, H, W)`` float32 array → ``(N, channels, H, W)`` float32 activations.
+
+    On the CPU the batch goes through the model in groups of at most :data:`CPU_PIXELS_PER_CALL` input pixels
+    (at least one tile); on a GPU in one call.
 
     Args:
         model: the network (moved to ``device`` and put in eval mode here).
@@ -40,6 +49,15 @@ class TorchPredictor:
         self.activation = activation
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        step = len(batch)
+        if self.device.type == "cpu":
+            step = max(1, CPU_PIXELS_PER_CALL // (batch.shape[2] * batch.shape[3]))
+        if step >= len(batch):
+            return self._forward(batch)
+        return np.concatenate([self._forward(batch[i:i + step]) for i in range(0, len(batch), step)])
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """One forward call and the activation."""
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(batch))
             if self.device.type == "cuda":
