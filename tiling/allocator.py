@@ -55,8 +55,9 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def _apply(libc: ctypes.CDLL, settings: dict[int, int]) -> bool:
-    """Set each ``mallopt`` parameter; ``True`` when glibc accepted all of them."""
-    return all(libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)) == 1 for param, value in settings.items())
+    """Set every ``mallopt`` parameter (even after one is refused); ``True`` when glibc accepted all of them."""
+    accepted = [libc.mallopt(ctypes.c_int(param), ctypes.c_int(value)) == 1 for param, value in settings.items()]
+    return all(accepted)
 
 
 @contextmanager
