@@ -4,10 +4,9 @@ and mapping, saving models, styling. It defines no concrete algorithm (the base 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-import numpy as np
 from qgis.core import (
     QgsCoordinateTransform,
     QgsCsException,
@@ -26,16 +25,13 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-from ..models.estimators import BuiltEstimator, make_estimator
-from ..models.fitted import FittedModel
-from ..models.ml_errors import TrainingDataError
-from ..models.trust import save_model
-from ..tiling.errors import RasterInputError
-from ..tiling.grid import Window
+from ..analysis.errors import TrainingDataError
+from ..analysis.estimators import BuiltEstimator, make_estimator
+from ..analysis.fitted import FittedModel
+from ..analysis.pipeline import FitFunction, RasterSelection, ReferenceLayer, Sampling, fit_and_map, read_reference
+from ..analysis.reference import NOT_REPROJECTABLE, ReferenceFeature, ReferencePixels
+from ..analysis.trust import save_model
 from ..tiling.outputs import ClassInfo
-from ..tiling.pixelwise import PixelOutput, map_pixels, sample_valid_pixels, sub_callbacks, values_at_points
-from ..tiling.reader import RasterSource
-from ..tiling.vector_pixels import map_to_pixel, pixel_centres, polygon_pixels
 from .base import DeepRasterAlgorithm, callbacks_for
 from .styling import ClassStyle, ProbabilityStyle, style_on_load
 
@@ -44,31 +40,10 @@ MODEL_FILTER = "Deep Raster scikit-learn model (*.joblib)"
 
 @dataclass(frozen=True)
 class RasterInput:
-    """The raster parameters resolved: layer, source, bands (1-based) and their names, region (None: all)."""
+    """The raster parameters resolved: the layer (its CRS for reprojecting references) and what is read of it."""
 
     layer: QgsRasterLayer
-    source: RasterSource
-    bands: tuple[int, ...]
-    band_names: tuple[str, ...]
-    region: Window | None
-
-
-@dataclass
-class ReferencePixels:
-    """Reference features turned into raster pixels: positions, labels, groups, values and what was skipped."""
-
-    cols: np.ndarray
-    rows: np.ndarray
-    labels: np.ndarray  # object array (None when no label field)
-    groups: np.ndarray  # int64: feature id, or code of the group field's value
-    xy: np.ndarray  # (n, 2) pixel centres in the raster CRS
-    values: np.ndarray | None = None  # (n, bands) float32, after read_values
-    features_used: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-
-    def subset(self, keep: np.ndarray) -> ReferencePixels:
-        return ReferencePixels(self.cols[keep], self.rows[keep], self.labels[keep], self.groups[keep], self.xy[keep],
-                               None if self.values is None else self.values[keep], self.features_used, self.skipped)
+    selection: RasterSelection
 
 
 def _is_null(value) -> bool:
@@ -88,9 +63,7 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
     abstract = True
     required_packages = {"sklearn": "scikit-learn"}
 
-    INPUT = "INPUT"
     BANDS = "BANDS"
-    EXTENT = "EXTENT"
     METHOD = "METHOD"
     METHOD_NAME = "METHOD_NAME"
     KWARGS = "KWARGS"
@@ -155,19 +128,9 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
 
     # ------------------------------------------------------------------------------------------------ inputs
     def raster_input(self, parameters, context) -> RasterInput:
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None:
-            raise RasterInputError("The input raster could not be loaded. Choose a raster layer or file GDAL can read.")
-        source = RasterSource.open(layer.source())
-        bands = tuple(self.parameterAsInts(parameters, self.BANDS, context)) or tuple(range(1, source.band_count + 1))
-        source.check_bands(bands)
-        names = tuple(source.descriptions[b - 1] or f"band {b}" for b in bands)
-        region = None
-        if parameters.get(self.EXTENT):
-            extent = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
-            region = source.window_for_bounds(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
-                                              extent.yMaximum())
-        return RasterInput(layer, source, bands, names, region)
+        layer, source, region = self.input_source(parameters, context)
+        return RasterInput(layer, RasterSelection.of(source, self.parameterAsInts(parameters, self.BANDS, context),
+                                                     region))
 
     def method_name(self, parameters, context) -> str:
         other = self.parameterAsString(parameters, self.METHOD_NAME, context).strip()
@@ -182,30 +145,15 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
 
     # ------------------------------------------------------------------------------------------------ running
     def fit_on_sample_and_map(self, parameters, context, feedback, built: BuiltEstimator,
-                              fit: Callable[..., FittedModel]) -> tuple[FittedModel, RasterInput, str]:
+                              fit: FitFunction) -> tuple[FittedModel, str]:
         """Sample valid pixels, fit ``fit(sample, built, band_names, standardize)``, map every pixel to OUTPUT."""
         raster = self.raster_input(parameters, context)
-        cb = callbacks_for(feedback)
-        size = self.parameterAsInt(parameters, self.SAMPLE_SIZE, context)
-        seed = self.parameterAsInt(parameters, self.SEED, context)
-        feedback.setProgressText(self.tr("Sampling {} valid pixels").format(size))
-        sample = sample_valid_pixels(raster.source, raster.bands, size, seed, raster.region,
-                                     sub_callbacks(cb, 0.0, 0.3))
-        feedback.pushInfo(f"Sampled {len(sample.values)} of {sample.valid_count} valid pixels ({len(raster.bands)} "
-                          f"bands).")
-        feedback.setProgressText(self.tr("Fitting {}").format(built.name))
-        standardize = self.parameterAsBool(parameters, self.STANDARDIZE, context)
-        fitted = fit(sample.values, built, raster.band_names, standardize,
-                     params={"sample_size": size, "seed": seed, "bands": list(raster.bands)})
-        for key, value in fitted.notes.items():
-            feedback.pushInfo(f"{key.replace('_', ' ')}: {value}")
+        sampling = Sampling(self.parameterAsInt(parameters, self.SAMPLE_SIZE, context),
+                            self.parameterAsInt(parameters, self.SEED, context),
+                            self.parameterAsBool(parameters, self.STANDARDIZE, context))
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        feedback.setProgressText(self.tr("Mapping every pixel"))
-        stats = map_pixels(raster.source, raster.bands, fitted.pixel_function(), [fitted.main_output(output)],
-                           raster.region, sub_callbacks(cb, 0.35, 1.0))
-        feedback.pushInfo(f"{stats.valid_pixels} valid pixels mapped in {stats.windows} windows, "
-                          f"{stats.seconds:.1f} s.")
-        return fitted, raster, output
+        fitted = fit_and_map(raster.selection, built, fit, sampling, output, callbacks_for(feedback))
+        return fitted, output
 
     def save_model_output(self, fitted: FittedModel, parameters, context, feedback) -> str | None:
         path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODEL, context)
@@ -215,109 +163,53 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
         feedback.pushInfo(f"Model saved to {saved} (description and signature in {saved.name}.json).")
         return str(saved)
 
+    def reference_layer(self, source, raster: RasterInput, context, feedback, label_field: str | None,
+                        group_field: str | None, per_polygon: int | None, role: str) -> ReferenceLayer:
+        """A point or polygon layer as reference features in the raster's CRS (read lazily, during the run)."""
+        if source is None:
+            raise TrainingDataError(f"The {role} could not be loaded. Choose a point or polygon layer.")
+        kind = QgsWkbTypes.geometryType(source.wkbType())
+        if kind not in (QgsWkbTypes.PointGeometry, QgsWkbTypes.PolygonGeometry):
+            raise TrainingDataError(f"The {role} holds lines; choose a point or polygon layer.")
+        label_index = _field_index(source.fields(), label_field, role)
+        group_index = _field_index(source.fields(), group_field, role)
+        features = reference_features(source, raster.layer.crs(), context, label_index, group_index)
+        return ReferenceLayer(features, kind == QgsWkbTypes.PointGeometry, label_index >= 0, per_polygon, role)
+
     def read_reference(self, source, raster: RasterInput, context, feedback, label_field: str | None,
                        group_field: str | None, per_polygon: int | None, seed: int, role: str) -> ReferencePixels:
         """Reference pixels of a point or polygon layer, reprojected to the raster's CRS, with their values;
         features outside the raster, without label, or on nodata pixels are reported and skipped."""
-        ref = reference_pixels(source, raster, context, label_field, group_field, per_polygon, seed, role,
-                               feedback)
-        values, valid = values_at_points(raster.source, raster.bands, ref.cols, ref.rows)
-        ref.values = values
-        if not valid.all():
-            ref.skipped["pixel(s) on nodata"] = int((~valid).sum())
-            ref = ref.subset(valid)
-        skipped = "; ".join(f"{n} {why}" for why, n in ref.skipped.items() if n)
-        feedback.pushInfo(f"{role.capitalize()}: {ref.features_used} feature(s) give {len(ref.cols)} usable pixel(s)"
-                          + (f"; skipped: {skipped}." if skipped else "."))
-        if len(ref.cols) == 0:
-            raise TrainingDataError(f"Every pixel of the {role} lies on nodata in the raster ({skipped}). Choose "
-                                    "reference data over valid pixels.")
-        return ref
+        layer = self.reference_layer(source, raster, context, feedback, label_field, group_field, per_polygon, role)
+        return read_reference(raster.selection, layer, seed, callbacks_for(feedback))
 
 
-def reference_pixels(source, raster: RasterInput, context, label_field: str | None, group_field: str | None,
-                     per_polygon: int | None, seed: int, role: str, feedback=None) -> ReferencePixels:
-    """Pixels of the features of ``source`` (a QgsFeatureSource of points or polygons) inside the raster.
-
-    Points give the pixel under them; polygons the pixel centres inside them, at most ``per_polygon`` per polygon
-    (a seeded random subset: the same seed gives the same pixels). Groups are feature ids, or the values of
-    ``group_field``.
-    """
-    if source is None:
-        raise TrainingDataError(f"The {role} could not be loaded. Choose a point or polygon layer.")
-    kind = QgsWkbTypes.geometryType(source.wkbType())
-    if kind not in (QgsWkbTypes.PointGeometry, QgsWkbTypes.PolygonGeometry):
-        raise TrainingDataError(f"The {role} holds lines; choose a point or polygon layer.")
-    fields = source.fields()
-    label_index = _field_index(fields, label_field, role)
-    group_index = _field_index(fields, group_field, role)
-    crs = raster.layer.crs()
+def reference_features(source, crs, context, label_index: int, group_index: int) -> Iterator[ReferenceFeature]:
+    """The features of ``source`` (a QgsFeatureSource) as :class:`ReferenceFeature` in ``crs``: curved
+    geometries segmentised, labels that are NULL or blank as None, failed reprojections marked."""
     transform = None
     if source.sourceCrs().isValid() and crs.isValid() and source.sourceCrs() != crs:
         transform = QgsCoordinateTransform(source.sourceCrs(), crs, context.transformContext())
-    src = raster.source
-    gt, size = src.geotransform, (src.width, src.height)
-    cols, rows, labels, groups = [], [], [], []
-    group_codes: dict[str, int] = {}
-    skipped = {"feature(s) outside the raster": 0, "feature(s) without label": 0, "feature(s) without geometry": 0,
-               "feature(s) not reprojectable": 0}
-    used = total = 0
     request = QgsFeatureRequest()
     if label_index < 0 and group_index < 0:
         request.setNoAttributes()
     for feature in source.getFeatures(request):
-        if feedback is not None and feedback.isCanceled():
-            break
-        total += 1
         label = feature.attribute(label_index) if label_index >= 0 else None
-        if label_index >= 0 and _is_null(label):
-            skipped["feature(s) without label"] += 1
-            continue
+        label = None if label_index >= 0 and _is_null(label) else label
+        group = str(feature.attribute(group_index)) if group_index >= 0 else None
         geom = QgsGeometry(feature.geometry())
         if geom.isNull() or geom.isEmpty():
-            skipped["feature(s) without geometry"] += 1
+            yield ReferenceFeature(feature.id(), None, label, group)
             continue
         if transform is not None:
             try:
                 geom.transform(transform)
             except QgsCsException:
-                skipped["feature(s) not reprojectable"] += 1
+                yield ReferenceFeature(feature.id(), None, label, group, unusable=NOT_REPROJECTABLE)
                 continue
-        if kind == QgsWkbTypes.PointGeometry:
-            pts = [(p.x(), p.y()) for p in geom.constParts()]
-            c, r = map_to_pixel(gt, np.array([p[0] for p in pts]), np.array([p[1] for p in pts]))
-            inside = (c >= 0) & (c < size[0]) & (r >= 0) & (r < size[1])
-            c, r = c[inside], r[inside]
-        else:
-            if QgsWkbTypes.isCurvedType(geom.wkbType()):
-                geom = QgsGeometry(geom.constGet().segmentize())
-            rng = np.random.default_rng([seed, feature.id() & 0xFFFFFFFF])
-            c, r = polygon_pixels(bytes(geom.asWkb()), gt, size, per_polygon, rng)
-        if c.size == 0:
-            skipped["feature(s) outside the raster"] += 1
-            continue
-        used += 1
-        if group_index >= 0:
-            key = str(feature.attribute(group_index))
-            group = group_codes.setdefault(key, len(group_codes))
-        else:
-            group = int(feature.id())
-        cols.append(c)
-        rows.append(r)
-        labels += [label] * c.size
-        groups.append(np.full(c.size, group, np.int64))
-    if used == 0:
-        raise TrainingDataError(
-            f"None of the {total} feature(s) of the {role} gives a pixel inside the raster "
-            f"({', '.join(f'{n} {why}' for why, n in skipped.items() if n) or 'the layer is empty'}). Check that the "
-            "layer covers the raster (layers in another CRS are reprojected to the raster's CRS) and, if a label "
-            "field is used, that it is filled."
-        )
-    c, r = np.concatenate(cols), np.concatenate(rows)
-    label_array = np.empty(len(labels), dtype=object)
-    label_array[:] = labels
-    return ReferencePixels(c, r, label_array, np.concatenate(groups),
-                           pixel_centres(gt, c, r), None, used, skipped)
+        if QgsWkbTypes.isCurvedType(geom.wkbType()):
+            geom = QgsGeometry(geom.constGet().segmentize())
+        yield ReferenceFeature(feature.id(), bytes(geom.asWkb()), label, group)
 
 
 def _field_index(fields, name: str | None, role: str) -> int:
@@ -341,7 +233,3 @@ def style_ramp(context, path: str | None, name: str, maximum: float = 1.0) -> No
     if path:
         style_on_load(context, path, ProbabilityStyle(1, maximum), name)
 
-
-def pixel_output(path: str, names: tuple[str, ...]) -> PixelOutput:
-    """A float32 output with NaN nodata and one band per name."""
-    return PixelOutput(path, len(names), np.float32, float("nan"), names)

@@ -9,9 +9,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from ..models.ml_errors import ModelFileError
-from ..models.trust import check_compatible, load_model
-from ..tiling.pixelwise import map_pixels
+from ..analysis.pipeline import apply_saved_model
 from .analysis_common import AnalysisAlgorithm, style_classes
 from .base import callbacks_for
 
@@ -54,21 +52,11 @@ class ApplyModelAlgorithm(AnalysisAlgorithm):
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
         raster = self.raster_input(parameters, context)
-        fitted, warnings = load_model(self.parameterAsFile(parameters, self.MODEL, context),
-                                      self.parameterAsBool(parameters, self.TRUST, context))
-        warnings += check_compatible(fitted, raster.band_names)
-        for warning in warnings:
-            feedback.reportError(warning, fatalError=False)
-        feedback.pushInfo(f"Applying {fitted.name} ({fitted.kind}, {fitted.n_features} bands).")
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         probabilities = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITIES, context) or None
-        if probabilities and not fitted.has_probabilities():
-            raise ModelFileError(f"{fitted.name} ({fitted.kind}) gives no class probabilities; leave that output "
-                                 "empty.")
-        heads = [fitted.main_output(output)] + ([fitted.probability_output(probabilities)] if probabilities else [])
-        stats = map_pixels(raster.source, raster.bands, fitted.pixel_function(probabilities is not None), heads,
-                           raster.region, callbacks_for(feedback))
-        feedback.pushInfo(f"{stats.valid_pixels} valid pixels in {stats.seconds:.1f} s.")
+        fitted = apply_saved_model(raster.selection, self.parameterAsFile(parameters, self.MODEL, context),
+                                   self.parameterAsBool(parameters, self.TRUST, context), output, probabilities,
+                                   callbacks_for(feedback))
         if fitted.kind in ("cluster", "classifier"):
             style_classes(context, output, fitted.all_classes, fitted.name)
         return {self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probabilities}

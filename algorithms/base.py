@@ -20,10 +20,10 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from ..tiling.engine import Callbacks
+from ..tiling.callbacks import Callbacks
 from ..tiling.errors import DeepRasterError, RasterInputError
-from ..tiling.grid import Window
-from ..tiling.reader import RasterSource
+from ..tiling.source import RasterSource
+from ..tiling.window import Window
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "deepraster.svg")
 
@@ -56,6 +56,8 @@ class DeepRasterAlgorithm(QgsProcessingAlgorithm):
     """
 
     abstract = True
+    INPUT = "INPUT"
+    EXTENT = "EXTENT"
 
     required_packages: dict[str, str] = DEEP_LEARNING_PACKAGES
 
@@ -100,6 +102,19 @@ class DeepRasterAlgorithm(QgsProcessingAlgorithm):
                 "Out of memory. Lower the batch size or the tile size in the advanced parameters."
             ) from exc
 
+    def input_source(self, parameters, context) -> tuple[object, RasterSource, Window | None]:
+        """The input layer, its raster and the pixel window of the processing extent (None: the whole raster)."""
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        if layer is None:
+            raise RasterInputError("The input raster could not be loaded. Choose a raster layer or file GDAL can read.")
+        source = RasterSource.open(layer.source())
+        region = None
+        if parameters.get(self.EXTENT):
+            extent = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+            region = source.window_for_bounds(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
+                                              extent.yMaximum())
+        return layer, source, region
+
     def run_algorithm(self, parameters, context, feedback) -> dict:
         """The algorithm itself; raise :class:`DeepRasterError` for anything the user can fix."""
         raise NotImplementedError
@@ -110,8 +125,6 @@ class TiledModelAlgorithm(DeepRasterAlgorithm):
     the advanced tiling and compute parameters (tile size, overlap, batch size, device, half precision)."""
 
     abstract = True
-    INPUT = "INPUT"
-    EXTENT = "EXTENT"
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
@@ -149,21 +162,10 @@ class TiledModelAlgorithm(DeepRasterAlgorithm):
             "half": self.parameterAsBool(parameters, self.HALF, context),
         }
 
-    def input_source(self, parameters, context) -> tuple[object, RasterSource, Window | None]:
-        """The input layer, its raster and the pixel window of the processing extent (None: the whole raster)."""
-        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        if layer is None:
-            raise RasterInputError("The input raster could not be loaded. Choose a raster layer or file GDAL can read.")
-        source = RasterSource.open(layer.source())
-        region = None
-        if parameters.get(self.EXTENT):
-            extent = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
-            region = source.window_for_bounds(extent.xMinimum(), extent.yMinimum(), extent.xMaximum(),
-                                              extent.yMaximum())
-        return layer, source, region
-
 
 def callbacks_for(feedback: QgsProcessingFeedback) -> Callbacks:
     """Core callbacks that report to a Processing feedback object (progress in percent, cancel, messages)."""
     return Callbacks(progress=lambda fraction: feedback.setProgress(100.0 * fraction),
-                     is_cancelled=feedback.isCanceled, info=feedback.pushInfo)
+                     is_cancelled=feedback.isCanceled, info=feedback.pushInfo,
+                     warning=lambda message: feedback.reportError(message, fatalError=False),
+                     stage=feedback.setProgressText)

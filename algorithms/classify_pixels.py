@@ -18,7 +18,7 @@ from ..models.errors import BandMappingError
 from ..models.pixel_classification import ClassifyRequest, NdwiMask, classify_raster
 from ..models.sources import MODEL_FILE_FILTER, open_model
 from ..tiling.outputs import ClassInfo
-from ..tiling.reader import RasterSource
+from ..tiling.source import RasterSource
 from .base import TiledModelAlgorithm, callbacks_for
 from .styling import ClassStyle, ProbabilityStyle, style_on_load
 

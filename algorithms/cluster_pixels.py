@@ -11,7 +11,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from ..models.clustering import fit_clusterer
+from ..analysis.clustering import fit_clusterer
 from .analysis_common import AnalysisAlgorithm, style_classes
 
 
@@ -64,6 +64,6 @@ class ClusterPixelsAlgorithm(AnalysisAlgorithm):
         if built.size_param is None:
             feedback.pushInfo(f"{built.name} finds the number of clusters itself; {k} is not used.")
         fit = partial(fit_clusterer, noise_as_nodata=self.parameterAsBool(parameters, self.NOISE_AS_NODATA, context))
-        fitted, _, output = self.fit_on_sample_and_map(parameters, context, feedback, built, fit)
+        fitted, output = self.fit_on_sample_and_map(parameters, context, feedback, built, fit)
         style_classes(context, output, fitted.all_classes, f"{built.name} clusters")
         return {self.OUTPUT: output, self.OUTPUT_MODEL: self.save_model_output(fitted, parameters, context, feedback)}

@@ -19,7 +19,7 @@ from qgis.core import (
 
 from ..models.create import PackageRequest, create_package
 from ..models.errors import ModelPackageError
-from ..models.package import ACTIVATIONS
+from ..models.spec import ACTIVATIONS
 from .base import DeepRasterAlgorithm
 
 
@@ -77,7 +77,7 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
     OUTPUT = "OUTPUT"
 
     FRAMEWORKS = ("detect (pickled smp model or TorchScript)", "smp", "timm")
-    NORMALIZATIONS = ("none", "compute mean/std from a sample raster", "given mean and std")
+    NORMALIZATION_CHOICES = ("none", "compute mean/std from a sample raster", "given mean and std")
 
     def name(self) -> str:
         return "create_package"
@@ -130,7 +130,7 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(self.VALUE_OFFSET, self.tr("Value offset"),
                                                        QgsProcessingParameterNumber.Double, 0.0))
         self.addParameter(QgsProcessingParameterEnum(self.NORMALIZATION, self.tr("Normalisation"),
-                                                     options=list(self.NORMALIZATIONS), defaultValue=0))
+                                                     options=list(self.NORMALIZATION_CHOICES), defaultValue=0))
         self.addParameter(QgsProcessingParameterRasterLayer(self.NORM_RASTER, self.tr("Sample raster (normalisation)"),
                                                             optional=True))
         self.addParameter(QgsProcessingParameterBand(self.NORM_BANDS, self.tr("Sample raster bands, model order"),

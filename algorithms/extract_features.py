@@ -18,8 +18,9 @@ from qgis.core import (
     QgsRasterBandStats,
 )
 
-from ..models.encoders import PRESETS, EncoderError
-from ..models.feature_extraction import NORMALIZATIONS, FeatureRequest, extract_features
+from ..models.encoder_registry import PRESETS
+from ..models.errors import EncoderError
+from ..models.feature_extraction import NORMALIZATION_SOURCES, FeatureRequest, extract_features
 from ..models.sources import MODEL_FILE_FILTER, open_model
 from .base import DEEP_LEARNING_PACKAGES, TiledModelAlgorithm, callbacks_for
 from .styling import style_on_load
@@ -194,7 +195,7 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
             region=region,
             int8=self.parameterAsBool(parameters, self.INT8, context),
             value_scale=scale or None,
-            normalization=NORMALIZATIONS[self.parameterAsEnum(parameters, self.NORMALIZATION, context)],
+            normalization=NORMALIZATION_SOURCES[self.parameterAsEnum(parameters, self.NORMALIZATION, context)],
             float16=self.parameterAsEnum(parameters, self.OUTPUT_TYPE, context) == 1,
             pause_s=self.parameterAsDouble(parameters, self.PAUSE, context),
             resume=self.parameterAsBool(parameters, self.RESUME, context),

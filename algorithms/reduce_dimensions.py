@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination
 
-from ..models.estimators import REDUCTION
-from ..models.reduction import fit_reducer
+from ..analysis.estimators import REDUCTION
+from ..analysis.reduction import fit_reducer
 from .analysis_common import AnalysisAlgorithm
 
 
@@ -57,5 +57,5 @@ class ReduceDimensionsAlgorithm(AnalysisAlgorithm):
             feedback.pushInfo(f"{built.name} cannot transform new pixels: it embeds the sample (its cost grows fast "
                               "with the sample size; a few thousand pixels is plenty) and maps the other pixels by "
                               "their nearest sample pixels.")
-        fitted, _, output = self.fit_on_sample_and_map(parameters, context, feedback, built, fit_reducer)
+        fitted, output = self.fit_on_sample_and_map(parameters, context, feedback, built, fit_reducer)
         return {self.OUTPUT: output, self.OUTPUT_MODEL: self.save_model_output(fitted, parameters, context, feedback)}

@@ -12,13 +12,9 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from ..models.fitted import class_output
-from ..models.similarity import class_prototypes, similarity_function
-from ..tiling.pixelwise import map_pixels, sample_valid_pixels, sub_callbacks
-from .analysis_common import AnalysisAlgorithm, pixel_output, style_classes, style_ramp
+from ..analysis.pipeline import similarity_map
+from .analysis_common import AnalysisAlgorithm, style_classes, style_ramp
 from .base import callbacks_for
-
-CENTRE_SAMPLE = 10000
 
 
 class SimilarityMapAlgorithm(AnalysisAlgorithm):
@@ -84,25 +80,12 @@ class SimilarityMapAlgorithm(AnalysisAlgorithm):
                                   feedback, field, None, self.parameterAsInt(parameters, self.POINTS_PER_POLYGON,
                                                                              context), seed, "reference layer")
         labels = [str(v) for v in ref.labels] if field else ["reference"] * len(ref.cols)
-        cb = callbacks_for(feedback)
-        centre = None
-        if self.parameterAsBool(parameters, self.CENTRE, context):
-            sample = sample_valid_pixels(raster.source, raster.bands, CENTRE_SAMPLE, seed, raster.region,
-                                         sub_callbacks(cb, 0.0, 0.2))
-            centre = sample.values.astype("float64").mean(axis=0)
-        prototypes = class_prototypes(ref.values, labels, centre)
-        feedback.pushInfo("Reference pixels per class: " + ", ".join(
-            f"{n} ({c})" for n, c in zip(prototypes.names, prototypes.counts, strict=True)))
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         classes_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_CLASSES, context) or None
-        outputs = [pixel_output(output, tuple(f"similarity to {n}" for n in prototypes.names))]
-        threshold = None
-        if classes_path:
-            threshold = self.parameterAsDouble(parameters, self.THRESHOLD, context)
-            outputs.append(class_output(classes_path, prototypes.classes(), "most similar class"))
-        stats = map_pixels(raster.source, raster.bands, similarity_function(prototypes, threshold), outputs,
-                           raster.region, sub_callbacks(cb, 0.2, 1.0))
-        feedback.pushInfo(f"{stats.valid_pixels} valid pixels compared in {stats.seconds:.1f} s.")
+        prototypes = similarity_map(raster.selection, ref, labels, output, classes_path,
+                                    self.parameterAsDouble(parameters, self.THRESHOLD, context),
+                                    self.parameterAsBool(parameters, self.CENTRE, context), seed,
+                                    callbacks_for(feedback))
         if len(prototypes.names) == 1:
             style_ramp(context, output, "similarity")
         style_classes(context, classes_path, prototypes.classes(), "most similar class")

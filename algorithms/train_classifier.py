@@ -3,7 +3,6 @@ validated honestly (random, group or spatial-block folds, or an independent test
 
 from __future__ import annotations
 
-import numpy as np
 from qgis.core import (
     QgsProcessing,
     QgsProcessingParameterEnum,
@@ -15,11 +14,11 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-from ..models.ml_errors import EstimatorError, TrainingDataError
-from ..models.supervised import TrainingSet, train_model
-from ..models.validation import SCHEMES, ValidationPlan
-from ..tiling.pixelwise import map_pixels, sub_callbacks
-from .analysis_common import AnalysisAlgorithm, ReferencePixels, style_classes
+from ..analysis.errors import EstimatorError, TrainingDataError
+from ..analysis.pipeline import train_and_map, training_set
+from ..analysis.supervised import TrainingSet
+from ..analysis.validation import SCHEMES, ValidationPlan
+from .analysis_common import AnalysisAlgorithm, style_classes
 from .base import callbacks_for
 
 
@@ -141,22 +140,13 @@ class TrainClassifierAlgorithm(AnalysisAlgorithm):
                 raise TrainingDataError("Validation by an independent test layer needs a test layer. Choose one, or "
                                         "another validation.")
             test = self._samples(parameters, context, feedback, raster, test_source, label, None, "test layer")
-        cb = callbacks_for(feedback)
-        feedback.setProgressText(self.tr("Validating: {}").format(plan.describe()))
-        fitted, report = train_model(train, task, built, plan, raster.band_names,
-                                     self.parameterAsBool(parameters, self.STANDARDIZE, context), test,
-                                     sub_callbacks(cb, 0.05, 0.5),
-                                     {"label_field": label, "bands": list(raster.bands), "seed": plan.seed})
-        feedback.pushInfo(report.summary())
-        for warning in report.warnings:
-            feedback.reportError(warning, fatalError=False)
-        outputs = self._write_reports(parameters, context, report)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
-        heads = [fitted.main_output(output)] + ([fitted.probability_output(probabilities)] if probabilities else [])
-        feedback.setProgressText(self.tr("Mapping every pixel"))
-        stats = map_pixels(raster.source, raster.bands, fitted.pixel_function(probabilities is not None), heads,
-                           raster.region, sub_callbacks(cb, 0.5, 1.0))
-        feedback.pushInfo(f"{stats.valid_pixels} valid pixels predicted in {stats.seconds:.1f} s.")
+        fitted, report = train_and_map(raster.selection, train, task, built, plan,
+                                       self.parameterAsBool(parameters, self.STANDARDIZE, context), output,
+                                       probabilities, test,
+                                       {"label_field": label, "bands": list(raster.selection.bands),
+                                        "seed": plan.seed}, callbacks_for(feedback))
+        outputs = self._write_reports(parameters, context, report)
         if task == "classification":
             style_classes(context, output, fitted.classes, f"{label} ({built.name})")
         return {self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probabilities, **outputs,
@@ -185,16 +175,10 @@ class TrainClassifierAlgorithm(AnalysisAlgorithm):
 
     def _samples(self, parameters, context, feedback, raster, source, label: str, group_field: str | None,
                  role: str) -> TrainingSet:
-        seed = self.parameterAsInt(parameters, self.SEED, context)
-        ref: ReferencePixels = self.read_reference(
-            source, raster, context, feedback, label, group_field,
-            self.parameterAsInt(parameters, self.PIXELS_PER_POLYGON, context), seed, role)
-        cap = self.parameterAsInt(parameters, self.MAX_SAMPLES, context)
-        if len(ref.cols) > cap:
-            keep = np.sort(np.random.default_rng(seed).choice(len(ref.cols), cap, replace=False))
-            feedback.pushInfo(f"{len(ref.cols)} {role} pixels; {cap} drawn at random (maximum training samples).")
-            ref = ref.subset(keep)
-        return TrainingSet(ref.values, ref.labels, ref.groups, ref.xy)
+        layer = self.reference_layer(source, raster, context, feedback, label, group_field,
+                                     self.parameterAsInt(parameters, self.PIXELS_PER_POLYGON, context), role)
+        return training_set(raster.selection, layer, self.parameterAsInt(parameters, self.SEED, context),
+                            self.parameterAsInt(parameters, self.MAX_SAMPLES, context), callbacks_for(feedback))
 
     def _write_reports(self, parameters, context, report) -> dict:
         html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context) or None

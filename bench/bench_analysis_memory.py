@@ -83,11 +83,12 @@ def work(workload: str, path: str, out_dir: str) -> dict:
     from osgeo import gdal
 
     _common.ensure_plugin_path()
-    from deepraster.models.clustering import fit_clusterer
-    from deepraster.models.estimators import REDUCTION, make_estimator
-    from deepraster.models.reduction import fit_reducer
-    from deepraster.tiling.pixelwise import map_pixels, sample_valid_pixels
-    from deepraster.tiling.reader import RasterSource
+    from deepraster.analysis.clustering import fit_clusterer
+    from deepraster.analysis.estimators import REDUCTION, make_estimator
+    from deepraster.analysis.reduction import fit_reducer
+    from deepraster.tiling.pixel_sampling import sample_valid_pixels
+    from deepraster.tiling.pixelwise import map_pixels
+    from deepraster.tiling.source import RasterSource
     from sklearn import cluster, decomposition, neighbors, pipeline, preprocessing  # noqa: F401 (baseline)
 
     import_s = time.perf_counter() - t0

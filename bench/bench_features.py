@@ -31,97 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import _common
+import _features_fixtures as fx
+from _iamap_style import iamap_style_run
 
-SCENE = _common.ROOT / ".data" / "s2" / "s2_l1c_10m.tif"
-PACKAGE = _common.ROOT / ".data" / "models" / "ukis-csmask-6b-l1c"
-WORK = _common.DATA / "features"
 SECTIONS = ("efficiency", "sweep", "int8", "memory", "iamap")
-
-
-# --------------------------------------------------------------------------------------------------- child helpers
-
-
-def _setup() -> None:
-    _common.ensure_plugin_path()
-    WORK.mkdir(parents=True, exist_ok=True)
-
-
-def _vit_weights() -> Path:
-    """A randomly initialised 4-band ViT-S/16 saved once (speed and plumbing do not depend on the weights)."""
-    import timm
-    import torch
-    from safetensors.torch import save_file
-
-    path = WORK / "vit_s16_4b.safetensors"
-    if not path.exists():
-        torch.manual_seed(0)
-        model = timm.create_model("vit_small_patch16_224", in_chans=4)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
-
-
-def _resnet_weights() -> Path:
-    import timm
-    import torch
-    from safetensors.torch import save_file
-
-    path = WORK / "resnet18_4b.safetensors"
-    if not path.exists():
-        torch.manual_seed(0)
-        model = timm.create_model("resnet18", in_chans=4)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
-
-
-def _reference(stride: int):
-    """The encoder on the whole scene at once (single tile), cached as .npy per stride."""
-    import numpy as np
-
-    path = WORK / f"whole_scene_stride{stride}.npy"
-    if path.exists():
-        return np.load(path)
-    import torch
-    from deepraster.models.encoders import package_encoder
-    from deepraster.models.package import load_package
-    from osgeo import gdal
-
-    package = load_package(PACKAGE)
-    raw = gdal.Open(str(SCENE)).ReadAsArray()[[0, 1, 2, 6, 8, 9]].astype(np.float32) * 1e-4
-    mean = np.array(package.normalization.a, np.float32)[:, None, None]
-    std = np.array(package.normalization.b, np.float32)[:, None, None]
-    module, _ = package_encoder(package, 32)
-    with torch.inference_mode():
-        stages = module.encoder(torch.from_numpy(((raw - mean) / std)[None]))
-    for s in (8, 16, 32):
-        np.save(WORK / f"whole_scene_stride{s}.npy", stages[int(np.log2(s))][0].numpy())
-    return np.load(path)
-
-
-def _cosine(a, b) -> dict[str, float]:
-    import numpy as np
-
-    a = a / np.maximum(np.linalg.norm(a, axis=0, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=0, keepdims=True), 1e-12)
-    c = (a * b).sum(axis=0)
-    return {"mean": round(float(c.mean()), 4), "p5": round(float(np.percentile(c, 5)), 4),
-            "min": round(float(c.min()), 4)}
-
-
-def _request(**kwargs):
-    from deepraster.models.feature_extraction import FeatureRequest
-
-    return FeatureRequest(raster=str(SCENE), device="cpu", **kwargs)
-
-
-def _package_request(output: Path, stride: int, **kwargs):
-    from deepraster.models.package import load_package
-
-    return _request(output=str(output), package=load_package(PACKAGE), stride=stride, **kwargs)
-
-
-def _vit_request(output: Path, **kwargs):
-    return _request(output=str(output), timm_model="vit_small_patch16_224", weights=str(_vit_weights()),
-                    bands=(1, 2, 3, 7), value_scale=1e-4, **kwargs)
 
 
 def _raw_forward_seconds(request) -> tuple[float, int]:
@@ -130,7 +43,8 @@ def _raw_forward_seconds(request) -> tuple[float, int]:
     import torch
     from deepraster.models.feature_extraction import build_encoder, resolve_bands, resolve_tiling, resolve_transform
     from deepraster.tiling.grid import TileGrid
-    from deepraster.tiling.reader import RasterSource, StripReader
+    from deepraster.tiling.reader import StripReader
+    from deepraster.tiling.source import RasterSource
 
     source = RasterSource.open(request.raster)
     bands = resolve_bands(request, source)
@@ -157,16 +71,16 @@ def child_efficiency(repeats: int) -> dict[str, Any]:
     from deepraster.models.feature_extraction import extract_features
 
     out: dict[str, Any] = {}
-    cases = {"efficientnet_b4_stride8": lambda p: _package_request(p, 8),
-             "vit_s16_4bands": lambda p: _vit_request(p)}
+    cases = {"efficientnet_b4_stride8": lambda p: fx.package_request(p, 8),
+             "vit_s16_4bands": lambda p: fx.vit_request(p)}
     for name, make in cases.items():
         pipeline, raw, predict, tiles = [], [], [], 0
-        extract_features(make(WORK / f"warm_{name}.tif"))  # first run: caches, lazy imports
+        extract_features(make(fx.WORK / f"warm_{name}.tif"))  # first run: caches, lazy imports
         for r in range(repeats):  # interleaved, as the machine's load changes
-            result = extract_features(make(WORK / f"eff_{name}_{r}.tif"))
+            result = extract_features(make(fx.WORK / f"eff_{name}_{r}.tif"))
             pipeline.append(result.stats.total_seconds)
             predict.append(result.stats.predict_seconds)
-            seconds, tiles = _raw_forward_seconds(make(WORK / "unused.tif"))
+            seconds, tiles = _raw_forward_seconds(make(fx.WORK / "unused.tif"))
             raw.append(seconds)
         mpx = tiles * result.tile ** 2 / 1e6
         out[name] = {"tiles": tiles, "tile": result.tile, "overlap": result.overlap,
@@ -194,14 +108,14 @@ def child_sweep(quick: bool) -> dict[str, Any]:
         cases = [(8, 256, 64), (16, 512, 128), (32, 512, 128)]
     rows = []
     for stride, tile, overlap in cases:
-        ref = _reference(stride)
-        path = WORK / f"sweep_{stride}_{tile}_{overlap}.tif"
-        result = extract_features(_package_request(path, stride, tile_size=tile, overlap=overlap, resume=False))
+        ref = fx.reference(stride)
+        path = fx.WORK / f"sweep_{stride}_{tile}_{overlap}.tif"
+        result = extract_features(fx.package_request(path, stride, tile_size=tile, overlap=overlap, resume=False))
         rows.append({"stride": stride, "tile": tile, "overlap": overlap, "tiles": result.stats.tiles_predicted,
                      "seconds": round(result.stats.total_seconds, 1),
-                     "cosine_to_whole_scene": _cosine(gdal.Open(str(path)).ReadAsArray(), ref)})
+                     "cosine_to_whole_scene": fx.cosine(gdal.Open(str(path)).ReadAsArray(), ref)})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-    return {"encoder": "ukis-csmask-6b-l1c EfficientNet-B4 encoder", "scene": str(SCENE), "runs": rows}
+    return {"encoder": "ukis-csmask-6b-l1c EfficientNet-B4 encoder", "scene": str(fx.SCENE), "runs": rows}
 
 
 def child_int8(repeats: int) -> dict[str, Any]:
@@ -209,18 +123,18 @@ def child_int8(repeats: int) -> dict[str, Any]:
     from osgeo import gdal
 
     times: dict[str, list[float]] = {"float32": [], "int8": []}
-    extract_features(_vit_request(WORK / "int8_warm.tif", int8=True))
+    extract_features(fx.vit_request(fx.WORK / "int8_warm.tif", int8=True))
     for _ in range(repeats):
         for mode in ("float32", "int8"):
-            result = extract_features(_vit_request(WORK / f"vit_{mode}.tif", int8=mode == "int8", resume=False))
+            result = extract_features(fx.vit_request(fx.WORK / f"vit_{mode}.tif", int8=mode == "int8", resume=False))
             times[mode].append(result.stats.total_seconds)
-    a = gdal.Open(str(WORK / "vit_float32.tif")).ReadAsArray()
-    b = gdal.Open(str(WORK / "vit_int8.tif")).ReadAsArray()
+    a = gdal.Open(str(fx.WORK / "vit_float32.tif")).ReadAsArray()
+    b = gdal.Open(str(fx.WORK / "vit_int8.tif")).ReadAsArray()
     f32, i8 = _common.median(times["float32"]), _common.median(times["int8"])
     return {"model": "ViT-S/16 (random weights), 4 bands, real scene 1536 × 768 px", "float32_s": times["float32"],
             "int8_s": times["int8"], "speedup_median": round(f32 / i8, 2),
             "speedup_best_runs": round(min(times["float32"]) / min(times["int8"]), 2),
-            "cosine_int8_to_float32": _cosine(b, a)}
+            "cosine_int8_to_float32": fx.cosine(b, a)}
 
 
 def _memory_raster(spec: str) -> tuple[Path, int, int]:
@@ -233,7 +147,7 @@ def _memory_raster(spec: str) -> tuple[Path, int, int]:
     from osgeo import gdal
 
     width, height = (int(v) for v in spec.split("x"))
-    path = WORK / f"window_{width}x{height}.vrt"
+    path = fx.WORK / f"window_{width}x{height}.vrt"
     if not path.exists():
         gdal.Translate(str(path), str(bench_memory.data_path(20000)), format="VRT", srcWin=[0, 0, width, height])
     return path, width, height
@@ -242,10 +156,10 @@ def _memory_raster(spec: str) -> tuple[Path, int, int]:
 def child_memory(spec: str) -> dict[str, Any]:
     from deepraster.models.feature_extraction import FeatureRequest, extract_features
 
-    weights = _resnet_weights()
+    weights = fx.resnet_weights()
     raster, width, height = _memory_raster(spec)
     rss_imports = _common.proc_status_kib("VmRSS")
-    out = WORK / f"memory_{spec}.tif"
+    out = fx.WORK / f"memory_{spec}.tif"
     request = FeatureRequest(raster=str(raster), output=str(out), timm_model="resnet18",
                              weights=str(weights), stride=16, value_scale=1e-4, device="cpu", resume=True)
     result = extract_features(request)
@@ -259,7 +173,7 @@ def child_memory(spec: str) -> dict[str, Any]:
 
 def child_reference() -> dict[str, Any]:
     """Compute and cache the whole-scene features (a big forward pass: kept out of the measured children)."""
-    return {"shape": list(_reference(8).shape)}
+    return {"shape": list(fx.reference(8).shape)}
 
 
 def child_ours_on_scene(batch: int) -> dict[str, Any]:
@@ -268,49 +182,18 @@ def child_ours_on_scene(batch: int) -> dict[str, Any]:
     from deepraster.models.feature_extraction import extract_features
     from osgeo import gdal
 
-    path = WORK / f"ours_scene_b{batch}.tif"
-    ref = np.load(WORK / "whole_scene_stride8.npy")
+    path = fx.WORK / f"ours_scene_b{batch}.tif"
+    ref = np.load(fx.WORK / "whole_scene_stride8.npy")
     rss = _common.proc_status_kib("VmRSS")
     start = time.perf_counter()
-    result = extract_features(_package_request(path, 8, batch_size=batch))
+    result = extract_features(fx.package_request(path, 8, batch_size=batch))
     wall = time.perf_counter() - start
     return {"batch": batch, "seconds": round(result.stats.total_seconds, 2),
             "seconds_with_model_loading": round(wall, 2),
             "peak_vmhwm_mib": _common.mib(_common.proc_status_kib("VmHWM")), "rss_before_mib": _common.mib(rss),
             "output_bytes": path.stat().st_size, "temporary_peak_bytes": path.stat().st_size,
             "tiles": result.stats.tiles_predicted,
-            "cosine_to_whole_scene": _cosine(gdal.Open(str(path)).ReadAsArray(), ref)}
-
-
-def _merge_first(paths: list[Path], target: Path) -> None:
-    """``rasterio.merge.merge(paths, method="first")`` then a write, as IAMAP's ``merge_tiles`` does: the output
-    (the union of the tiles' extents) is allocated whole in memory, each tile is copied where no earlier tile wrote."""
-    import numpy as np
-    from osgeo import gdal
-
-    infos = []
-    for p in paths:
-        ds = gdal.Open(str(p))
-        infos.append((ds.GetGeoTransform(), ds.RasterXSize, ds.RasterYSize, ds.RasterCount, ds.GetProjection()))
-    gt0 = infos[0][0]
-    xmin = min(g[0] for g, *_ in infos)
-    ymax = max(g[3] for g, *_ in infos)
-    xmax = max(g[0] + w * g[1] for g, w, *_ in infos)
-    ymin = min(g[3] + h * g[5] for g, _, h, *_ in infos)
-    width, height = round((xmax - xmin) / gt0[1]), round((ymin - ymax) / gt0[5])
-    dest = np.zeros((infos[0][3], height, width), np.float32)
-    filled = np.zeros((height, width), bool)
-    for p, (g, w, h, _, _) in zip(paths, infos, strict=True):
-        c, r = round((g[0] - xmin) / gt0[1]), round((g[3] - ymax) / gt0[5])
-        data = gdal.Open(str(p)).ReadAsArray().reshape(-1, h, w)
-        free = ~filled[r:r + h, c:c + w]
-        dest[:, r:r + h, c:c + w][:, free] = data[:, free]
-        filled[r:r + h, c:c + w] = True
-    out = gdal.GetDriverByName("GTiff").Create(str(target), width, height, dest.shape[0], gdal.GDT_Float32)
-    out.SetGeoTransform((xmin, gt0[1], 0.0, ymax, 0.0, gt0[5]))
-    out.SetProjection(infos[0][4])
-    out.WriteArray(dest)
-    out = None
+            "cosine_to_whole_scene": fx.cosine(gdal.Open(str(path)).ReadAsArray(), ref)}
 
 
 def child_iamap(size: int) -> dict[str, Any]:
@@ -324,78 +207,31 @@ def child_iamap(size: int) -> dict[str, Any]:
     otherwise the generated size² raster with the ResNet-18 of the memory section at stride 16.
     """
     import numpy as np
-    import torch
     from deepraster.models.encoders import package_encoder, timm_encoder
     from deepraster.models.package import load_package
-    from deepraster.tiling.grid import axis_starts
     from osgeo import gdal
 
     gdal.UseExceptions()
     if size == 0:
-        package = load_package(PACKAGE)
+        package = load_package(fx.PACKAGE)
         module, _ = package_encoder(package, 8)
-        raster, bands, scale = SCENE, [1, 2, 3, 7, 9, 10], 1e-4
+        raster, bands, scale = fx.SCENE, [1, 2, 3, 7, 9, 10], 1e-4
         mean = np.array(package.normalization.a, np.float32)[:, None, None]
         std = np.array(package.normalization.b, np.float32)[:, None, None]
-        ref = np.load(WORK / "whole_scene_stride8.npy")
+        ref = np.load(fx.WORK / "whole_scene_stride8.npy")
     else:
         sys.path.insert(0, str(_common.BENCH))
         import bench_memory
 
-        module, _ = timm_encoder("resnet18", 4, _resnet_weights(), 16)
+        module, _ = timm_encoder("resnet18", 4, fx.resnet_weights(), 16)
         raster, bands, scale, ref = bench_memory.data_path(size), [1, 2, 3, 4], 1e-4, None
         mean, std = np.float32(0.0), np.float32(1.0)
     module.eval()
-    tile, step = 256, 192
-    src = gdal.Open(str(raster))
-    width, height, gt, wkt = src.RasterXSize, src.RasterYSize, src.GetGeoTransform(), src.GetProjection()
-    src = None
-    rows, cols = axis_starts(0, height, tile, step), axis_starts(0, width, tile, step)
-    tmp = WORK / f"iamap_tmp_{size}"
-    tmp.mkdir(exist_ok=True)
-    merged_tmp = tmp / "merged_tmp.tif"
-    rss = _common.proc_status_kib("VmRSS")
-    start = time.perf_counter()
-    tiles: list[Path] = []
-    peak_disk, done, merges = 0, 0, 0
-    for r in rows:
-        for c in cols:
-            ds = gdal.Open(str(raster))
-            x = ds.ReadAsArray(c, r, tile, tile, band_list=bands).astype(np.float32) * scale
-            ds = None
-            with torch.inference_mode():
-                feat = module(torch.from_numpy(((x - mean) / std)[None]))[0].numpy()
-            path = tmp / f"{done}_tmp.tif"
-            out = gdal.GetDriverByName("GTiff").Create(str(path), feat.shape[2], feat.shape[1], feat.shape[0],
-                                                       gdal.GDT_Float32)
-            out.SetGeoTransform((gt[0] + c * gt[1], gt[1] * tile / feat.shape[2], 0.0, gt[3] + r * gt[5], 0.0,
-                                 gt[5] * tile / feat.shape[1]))
-            out.SetProjection(wkt)
-            out.WriteArray(feat)
-            out = None
-            tiles.append(path)
-            done += 1
-            peak_disk = max(peak_disk, sum(p.stat().st_size for p in tmp.iterdir()))
-            if done % 500 == 0:  # periodic cleanup: merge everything so far, delete the tiles
-                sources = ([merged_tmp] if merged_tmp.exists() else []) + tiles
-                _merge_first(sources, tmp / "merged_new.tif")
-                peak_disk = max(peak_disk, sum(p.stat().st_size for p in tmp.iterdir()))
-                for p in tiles:
-                    p.unlink()
-                (tmp / "merged_new.tif").replace(merged_tmp)
-                tiles, merges = [], merges + 1
-    merged = WORK / f"iamap_merged_{size}.tif"
-    _merge_first(([merged_tmp] if merged_tmp.exists() else []) + tiles, merged)
-    peak_disk = max(peak_disk, sum(p.stat().st_size for p in tmp.iterdir()) + merged.stat().st_size)
-    wall = time.perf_counter() - start
-    report = {"size": size, "seconds": round(wall, 2), "peak_vmhwm_mib": _common.mib(_common.proc_status_kib("VmHWM")),
-              "rss_before_mib": _common.mib(rss), "output_bytes": merged.stat().st_size,
-              "temporary_peak_bytes": peak_disk, "tiles": done, "periodic_merges": merges}
+    merged, report = iamap_style_run(module, raster, bands, scale, mean, std, fx.WORK / f"iamap_tmp_{size}",
+                                     fx.WORK / f"iamap_merged_{size}.tif")
+    report = {"size": size, **report}
     if ref is not None:
-        report["cosine_to_whole_scene"] = _cosine(gdal.Open(str(merged)).ReadAsArray(), ref)
-    for p in tmp.iterdir():
-        p.unlink()
-    tmp.rmdir()
+        report["cosine_to_whole_scene"] = fx.cosine(gdal.Open(str(merged)).ReadAsArray(), ref)
     merged.unlink()
     return report
 
@@ -432,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     repeats = 1 if args.quick else args.repeats
 
     if args.child:
-        _setup()
+        fx.setup()
         report = {"efficiency": lambda: child_efficiency(repeats), "sweep": lambda: child_sweep(args.quick),
                   "int8": lambda: child_int8(repeats), "memory": lambda: child_memory(args.spec),
                   "reference": child_reference, "ours": lambda: child_ours_on_scene(args.size or 4),

@@ -136,7 +136,8 @@ def child(size: int, raster: Path, out_dir: Path, tile: int, overlap: int, batch
     from deepraster.tiling.grid import TileGrid
     from deepraster.tiling.outputs import ClassHead, ClassInfo, ProbabilityHead
     from deepraster.tiling.predictor import TorchPredictor
-    from deepraster.tiling.reader import InputTransform, RasterSource, StripReader
+    from deepraster.tiling.reader import InputTransform, StripReader
+    from deepraster.tiling.source import RasterSource
     from osgeo import gdal  # noqa: F401
 
     import_s = time.perf_counter() - t_import

@@ -38,7 +38,7 @@ import numpy as np
 
 _common.ensure_plugin_path()
 
-from deepraster.models.package import ModelPackage, load_package  # noqa: E402
+from deepraster.models.package import load_package  # noqa: E402
 from deepraster.models.pixel_classification import (  # noqa: E402
     ClassifyRequest,
     classify_raster,
@@ -46,9 +46,11 @@ from deepraster.models.pixel_classification import (  # noqa: E402
     resolve_bands,
     resolve_tiling,
 )
+from deepraster.models.spec import ModelPackage  # noqa: E402
 from deepraster.tiling.allocator import freed_memory_kept  # noqa: E402
 from deepraster.tiling.grid import TileGrid  # noqa: E402
-from deepraster.tiling.reader import RasterSource, StripReader  # noqa: E402
+from deepraster.tiling.reader import StripReader  # noqa: E402
+from deepraster.tiling.source import RasterSource  # noqa: E402
 from osgeo import gdal  # noqa: E402
 
 

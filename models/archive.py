@@ -15,8 +15,8 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from ..tiling.checksums import sha256_of
 from .errors import ModelPackageError
-from .package import sha256_of
 
 MAX_MEMBERS = 10_000
 MAX_TOTAL_BYTES = 8 * 1024**3  # 8 GiB uncompressed

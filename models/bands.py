@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .errors import BandMappingError
-from .package import BandSpec
+from .spec import BandSpec
 
 
 def _describe_raster(descriptions: Sequence[str]) -> str:

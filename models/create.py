@@ -17,11 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from ..tiling.reader import RasterSource
+from ..tiling.checksums import sha256_of
+from ..tiling.source import RasterSource
 from .archive import write_archive
-from .errors import ModelPackageError
-from .loaders import build_network, fitting, is_torchscript, load_network, load_pickled_module, read_state_dict
-from .package import ARCHIVE_SUFFIX, DESCRIPTION_FILE, parse_description, save_package, sha256_of, write_json_atomic
+from .description import parse_description
+from .errors import ModelPackageError, WeightsError
+from .loaders import build_network, fitting, load_network
+from .package import save_package, write_json_atomic
+from .spec import ARCHIVE_SUFFIX, DESCRIPTION_FILE
+from .weights import is_torchscript, load_pickled_module, load_torchscript, read_state_dict
 
 
 @dataclass
@@ -103,8 +107,8 @@ def _read_weights(request: PackageRequest, n_bands: int) -> _Weights:
     if path.suffix.lower() != ".safetensors":
         try:
             state = read_state_dict(path, "state_dict")
-        except ModelPackageError as exc:
-            if "not a plain state dict" not in str(exc):
+        except WeightsError as exc:
+            if not exc.needs_trust:
                 raise
             module = load_pickled_module(path, request.trusted)
             arch, encoder, in_ch, out_ch = describe_smp_module(module)
@@ -131,7 +135,7 @@ def sample_band_statistics(raster: Path, bands: Sequence[int], scale: float, off
                            sample_size: int, seed: int = 0) -> tuple[list[float], list[float]]:
     """Per-band mean and std in model units (raster value × ``scale`` + ``offset``) over a uniform random sample of
     at most ``sample_size`` valid pixels, drawn in bounded memory (nodata, NaN and masked pixels excluded)."""
-    from ..tiling.pixelwise import sample_valid_pixels
+    from ..tiling.pixel_sampling import sample_valid_pixels
 
     source = RasterSource.open(str(raster))
     sample = sample_valid_pixels(source, bands, sample_size, seed, allow_fewer=True)
@@ -201,8 +205,6 @@ def _dry_run(net, in_channels: int, out_channels: int, size: int) -> tuple[int, 
 
 def create_package(request: PackageRequest) -> Path:
     """Check everything, then write the package folder (or ``.drpk`` archive); returns its path."""
-    import torch
-
     weights = _read_weights(request, len(request.bands))
     folder = request.output
     archive = folder if folder.suffix.lower() == ARCHIVE_SUFFIX else None
@@ -222,7 +224,7 @@ def create_package(request: PackageRequest) -> Path:
         _dry_run(net, weights.in_channels, weights.out_channels, size)
         save_package(folder, description, weights.state_dict)
     else:
-        net = (torch.jit.load(str(request.weights), map_location="cpu") if weights.fmt == "torchscript"
+        net = (load_torchscript(request.weights) if weights.fmt == "torchscript"
                else load_pickled_module(request.weights, request.trusted))
         _dry_run(net, weights.in_channels, weights.out_channels, size)
         folder.mkdir(parents=True, exist_ok=True)

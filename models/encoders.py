@@ -2,7 +2,7 @@
 
 Three sources, all read from local files unless the user asks for a download:
 
-* a **timm model name** with a weights file (safetensors, or a state dict read with ``torch.load(weights_only=True)``).
+* a **timm model name** with a weights file (read by :mod:`deepraster.models.weights`, as packages' weights are).
   Vision Transformers are built with ``dynamic_img_size=True``: their patch tokens are reshaped to the patch grid of
   any tile size after dropping the prefix tokens (class and register tokens: timm's ``num_prefix_tokens``), so the
   output stride is the patch size. CNNs give the feature map of the stage with the chosen output stride (8, 16 or
@@ -13,7 +13,8 @@ Three sources, all read from local files unless the user asks for a download:
 
 Weights for another band count than the raster's are adapted for 3-band (RGB) checkpoints with timm's
 ``adapt_input_conv`` (kernels repeated over the bands and scaled by 3/bands); other mismatches are refused with the
-keys that differ. Nothing here imports QGIS.
+keys that differ. Which of these a name or path means is decided by :mod:`deepraster.models.encoder_registry`.
+Nothing here imports QGIS.
 """
 
 from __future__ import annotations
@@ -28,48 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..tiling.errors import DeepRasterError, DependencyError
-from .loaders import key_differences
-from .package import ModelPackage, verify_weights
+from ..tiling.errors import DependencyError
+from .errors import EncoderError
+from .loaders import key_differences, load_model, load_network
+from .package import verify_weights
+from .spec import ModelPackage
+from .weights import read_state_dict
 
 Info = Callable[[str], None]
 
 HUB_HOST = ("huggingface.co", 443)
 CNN_STRIDES = (8, 16, 32)
-
-
-class EncoderError(DeepRasterError):
-    """An encoder cannot be built or its weights do not fit it."""
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A well-known encoder: its timm name and where its weights come from."""
-
-    label: str
-    timm_name: str
-    note: str
-
-
-PRESETS: tuple[Preset, ...] = (
-    Preset("DINOv2 ViT-S/14 (384 features, stride 14)", "vit_small_patch14_dinov2.lvd142m",
-           "Meta DINOv2 self-supervised ViT-S/14; weights: timm/vit_small_patch14_dinov2.lvd142m on Hugging Face."),
-    Preset("DINOv2 ViT-B/14 (768 features, stride 14)", "vit_base_patch14_dinov2.lvd142m",
-           "Meta DINOv2 ViT-B/14; weights: timm/vit_base_patch14_dinov2.lvd142m."),
-    Preset("DINOv2 ViT-S/14 with 4 registers (384 features, stride 14)", "vit_small_patch14_reg4_dinov2.lvd142m",
-           "DINOv2 with register tokens (dropped with the class token); weights: "
-           "timm/vit_small_patch14_reg4_dinov2.lvd142m."),
-    Preset("DINO ViT-S/16 (384 features, stride 16)", "vit_small_patch16_224.dino",
-           "Facebook DINO ViT-S/16; weights: timm/vit_small_patch16_224.dino, or dino_deitsmall16_pretrain.pth."),
-    Preset("DINO ViT-B/16 (768 features, stride 16)", "vit_base_patch16_224.dino",
-           "Facebook DINO ViT-B/16; weights: timm/vit_base_patch16_224.dino, or dino_vitbase16_pretrain.pth."),
-    Preset("ResNet-50 ImageNet (1024 features at stride 16)", "resnet50.a1_in1k",
-           "timm ResNet-50 trained on ImageNet-1k; weights: timm/resnet50.a1_in1k."),
-    Preset("SSL4EO-S12 ResNet-50 MoCo, Sentinel-2 13 bands", "resnet50",
-           "Self-supervised on Sentinel-2 L1C (13 bands, B01…B12 with B8A); weights: torchgeo "
-           "ResNet50_Weights.SENTINEL2_ALL_MOCO (a timm resnet50 state dict with in_chans=13); give the 13 bands in "
-           "that order, value scale 0.0001 and normalisation 'none'."),
-)
 
 
 @dataclass(frozen=True)
@@ -150,52 +120,6 @@ def _modules():
             return self.encoder(x)[self.depth]
 
     return VitPatchTokens, TimmStage, SmpStage
-
-
-# --------------------------------------------------------------------------------------------------- weights
-
-
-def read_weights(path: str | Path) -> dict[str, Any]:
-    """Tensors of a safetensors file or a state dict (``torch.load(weights_only=True)``: no code is run).
-
-    Common checkpoint layouts are unwrapped: nesting under ``state_dict``, ``model``, ``teacher`` or ``module``, and
-    a prefix (``module.``, ``backbone.``, ``model.``, ``encoder.``) shared by every key.
-    """
-    torch = _torch()
-    path = Path(path)
-    if not path.is_file():
-        raise EncoderError(f"The weights file {path} does not exist. Choose the file that holds the encoder's weights.")
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 (safetensors, zipfile and the unpickler raise many types; all mean this)
-        raise EncoderError(
-            f"Cannot read the weights file {path} ({type(exc).__name__}: {str(exc)[:300]}). It must be a "
-            "safetensors file or a plain PyTorch state dict (a whole pickled model is refused: it could run code)."
-        ) from exc
-    for _ in range(3):
-        nested = next((state[k] for k in ("state_dict", "model", "teacher", "module")
-                       if isinstance(state, Mapping) and isinstance(state.get(k), Mapping)), None)
-        if nested is None:
-            break
-        state = nested
-    if not isinstance(state, Mapping):
-        raise EncoderError(f"{path} does not hold a state dict (a mapping of parameter names to tensors).")
-    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if not state:
-        raise EncoderError(f"{path} holds no tensors: it is not a weights file.")
-    changed = True
-    while changed:
-        changed = False
-        for prefix in ("module.", "backbone.", "model.", "encoder."):
-            if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
-                changed = True
-    return state
 
 
 def _names(value: Any) -> list[str]:
@@ -321,15 +245,13 @@ def timm_encoder(name: str, in_channels: int, weights: str | Path | None, stride
     if weights is None:
         model = build()  # the hub's pretrained weights
     else:
-        from .loaders import load_network
-
         messages: list[str] = []
 
         def fit(model, state):
             messages.clear()  # only the messages of the fit whose result is used
             return fit_encoder_weights(model, state, name, in_channels, messages.append)
 
-        model = load_network(build, read_weights(weights), fit)  # no random initialisation to overwrite
+        model = load_network(build, read_state_dict(weights), fit)  # no random initialisation to overwrite
         for message in messages:
             info(message)
     model.eval()
@@ -393,8 +315,6 @@ def package_encoder(package: ModelPackage, stride: int | None = None, info: Info
         raise EncoderError(f"The package {package.name!r} ({package.task}, framework {arch.framework!r}) has no "
                            "encoder this tool can use: give a feature-extraction package (timm) or a segmentation "
                            "package (segmentation-models-pytorch).")
-    from .loaders import load_model
-
     encoder = getattr(load_model(package), "encoder", None)
     if encoder is None or not hasattr(encoder, "_depth"):
         raise EncoderError(f"The network of package {package.name!r} has no segmentation-models-pytorch encoder.")

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from .archive import extract_archive
+from .description import parse_description
 from .errors import ModelPackageError
-from .loaders import is_torchscript
-from .package import ModelPackage, parse_description
+from .spec import ModelPackage
+from .weights import is_torchscript, read_state_dict
 
 # ArcGIS's normalisation when an .emd has no NormalizationStats (arcgis.learn _inferencing/util.py): ImageNet, 0–255.
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
@@ -172,8 +173,6 @@ def _classes(emd: dict[str, Any], source: str) -> list[dict[str, Any]]:
 
 def _output_channels(folder: Path, weights: str, fmt: str) -> int | None:
     """Output channels of an smp segmentation head in a state dict (None when it cannot be read)."""
-    from .loaders import read_state_dict
-
     state = read_state_dict(folder / weights, fmt)
     head = state.get("segmentation_head.0.weight")
     return int(head.shape[0]) if head is not None else None

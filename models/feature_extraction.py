@@ -13,23 +13,27 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..tiling.engine import Callbacks, RunStats, TiledRun
+from ..tiling.callbacks import Callbacks
+from ..tiling.engine import RunStats, TiledRun
 from ..tiling.errors import DeepRasterError, OutputError, RasterInputError
-from ..tiling.grid import TileGrid, Window, output_shape
+from ..tiling.grid import TileGrid, output_shape
 from ..tiling.outputs import FeatureHead
-from ..tiling.reader import InputTransform, RasterSource, StripReader, sample_pixels
+from ..tiling.reader import InputTransform, StripReader
+from ..tiling.source import RasterSource, sample_pixels
+from ..tiling.window import Window
 from ..tiling.writer import check_writable
-from .bands import check_band_numbers, match_bands_by_name
-from .encoders import EncoderError, EncoderInfo
-from .errors import BandMappingError
-from .package import ModelPackage
+from .encoder_registry import get_encoder, resolve_encoder
+from .encoders import EncoderInfo, quantize_int8
+from .errors import BandMappingError, EncoderError
+from .inputs import check_overlap, check_value_range, package_bands, round_tile
+from .spec import ModelPackage
 
-NORMALIZATIONS = ("auto", "model", "raster", "none")
+NORMALIZATION_SOURCES = ("auto", "model", "raster", "none")
 ENGINE_VERSION = 1  # part of the resume key: bump when a change alters results
 
 
@@ -97,25 +101,21 @@ class FeatureResult:
 # --------------------------------------------------------------------------------------------------- resolution
 
 
+def resolve_encoder_request(request: FeatureRequest) -> FeatureRequest:
+    """The request with its encoder named as the registry reads it: a package path or a preset label given as the
+    timm model becomes the package or the preset's timm name (see :func:`encoder_registry.resolve_encoder`)."""
+    if request.package is not None or not request.timm_model:
+        return request
+    source = resolve_encoder(request.timm_model)
+    if isinstance(source, ModelPackage):
+        return replace(request, package=source, timm_model=None)
+    return replace(request, timm_model=source)
+
+
 def resolve_bands(request: FeatureRequest, source: RasterSource) -> list[int]:
     """1-based raster bands fed to the encoder (or to the PCA), in model order."""
-    package = request.package
-    if package is not None:
-        if request.bands:
-            return check_band_numbers(request.bands, package.bands, source.band_count)
-        if source.band_count < len(package.bands):
-            raise BandMappingError(
-                f"The encoder of {package.name!r} expects {len(package.bands)} bands "
-                f"({', '.join(package.band_names)}) but {source.path} has only {source.band_count}. Choose a raster "
-                "with these bands."
-            )
-        try:
-            return match_bands_by_name(package.bands, source.descriptions)
-        except BandMappingError:
-            defaults = [getattr(b, "default_band", None) for b in package.bands]
-            if all(defaults) and all(d <= source.band_count for d in defaults):
-                return list(defaults)
-            raise
+    if request.package is not None:
+        return package_bands(request.package, source, request.bands)
     bands = list(request.bands or range(1, source.band_count + 1))
     source.check_bands(bands)
     if request.reduce_to_rgb and len(bands) < 3:
@@ -125,15 +125,12 @@ def resolve_bands(request: FeatureRequest, source: RasterSource) -> list[int]:
 
 
 def build_encoder(request: FeatureRequest, in_channels: int, info):
-    """The torch module and :class:`EncoderInfo` of the requested encoder."""
-    from .encoders import package_encoder, timm_encoder
-
-    if request.package is not None:
-        return package_encoder(request.package, request.stride, info)
-    if not request.timm_model:
+    """The torch module and :class:`EncoderInfo` of the requested encoder (see :func:`encoder_registry.get_encoder`)."""
+    source = request.package if request.package is not None else request.timm_model
+    if not source:
         raise EncoderError("No encoder was chosen: give a model package, a timm model name or a preset.")
-    return timm_encoder(request.timm_model, in_channels, request.weights, request.stride, request.hub_download,
-                        request.timm_kwargs, info)
+    return get_encoder(source, in_channels, request.weights, request.stride, request.hub_download,
+                       request.timm_kwargs, info)
 
 
 def resolve_transform(request: FeatureRequest, source: RasterSource, bands: list[int], enc: EncoderInfo,
@@ -147,8 +144,8 @@ def resolve_transform(request: FeatureRequest, source: RasterSource, bands: list
         scale = 1.0 / 255.0
     offset = request.value_offset if request.value_offset is not None else (package.value_offset if package else 0.0)
     mode = request.normalization
-    if mode not in NORMALIZATIONS:
-        raise DeepRasterError(f"Unknown normalisation {mode!r}: choose one of {', '.join(NORMALIZATIONS)}.")
+    if mode not in NORMALIZATION_SOURCES:
+        raise DeepRasterError(f"Unknown normalisation {mode!r}: choose one of {', '.join(NORMALIZATION_SOURCES)}.")
     if request.reduce_to_rgb:
         return _pca_transform(request, source, bands, region, scale or 1.0, offset, info)
     if mode == "auto":
@@ -218,12 +215,8 @@ def resolve_tiling(request: FeatureRequest, enc: EncoderInfo, info) -> tuple[int
     if enc.fixed_tile and tile != enc.fixed_tile:
         info(f"{enc.name} takes only {enc.fixed_tile} px tiles (its input size is fixed): using {enc.fixed_tile} px.")
         tile = enc.fixed_tile
-    multiple = enc.size_multiple
-    if tile % multiple:
-        rounded = -(-tile // multiple) * multiple
-        what = "patch size" if enc.kind == "vit" else "size multiple"
-        info(f"Tile size {tile} px is not a multiple of the encoder's {what} ({multiple} px): using {rounded} px.")
-        tile = rounded
+    what = "encoder's patch size" if enc.kind == "vit" else "encoder's size multiple"
+    tile = round_tile(tile, enc.size_multiple, what, info)
     if request.overlap is not None:
         overlap = request.overlap
     elif package is not None and package.task == "feature_extraction" and package.tile_size == tile:
@@ -232,9 +225,7 @@ def resolve_tiling(request: FeatureRequest, enc: EncoderInfo, info) -> tuple[int
         # a segmentation package's overlap is chosen for its class output (ukis-csmask: 384 px of 640 px tiles, for
         # tiling invariance of the classes); its encoder's features get a quarter of the tile, as other CNNs do
         overlap = tile // 4
-    if not 0 <= overlap < tile:
-        raise DeepRasterError(f"Overlap {overlap} px does not fit tiles of {tile} px: choose 0 to {tile - 1} px "
-                              "(a quarter to a half of the tile is usual).")
+    check_overlap(overlap, tile)
     s = enc.stride
     used = tile - max((tile - overlap) // s, 1) * s
     if used != overlap:
@@ -298,6 +289,7 @@ def run_key(request: FeatureRequest, source: RasterSource, enc: EncoderInfo, tra
 def extract_features(request: FeatureRequest, callbacks: Callbacks | None = None) -> FeatureResult:
     """Run an encoder over a raster and write the feature raster (one band per feature, coarser by the stride)."""
     callbacks = callbacks or Callbacks()
+    request = resolve_encoder_request(request)
     notes: list[str] = []
 
     def info(message: str) -> None:
@@ -320,8 +312,6 @@ def extract_features(request: FeatureRequest, callbacks: Callbacks | None = None
         raise BandMappingError(f"The encoder takes {enc.in_channels} bands but {in_channels} were selected.")
     transform = resolve_transform(request, source, bands, enc, region, info)
     if request.package is not None:
-        from .pixel_classification import check_value_range
-
         check_value_range(source, transform, request.package, info)
     tile, overlap = resolve_tiling(request, enc, info)
     rows, cols = output_shape(region, enc.stride)
@@ -330,8 +320,6 @@ def extract_features(request: FeatureRequest, callbacks: Callbacks | None = None
     device = resolve_device(request.device)
     if request.int8:
         if device.type == "cpu":
-            from .encoders import quantize_int8
-
             module = quantize_int8(module, info)
         else:
             info("int8 quantisation runs on the CPU only; on a GPU use half precision instead.")

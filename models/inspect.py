@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..tiling.checksums import sha256_of
 from ..tiling.errors import DeepRasterError
-from .package import ModelPackage, sha256_of
+from .spec import ModelPackage
 
 
 def _package_summary(package: ModelPackage) -> dict[str, Any]:

@@ -1,37 +1,19 @@
-"""Turning a model package into a ready torch module, loading only safe weight formats unless told otherwise.
+"""Turning a model package into a ready torch module: the network built from the package's architecture (on the
+meta device, without random initialisation, where that works) and filled with its weights.
 
-- ``safetensors`` (preferred) and ``state_dict`` (``torch.load(weights_only=True)``, which refuses to run code stored
-  in a pickle) fill a network built from the package's architecture;
-- ``torchscript`` is a whole scripted model (``torch.jit.load``: TorchScript code, no Python pickle);
-- ``pickled_module`` (what ``torch.save(model)`` writes) is a Python pickle that can run any code when opened: it is
-  loaded only when the caller passes ``trusted=True`` (the user ticked "I trust this file").
-The checksum in the package is verified before anything is read.
+The weights file is read by :mod:`deepraster.models.weights` (safe formats only unless the caller trusts a pickle);
+the checksum in the package is verified before anything is read.
 """
 
 from __future__ import annotations
 
-import zipfile
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from .errors import ModelPackageError
-from .package import Architecture, ModelPackage, verify_weights
-
-PICKLE_RISK = (
-    "It is a whole pickled PyTorch model (what torch.save(model) writes). Opening a pickle runs whatever code it "
-    "contains, so it is refused unless you trust its origin. If you do, tick the option to trust this file; better, "
-    "convert it once into a package with safetensors weights (\"Create model package\" does this)."
-)
-
-
-def is_torchscript(path: Path) -> bool:
-    """TorchScript archives are zips with a ``code/`` folder; ``torch.save`` zips have none."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            return any("/code/" in f"/{n}" for n in z.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+from .package import verify_weights
+from .spec import Architecture, ModelPackage
+from .weights import load_pickled_module, load_torchscript, read_state_dict
 
 
 def build_network(arch: Architecture):
@@ -151,57 +133,6 @@ def load_network(build: Callable[[], Any], state: Mapping[str, Any],
     return net
 
 
-def read_state_dict(path: Path, fmt: str) -> dict:
-    """Tensors from a safetensors file or a plain state dict; never unpickles arbitrary objects."""
-    import torch
-
-    try:
-        if fmt == "safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 (safetensors, zipfile and the unpickler raise many types; all mean this)
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise ModelPackageError(f"{path} is not a plain state dict. {PICKLE_RISK}") from exc
-        raise ModelPackageError(
-            f"Cannot read the weights file {path} ({type(exc).__name__}: {str(exc)[:300]}). The file is corrupt, or "
-            f"it is not a {fmt} file."
-        ) from exc
-    return unwrap_state_dict(state, path)
-
-
-def unwrap_state_dict(state: object, path: Path) -> dict:
-    """The tensor mapping inside common checkpoint layouts (``state_dict``, ``model`` keys, Lightning prefixes)."""
-    import torch
-
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelPackageError(f"{path} does not hold a state dict (a mapping of parameter names to tensors).")
-    for prefix in ("model.", "module.", "net."):
-        if all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    return state
-
-
-def load_pickled_module(path: Path, trusted: bool):
-    """A whole pickled ``torch.nn.Module``; only with ``trusted=True`` (pickles run code when loaded)."""
-    import torch
-
-    if not trusted:
-        raise ModelPackageError(f"{path} was not loaded. {PICKLE_RISK}")
-    try:
-        module = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 (unpickling raises anything the pickle's code raises)
-        raise ModelPackageError(f"Cannot load the pickled model {path} ({type(exc).__name__}: {exc}).") from exc
-    if not isinstance(module, torch.nn.Module):
-        raise ModelPackageError(f"{path} holds a {type(module).__name__}, not a PyTorch model (torch.nn.Module).")
-    return module
-
-
 def key_differences(own: dict, state: dict) -> str | None:
     """How ``state`` differs from a network's own state dict (missing, unexpected, wrongly shaped keys, five of
     each named), or None when it fits exactly."""
@@ -247,16 +178,11 @@ def fitting(package: ModelPackage) -> Callable[[Any, Mapping[str, Any]], Mapping
 
 def load_model(package: ModelPackage, verify: bool = True, trusted: bool = False):
     """The package's network with its weights loaded, in eval mode, on the CPU."""
-    import torch
-
     if verify:
         verify_weights(package)
     fmt = package.weights_format
     if fmt == "torchscript":
-        try:
-            return torch.jit.load(str(package.weights_file), map_location="cpu").eval()
-        except Exception as exc:  # noqa: BLE001 (TorchScript deserialisation raises RuntimeError and others)
-            raise ModelPackageError(f"Cannot load the TorchScript model {package.weights_file} ({exc}).") from exc
+        return load_torchscript(package.weights_file).eval()
     if fmt == "pickled_module":
         return load_pickled_module(package.weights_file, trusted).eval()
     state = read_state_dict(package.weights_file, fmt)

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-from osgeo import gdal
-
-from ..tiling.engine import Callbacks, RunStats, TiledRun
-from ..tiling.errors import DeepRasterError, RasterInputError
-from ..tiling.grid import TileGrid, Window
+from ..tiling.callbacks import Callbacks
+from ..tiling.engine import RunStats, TiledRun
+from ..tiling.errors import DeepRasterError
+from ..tiling.grid import TileGrid
 from ..tiling.outputs import ClassHead, ClassInfo, OutputHead, ProbabilityHead
-from ..tiling.reader import InputTransform, RasterSource, StripReader, ndwi_rule
+from ..tiling.reader import InputTransform, StripReader, ndwi_rule
+from ..tiling.source import RasterSource
+from ..tiling.window import Window
 from ..tiling.writer import check_writable
-from .bands import check_band_numbers, match_bands_by_name
-from .errors import BandMappingError
-from .package import ModelPackage
+from .inputs import check_overlap, check_value_range, package_bands, round_tile
+from .spec import ModelPackage
 
 
 @dataclass(frozen=True)
@@ -62,38 +61,15 @@ class ClassifyRequest:
 
 
 def resolve_bands(request: ClassifyRequest, source: RasterSource) -> list[int]:
-    """Model input bands as 1-based raster band numbers, in model order."""
-    package = request.package
-    if request.bands:
-        return check_band_numbers(request.bands, package.bands, source.band_count)
-    if source.band_count < len(package.bands):
-        raise RasterInputError(
-            f"The model {package.name!r} expects {len(package.bands)} bands ({', '.join(package.band_names)}) "
-            f"but {source.path} has only {source.band_count}. Choose a raster with these bands."
-        )
-    try:
-        return match_bands_by_name(package.bands, source.descriptions)
-    except BandMappingError:
-        defaults = [b.default_band for b in package.bands]
-        if all(defaults) and all(d <= source.band_count for d in defaults):
-            return list(defaults)  # the package's default band numbers (e.g. an Esri model's ExtractBands)
-        raise
+    """Model input bands as 1-based raster band numbers, in model order (see :func:`inputs.package_bands`)."""
+    return package_bands(request.package, source, request.bands)
 
 
 def resolve_tiling(request: ClassifyRequest, info) -> tuple[int, int]:
     """Tile size and overlap in pixels, with the tile rounded up to the model's size divisor."""
     package = request.package
-    tile = request.tile_size or package.tile_size
-    divisor = package.size_divisor
-    if tile % divisor:
-        rounded = -(-tile // divisor) * divisor
-        info(f"Tile size {tile} is not a multiple of {divisor}, which this model needs: using {rounded}.")
-        tile = rounded
-    overlap = package.overlap if request.overlap is None else request.overlap
-    if not 0 <= overlap < tile:
-        raise DeepRasterError(f"Overlap {overlap} px does not fit tiles of {tile} px: choose 0 to {tile - 1} "
-                              f"(a quarter to a half of the tile is usual).")
-    return tile, overlap
+    tile = round_tile(request.tile_size or package.tile_size, package.size_divisor, "model's size divisor", info)
+    return tile, check_overlap(package.overlap if request.overlap is None else request.overlap, tile)
 
 
 def input_transform(request: ClassifyRequest, bands: list[int]) -> InputTransform:
@@ -106,32 +82,6 @@ def input_transform(request: ClassifyRequest, bands: list[int]) -> InputTransfor
         offset=package.value_offset if request.value_offset is None else request.value_offset,
         shift=tuple(shift), divisor=tuple(divisor),
     )
-
-
-def check_value_range(source: RasterSource, transform: InputTransform, package: ModelPackage, info) -> None:
-    """Warn when the scaled input is far outside the range the model was trained on (wrong value scale)."""
-    if package.expected_range is None:
-        return
-    ds = gdal.Open(source.path)
-    size = 64
-    sample = ds.ReadAsArray(band_list=list(transform.bands), buf_xsize=min(size, source.width),
-                            buf_ysize=min(size, source.height)).astype(np.float64)
-    sample = sample.reshape(len(transform.bands), -1)
-    valid = np.isfinite(sample)
-    for i, band in enumerate(transform.bands):
-        if source.nodata[band - 1] is not None:
-            valid[i] &= sample[i] != source.nodata[band - 1]
-    values = sample[valid]
-    if values.size == 0:
-        return
-    median = float(np.median(values * transform.scale + transform.offset))
-    low, high = package.expected_range
-    span = high - low
-    if not low - span <= median <= high + span:
-        info(
-            f"Warning: after scaling by {transform.scale:g} (offset {transform.offset:g}) the input's median is "
-            f"{median:.4g}, far outside the range {low:g}–{high:g} the model expects. Check the input value scale."
-        )
 
 
 def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None) -> RunStats:
@@ -172,6 +122,7 @@ def _make_heads(request: ClassifyRequest, source: RasterSource, region: Window) 
     package = request.package
     classes = [ClassInfo(c.value, c.name, c.rgb) for c in package.classes]
     heads: list[OutputHead] = []
+    made = False
     try:
         if request.probabilities_path:
             names = [classes[-1].name] if package.is_binary_sigmoid else [c.name for c in classes]
@@ -180,8 +131,9 @@ def _make_heads(request: ClassifyRequest, source: RasterSource, region: Window) 
         if request.classes_path:
             heads.append(ClassHead(request.classes_path, source, region, classes,
                                    0.5 if package.is_binary_sigmoid else None))
-    except BaseException:
-        for head in heads:
-            head.abort()
-        raise
+        made = True
+    finally:
+        if not made:  # a head that could not be made: the ones already made leave nothing behind
+            for head in heads:
+                head.abort()
     return heads

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from .errors import ModelPackageError
-from .package import ARCHIVE_SUFFIX, ModelPackage, load_package
+from .package import load_package
+from .spec import ARCHIVE_SUFFIX, DESCRIPTION_FILE, ModelPackage
 
 MODEL_FILE_FILTER = "Model packages (model.json *.drpk *.emd *.dlpk);;All files (*)"
 
@@ -32,3 +33,10 @@ def open_model(path: str | os.PathLike[str], verify_checksum: bool = True) -> Mo
         raise ModelPackageError(f"{p} is not a model package: give a package folder, its model.json, a "
                                 f"{ARCHIVE_SUFFIX} archive, or an Esri .emd / .dlpk.")
     return load_package(p, verify_checksum)
+
+
+def is_model_path(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` names a model package rather than, say, a timm model's name: a folder holding
+    ``model.json``, or a file named like a package (``.json``, ``.drpk``, ``.emd``, ``.dlpk``), existing or not."""
+    p = Path(path).expanduser()
+    return p.suffix.lower() in (".json", ARCHIVE_SUFFIX, ".emd", ".dlpk") or (p / DESCRIPTION_FILE).is_file()

@@ -163,13 +163,15 @@ def model_package_is_current(variant: str, target: Path) -> bool:
     ``--force``. A missing or unreadable ``model.json`` is stale too.
     """
     recipe = import_ukis_module()
+    from deepraster.tiling.checksums import sha256_of  # importable once import_ukis_module registered the package
+
     try:
         have = json.loads((target / "model.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
     folder = recipe.ukis_package_dir()
     meta = json.loads((folder / f"model_{variant}.json").read_text(encoding="utf-8"))
-    want = recipe.build_description(variant, meta, recipe._sha256(folder / f"model_{variant}.onnx"))
+    want = recipe.build_description(variant, meta, sha256_of(folder / f"model_{variant}.onnx"))
     have.pop("weights", None)
     want.pop("weights", None)
     return have == want

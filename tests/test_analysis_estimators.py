@@ -1,4 +1,4 @@
-"""scikit-learn estimators by name (models/estimators.py): registries, helpful errors, JSON keyword arguments
+"""scikit-learn estimators by name (analysis/estimators.py): registries, helpful errors, JSON keyword arguments
 checked against each estimator, nothing injected that an estimator does not take (IAMAP's KNN bug)."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 
 import pytest
-from deepraster.models.estimators import (
+from deepraster.analysis.errors import EstimatorError
+from deepraster.analysis.estimators import (
     REDUCTION,
     make_estimator,
     parse_kwargs,
@@ -15,7 +16,6 @@ from deepraster.models.estimators import (
     umap_available,
     valid_names,
 )
-from deepraster.models.ml_errors import EstimatorError
 from deepraster.tiling.errors import DependencyError
 
 
@@ -134,7 +134,7 @@ def test_registries_do_not_import_torch():
 
     from helpers import REPO
 
-    code = ("import sys; from deepraster.models.estimators import valid_names; "
+    code = ("import sys; from deepraster.analysis.estimators import valid_names; "
             "[valid_names(k) for k in ('reduction', 'cluster', 'classifier', 'regressor')]; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

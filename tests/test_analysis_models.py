@@ -1,5 +1,5 @@
 """Fitted analysis models without QGIS: reduction, clustering, similarity, and saving/loading with a signature
-(models/reduction.py, clustering.py, similarity.py, fitted.py, trust.py)."""
+(analysis/reduction.py, clustering.py, similarity.py, fitted.py, trust.py)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,19 @@ import warnings
 
 import numpy as np
 import pytest
-from deepraster.models.clustering import fit_clusterer
-from deepraster.models.estimators import REDUCTION, make_estimator
-from deepraster.models.fitted import FittedModel
-from deepraster.models.ml_errors import EstimatorError, ModelFileError
-from deepraster.models.reduction import fit_reducer
-from deepraster.models.similarity import class_prototypes, cosine_similarity, similarity_function, threshold_classes
-from deepraster.models.supervised import TrainingSet, train_model
-from deepraster.models.trust import check_compatible, load_model, save_model, sidecar_path, verify
-from deepraster.models.validation import ValidationPlan
+from deepraster.analysis.clustering import fit_clusterer
+from deepraster.analysis.errors import EstimatorError, ModelFileError
+from deepraster.analysis.estimators import REDUCTION, make_estimator
+from deepraster.analysis.fitted import FittedModel
+from deepraster.analysis.reduction import fit_reducer
+from deepraster.analysis.similarity import class_prototypes, cosine_similarity, similarity_function, threshold_classes
+from deepraster.analysis.supervised import TrainingSet, train_model
+from deepraster.analysis.trust import check_compatible, load_model, save_model, sidecar_path, verify
+from deepraster.analysis.validation import ValidationPlan
 from deepraster.tiling.outputs import ClassInfo
-from deepraster.tiling.pixelwise import map_pixels, sample_valid_pixels
-from deepraster.tiling.reader import RasterSource
+from deepraster.tiling.pixel_sampling import sample_valid_pixels
+from deepraster.tiling.pixelwise import map_pixels
+from deepraster.tiling.source import RasterSource
 from helpers import smooth_field, write_blocked_raster
 from osgeo import gdal
 

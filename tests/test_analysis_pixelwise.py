@@ -1,4 +1,4 @@
-"""The per-pixel streaming core (tiling/pixelwise.py, tiling/vector_pixels.py), without QGIS: window-by-window
+"""The per-pixel streaming core (tiling/pixelwise.py, analysis/vector_pixels.py), without QGIS: window-by-window
 results equal whole-array results, nodata never reaches the function and comes out as nodata, sampling is uniform,
 reproducible, independent of the windowing and bounded, values under points are exact."""
 
@@ -6,21 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from deepraster.tiling.engine import Callbacks
+from deepraster.analysis.vector_pixels import polygon_pixels
+from deepraster.tiling.callbacks import Callbacks
 from deepraster.tiling.errors import RunCancelled
-from deepraster.tiling.grid import Window
-from deepraster.tiling.pixelwise import (
-    PixelOutput,
-    PixelReader,
-    SampleSizeError,
-    map_pixels,
-    pixel_keys,
-    plan_window_size,
-    sample_valid_pixels,
-    values_at_points,
-)
-from deepraster.tiling.reader import RasterSource
-from deepraster.tiling.vector_pixels import map_to_pixel, pixel_centres, polygon_pixels
+from deepraster.tiling.pixel_reader import PixelReader, plan_window_size
+from deepraster.tiling.pixel_sampling import SampleSizeError, pixel_keys, sample_valid_pixels, values_at_points
+from deepraster.tiling.pixelwise import PixelOutput, map_pixels
+from deepraster.tiling.source import RasterSource
+from deepraster.tiling.window import Window, map_to_pixel, pixel_centres
 from helpers import smooth_field, write_blocked_raster, write_raster
 from osgeo import gdal, ogr
 
@@ -240,7 +233,7 @@ def test_polygon_pixels():
 
 def test_large_polygon_is_scanned_on_a_coarser_grid(monkeypatch):
     """Above the rasterisation limit, odd steps pick pixel centres that still lie inside the polygon."""
-    import deepraster.tiling.vector_pixels as vp
+    import deepraster.analysis.vector_pixels as vp
 
     monkeypatch.setattr(vp, "RASTERIZE_LIMIT", 500)
     gt = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)

@@ -25,27 +25,24 @@ def private_config(tmp_path_factory, monkeypatch):
 
 def training_set(raster_path: str, per_polygon: int):
     """OSM polygons → (TrainingSet, band names): pixel centres inside each polygon (at most ``per_polygon``)."""
-    from deepraster.algorithms.analysis_common import RasterInput, reference_pixels
-    from deepraster.models.supervised import TrainingSet
-    from deepraster.tiling.pixelwise import values_at_points
-    from deepraster.tiling.reader import RasterSource
+    from deepraster.algorithms.analysis_common import reference_features
+    from deepraster.analysis.pipeline import RasterSelection, ReferenceLayer, read_reference
+    from deepraster.analysis.supervised import TrainingSet
+    from deepraster.tiling.source import RasterSource
     from qgis.core import QgsProcessingContext, QgsRasterLayer, QgsVectorLayer
 
-    layer = QgsRasterLayer(raster_path, "raster")
-    source = RasterSource.open(raster_path)
-    bands = tuple(range(1, source.band_count + 1))
-    names = tuple(d or f"band {b}" for b, d in zip(bands, source.descriptions, strict=True))
-    raster = RasterInput(layer, source, bands, names, None)
+    selection = RasterSelection.of(RasterSource.open(raster_path))
     osm = QgsVectorLayer(str(OSM), "osm", "ogr")
-    ref = reference_pixels(osm, raster, QgsProcessingContext(), "fclass", None, per_polygon, 0, "OSM layer")
-    values, valid = values_at_points(source, bands, ref.cols, ref.rows)
-    return TrainingSet(values[valid], ref.labels[valid], ref.groups[valid], ref.xy[valid]), names
+    features = reference_features(osm, QgsRasterLayer(raster_path, "raster").crs(),
+                                  QgsProcessingContext(), osm.fields().lookupField("fclass"), -1)
+    ref = read_reference(selection, ReferenceLayer(features, False, True, per_polygon, "OSM layer"), seed=0)
+    return TrainingSet(ref.values, ref.labels, ref.groups, ref.xy), selection.band_names
 
 
 def compare_schemes(train, names, block_size: float, kwargs: str = RF) -> dict[str, dict[str, float]]:
-    from deepraster.models.estimators import make_estimator
-    from deepraster.models.supervised import train_model
-    from deepraster.models.validation import ValidationPlan
+    from deepraster.analysis.estimators import make_estimator
+    from deepraster.analysis.supervised import train_model
+    from deepraster.analysis.validation import ValidationPlan
 
     built = make_estimator("classifier", "RandomForest", kwargs, seed=0)
     results = {}

@@ -1,4 +1,4 @@
-"""Honest validation (models/validation.py, models/supervised.py): group and spatial-block folds never put one
+"""Honest validation (analysis/validation.py, analysis/supervised.py): group and spatial-block folds never put one
 group on both sides, every sample is tested once, bad training data is explained, metrics agree with definitions,
 the report is escaped, and the model kept is refitted on all samples."""
 
@@ -8,10 +8,10 @@ import json
 
 import numpy as np
 import pytest
-from deepraster.models.estimators import make_estimator
-from deepraster.models.ml_errors import TrainingDataError
-from deepraster.models.supervised import TrainingSet, codes_for, encode_classes, train_model
-from deepraster.models.validation import (
+from deepraster.analysis.errors import TrainingDataError
+from deepraster.analysis.estimators import make_estimator
+from deepraster.analysis.supervised import TrainingSet, codes_for, encode_classes, train_model
+from deepraster.analysis.validation import (
     ValidationPlan,
     ValidationReport,
     check_classes,

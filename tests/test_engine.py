@@ -1,6 +1,6 @@
 """End-to-end tests of ``tiling.engine.TiledRun`` with tiny torch models on generated rasters.
 
-They prove the engine contract of docs/ARCHITECTURE.md: outputs have the input's size and georeferencing, no
+They prove the engine contract of docs/architecture.md: outputs have the input's size and georeferencing, no
 zero or nodata borders, the tiling is invisible (exactly so for a model without spatial context, up to the model's
 own padding otherwise), nodata is carried through, and cancelled or failed runs leave no file behind.
 """
@@ -13,13 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from deepraster.tiling.engine import Callbacks, RunStats, TiledRun
+from deepraster.tiling.callbacks import Callbacks
+from deepraster.tiling.engine import RunStats, TiledRun
 from deepraster.tiling.errors import RasterInputError, RunCancelled
-from deepraster.tiling.grid import TileGrid, Window
+from deepraster.tiling.grid import TileGrid
 from deepraster.tiling.outputs import CLASS_NODATA, PERCENT_NODATA, ClassHead, ClassInfo, ProbabilityHead
 from deepraster.tiling.panels import DEFAULT_PANEL_WIDTH
 from deepraster.tiling.predictor import TorchPredictor
-from deepraster.tiling.reader import InputTransform, RasterSource, StripReader
+from deepraster.tiling.reader import InputTransform, StripReader
+from deepraster.tiling.source import RasterSource
+from deepraster.tiling.window import Window
 from helpers import smooth_field
 from osgeo import gdal
 

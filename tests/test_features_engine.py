@@ -1,8 +1,7 @@
 """The engine with an output stride (feature extraction), on generated rasters, with tiny torch models.
 
-What is proved: tiles and the region origin are aligned to the stride; the blender works in output pixels and
-reproduces any signal the tiles agree on exactly; validity at output resolution follows the documented majority
-rule; the feature raster has ceil(region / stride) pixels, the region's origin, stride × the pixel size and the CRS;
+What is proved (the aligned grid and the strided blender on their own: tests/test_grid.py, test_tiling_blend.py):
+the feature raster has ceil(region / stride) pixels, the region's origin, stride × the pixel size and the CRS;
 a model without spatial context gives exactly the untiled result; outputs stream with bounded buffers; checkpoints
 let a cancelled run continue to a result identical to an uninterrupted run; float16, statistics, disk check, pause.
 """
@@ -18,17 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from deepraster.tiling.blend import StripBlender
-from deepraster.tiling.engine import Callbacks, TiledRun
+from deepraster.tiling.callbacks import Callbacks
+from deepraster.tiling.engine import TiledRun
 from deepraster.tiling.errors import DeepRasterError, OutputError, RasterInputError, RunCancelled
-from deepraster.tiling.grid import Tile, TileGrid, Window, output_shape
-from deepraster.tiling.outputs import FeatureHead, feature_block_size, strided_geotransform
+from deepraster.tiling.grid import TileGrid, output_shape
+from deepraster.tiling.outputs import FeatureHead, feature_block_size
 from deepraster.tiling.panels import DEFAULT_PANEL_WIDTH
 from deepraster.tiling.predictor import TorchPredictor
-from deepraster.tiling.reader import InputTransform, RasterSource, StripReader, sample_pixels
+from deepraster.tiling.reader import InputTransform, StripReader
+from deepraster.tiling.source import RasterSource, sample_pixels
+from deepraster.tiling.window import Window, strided_geotransform, window_geotransform
 from helpers import smooth_field
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from osgeo import gdal
 
 gdal.UseExceptions()
@@ -81,99 +80,6 @@ def read(path: Path) -> tuple[np.ndarray, gdal.Dataset]:
     return ds.ReadAsArray().reshape(ds.RasterCount, ds.RasterYSize, ds.RasterXSize), ds
 
 
-# --------------------------------------------------------------------------------------------------- grid
-
-
-def test_output_shape_and_grid_alignment() -> None:
-    """Output size is ceil(region / stride); tile starts are multiples of the stride from the region origin,
-    overlap is rounded up to keep the starts aligned, and misaligned tile sizes or offsets are refused."""
-    assert output_shape(Window(3, 5, 100, 64), 16) == (4, 7)
-    assert output_shape(Window(0, 0, 1, 1), 32) == (1, 1)
-    grid = TileGrid(Window(7, 3, 500, 300), 64, 20, align=16)
-    assert all((s - 7) % 16 == 0 for s in grid.col_starts)
-    assert all((s - 3) % 16 == 0 for s in grid.row_starts)
-    assert grid.step == 32 and grid.tile_size - grid.step == 32  # 64 − 20 = 44 → step rounded down to 32
-    assert grid.col_starts[-1] + 64 >= 507 and grid.row_starts[-1] + 64 >= 303
-    with pytest.raises(ValueError, match="multiples of align"):
-        TileGrid(Window(0, 0, 100, 100), 60, 10, align=16)
-    with pytest.raises(ValueError, match="multiples of align"):
-        TileGrid(Window(0, 0, 100, 100), 64, 10, offset=(8, 0), align=16)
-
-
-def test_first_row_reaching() -> None:
-    """The resume point is the first grid row whose tiles reach the given raster row."""
-    grid = TileGrid(Window(0, 10, 50, 400), 64, 16, align=16)  # starts 10, 58, 106, ...
-    assert grid.first_row_reaching(10) == 0
-    assert grid.first_row_reaching(73) == 0  # row 0 covers 10..73
-    assert grid.first_row_reaching(74) == 1
-    assert grid.first_row_reaching(10_000) == len(grid.row_starts)
-
-
-# --------------------------------------------------------------------------------------------------- blender
-
-
-@st.composite
-def strided_grids(draw) -> tuple[TileGrid, int]:
-    stride = draw(st.sampled_from([2, 4, 8, 16]))
-    tile = stride * draw(st.integers(2, 12))
-    overlap = draw(st.integers(0, tile // 2))
-    region = Window(draw(st.integers(0, 30)), draw(st.integers(0, 30)), draw(st.integers(1, 260)),
-                    draw(st.integers(1, 260)))
-    return TileGrid(region, tile, overlap, align=stride), stride
-
-
-def _blend(grid: TileGrid, stride: int, channels: int, predict, valid=None):
-    blender = StripBlender(grid, channels, stride=stride)
-    chunks = []
-    for r in range(grid.shape[0]):
-        chunks += blender.release_until(grid.row_starts[r])
-        for tile in grid.row(r):
-            ok = valid(tile) if valid else np.ones((grid.tile_size,) * 2, bool)
-            blender.add(tile, predict(tile, blender), ok)
-    chunks += blender.release_until(grid.region.row_end)
-    assert [c.row_off for c in chunks] == list(np.cumsum([0] + [c.valid.shape[0] for c in chunks[:-1]]))
-    return np.concatenate([c.values for c in chunks], axis=1), np.concatenate([c.valid for c in chunks]), blender
-
-
-def _out_ramp(window: Window) -> np.ndarray:
-    rows, cols = np.mgrid[window.row_off:window.row_end, window.col_off:window.col_end].astype(np.float64)
-    return (0.01 * cols - 0.02 * rows + 0.5).astype(np.float32)[None]
-
-
-@settings(max_examples=50, deadline=None)
-@given(strided_grids())
-def test_strided_blender_reproduces_constant_and_linear_fields(case) -> None:
-    """At any stride, tile and overlap, blending tile outputs that agree (a constant, a linear field in output
-    pixels) gives them back exactly over ceil(region / stride) output pixels, borders and last tiles included;
-    buffers are one output tile high."""
-    grid, stride = case
-    n = grid.tile_size // stride
-    values, mask, blender = _blend(grid, stride, 2, lambda t, b: np.stack([
-        np.full((n, n), 0.3, np.float32), _out_ramp(b.out_window(t))[0]]))
-    rows, cols = output_shape(grid.region, stride)
-    assert values.shape == (2, rows, cols) and mask.all()
-    np.testing.assert_allclose(values[0], 0.3, atol=1e-6)
-    np.testing.assert_allclose(values[1], _out_ramp(Window(0, 0, cols, rows))[0], atol=3e-6)
-    assert blender.sums.shape == (2, n, cols)
-
-
-def test_strided_validity_majority_rule() -> None:
-    """An output pixel is valid when at least half of its input pixels inside the region are valid: 8 of 16
-    valid → valid, 7 of 16 → invalid; the last column (only 2 of its 4 input columns inside the region) is judged
-    on those 2 columns."""
-    stride = 4
-    grid = TileGrid(Window(0, 0, 14, 16), 16, 0, align=stride)  # one tile; output 4 × 4 px, last col half inside
-    holes = np.zeros((16, 16), bool)
-    holes[0:4, 0:4].flat[:8] = True  # output (0, 0): 8 of 16 invalid → still valid (half valid)
-    holes[0:4, 4:8].flat[:9] = True  # output (0, 1): 9 of 16 invalid → invalid
-    holes[4:8, 12:14] = True  # output (1, 3): its 8 in-region pixels all invalid → invalid
-    holes[0:4, 14:16] = True  # output (0, 3): outside the region only → valid (its 8 in-region pixels are)
-    _, mask, _ = _blend(grid, stride, 1, lambda t, b: np.ones((1, 4, 4), np.float32), valid=lambda t: ~holes)
-    expected = np.ones((4, 4), bool)
-    expected[0, 1] = expected[1, 3] = False
-    np.testing.assert_array_equal(mask, expected)
-
-
 # --------------------------------------------------------------------------------------------------- engine
 
 
@@ -213,7 +119,7 @@ def test_region_output_is_georeferenced_at_region_origin(make_raster: Callable[.
     part, ds = read(tmp_path / "part.tif")
     assert part.shape == (5, 13, 15)
     assert ds.GetGeoTransform() == (GT[0] + 480.0, 80.0, 0.0, GT[3] - 320.0, 0.0, -80.0)
-    assert strided_geotransform(RasterSource.open(str(path)), region, 8) == ds.GetGeoTransform()
+    assert strided_geotransform(window_geotransform(GT, region), 8) == ds.GetGeoTransform()
     np.testing.assert_allclose(part, full[:, 4:17, 6:21], atol=1e-5)  # the last row reads real pixels below
 
 
@@ -411,15 +317,3 @@ def test_mix_transform_and_sample(make_raster: Callable[..., Path]) -> None:
     sample = sample_pixels(src, (1, 3), size=20)
     assert sample.shape[0] == 2 and 0 < sample.shape[1] < 400 and (sample > 0).all()
     np.testing.assert_array_equal(sample, sample_pixels(src, (1, 3), size=20))
-
-
-def test_blender_start_row_ignores_rows_above() -> None:
-    """A resumed blender starts at ``start_row``: contributions above it are dropped, rows below blend as usual."""
-    grid = TileGrid(Window(0, 0, 32, 64), 32, 16, align=8)
-    blender = StripBlender(grid, 1, stride=8, start_row=3)
-    tile = Tile(0, 0, 0, Window(0, 0, 32, 32), (False, True, False, False))
-    blender.add(tile, np.ones((1, 4, 4), np.float32), np.ones((32, 32), bool))
-    assert not blender.weights[:, :].any(axis=1)[1:].any()  # only output row 3 (buffer row 0) received weight
-    assert blender.weights[0].all()
-    chunks = blender.release_until(64)
-    assert chunks[0].row_off == 3 and sum(c.valid.shape[0] for c in chunks) == 5

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import timm
 import torch
-from deepraster.models.encoders import EncoderError, check_network, quantize_int8, timm_encoder
-from deepraster.models.errors import BandMappingError
+from deepraster.models.encoders import check_network, quantize_int8, timm_encoder
+from deepraster.models.errors import BandMappingError, EncoderError
 from deepraster.models.feature_extraction import FeatureRequest, extract_features
 from deepraster.models.package import load_package
 from deepraster.tiling.errors import RasterInputError

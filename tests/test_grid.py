@@ -1,6 +1,6 @@
-"""Unit tests of ``tiling.grid``: window arithmetic, tile start positions and the tile grid.
+"""Unit tests of ``tiling.grid``: tile start positions and the tile grid (windows: tests/test_window_arithmetic.py).
 
-The property tests state the grid contract of docs/ARCHITECTURE.md: every pixel of the region is covered, tiles
+The property tests state the grid contract of docs/architecture.md: every pixel of the region is covered, tiles
 overlap regularly, the last tile is moved back inside the region, rasters smaller than a tile get one tile.
 """
 
@@ -8,78 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from deepraster.tiling.grid import TileGrid, Window, axis_starts
+from deepraster.tiling.grid import TileGrid, axis_starts, output_shape
 from deepraster.tiling.panels import plan_panels
+from deepraster.tiling.window import Window
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 PROPERTY = settings(max_examples=150, deadline=None)
 GRID_PROPERTY = settings(max_examples=40, deadline=None)
-
-
-# --------------------------------------------------------------------------------------------------- Window
-
-
-def test_window_ends_and_emptiness() -> None:
-    """``col_end``/``row_end`` are exclusive ends; zero or negative sizes are empty."""
-    w = Window(3, 5, 10, 7)
-    assert (w.col_end, w.row_end) == (13, 12)
-    assert not w.is_empty
-    assert Window(0, 0, 0, 5).is_empty
-    assert Window(0, 0, 5, 0).is_empty
-    assert Window(0, 0, -1, 5).is_empty
-
-
-def test_window_intersection_overlapping() -> None:
-    """Two overlapping windows intersect in the common rectangle, whatever the order."""
-    a, b = Window(0, 0, 10, 10), Window(4, 6, 10, 10)
-    assert a.intersection(b) == Window(4, 6, 6, 4)
-    assert b.intersection(a) == Window(4, 6, 6, 4)
-
-
-def test_window_intersection_disjoint_and_touching_is_empty() -> None:
-    """Disjoint or edge-touching windows have an empty intersection with zero (never negative) size."""
-    a = Window(0, 0, 10, 10)
-    touching = a.intersection(Window(10, 0, 5, 5))
-    far = a.intersection(Window(50, 60, 5, 5))
-    assert touching.is_empty and (touching.width, touching.height) == (0, 5)
-    assert far.is_empty and (far.width, far.height) == (0, 0)
-
-
-def test_window_relative_to_and_slices() -> None:
-    """``relative_to`` moves the origin; ``slices`` index exactly the window's pixels of an array."""
-    w = Window(12, 30, 4, 3)
-    rel = w.relative_to(Window(10, 25, 100, 100))
-    assert rel == Window(2, 5, 4, 3)
-    grid = np.arange(20 * 20).reshape(20, 20)
-    rows, cols = rel.slices()
-    np.testing.assert_array_equal(grid[rows, cols], grid[5:8, 2:6])
-    assert grid[rows, cols].shape == (3, 4)
-
-
-def test_window_is_frozen() -> None:
-    """Windows are immutable value objects (usable as dict keys)."""
-    w = Window(1, 2, 3, 4)
-    with pytest.raises(AttributeError):
-        w.col_off = 5  # type: ignore[misc]
-    assert {w: 1}[Window(1, 2, 3, 4)] == 1
-
-
-windows = st.builds(Window, st.integers(-50, 50), st.integers(-50, 50), st.integers(0, 60), st.integers(0, 60))
-
-
-@PROPERTY
-@given(windows, windows)
-def test_window_intersection_properties(a: Window, b: Window) -> None:
-    """The intersection is commutative, lies in both windows, and holds exactly the common pixels."""
-    i = a.intersection(b)
-    assert i == b.intersection(a)
-    assert i.width >= 0 and i.height >= 0
-    mask_a, mask_b, mask_i = (np.zeros((200, 200), bool) for _ in range(3))
-    for mask, w in ((mask_a, a), (mask_b, b), (mask_i, i)):
-        if not w.is_empty:
-            mask[w.relative_to(Window(-100, -100, 0, 0)).slices()] = True
-    np.testing.assert_array_equal(mask_i, mask_a & mask_b)
 
 
 # --------------------------------------------------------------------------------------------------- axis_starts
@@ -306,3 +242,31 @@ def test_panels_tile_the_output_columns(width, tile, overlap, stride, max_width,
         first, last = col_off + p.col_off * stride, min(col_off + p.col_end * stride, col_off + width)
         reaching = [t for t in whole.values() if t.window.col_off < last and t.window.col_end > first]
         assert p.grid.row(0) == reaching
+
+
+# ------------------------------------------------------------------------------------ grids aligned to an output stride
+
+
+def test_output_shape_and_grid_alignment() -> None:
+    """Output size is ceil(region / stride); tile starts are multiples of the stride from the region origin,
+    overlap is rounded up to keep the starts aligned, and misaligned tile sizes or offsets are refused."""
+    assert output_shape(Window(3, 5, 100, 64), 16) == (4, 7)
+    assert output_shape(Window(0, 0, 1, 1), 32) == (1, 1)
+    grid = TileGrid(Window(7, 3, 500, 300), 64, 20, align=16)
+    assert all((s - 7) % 16 == 0 for s in grid.col_starts)
+    assert all((s - 3) % 16 == 0 for s in grid.row_starts)
+    assert grid.step == 32 and grid.tile_size - grid.step == 32  # 64 − 20 = 44 → step rounded down to 32
+    assert grid.col_starts[-1] + 64 >= 507 and grid.row_starts[-1] + 64 >= 303
+    with pytest.raises(ValueError, match="multiples of align"):
+        TileGrid(Window(0, 0, 100, 100), 60, 10, align=16)
+    with pytest.raises(ValueError, match="multiples of align"):
+        TileGrid(Window(0, 0, 100, 100), 64, 10, offset=(8, 0), align=16)
+
+
+def test_first_row_reaching() -> None:
+    """The resume point is the first grid row whose tiles reach the given raster row."""
+    grid = TileGrid(Window(0, 10, 50, 400), 64, 16, align=16)  # starts 10, 58, 106, ...
+    assert grid.first_row_reaching(10) == 0
+    assert grid.first_row_reaching(73) == 0  # row 0 covers 10..73
+    assert grid.first_row_reaching(74) == 1
+    assert grid.first_row_reaching(10_000) == len(grid.row_starts)

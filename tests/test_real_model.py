@@ -146,7 +146,7 @@ def test_seam_ratio(runs_10m, s2_10m):
     (measured 0.95 and 2.52 at the default 640 / 384 px; 1.05 and 6.5 with 256 / 64 px tiles)."""
     package = runs_10m["package"]
     ds = gdal.Open(str(s2_10m))
-    from deepraster.tiling.grid import Window
+    from deepraster.tiling.window import Window
 
     grid = TileGrid(Window(0, 0, ds.RasterXSize, ds.RasterYSize), package.tile_size, package.overlap)
     hann = seam_ratio(runs_10m["hann"][1], *tile_lines(grid, "hann"))

@@ -1,1 +1,1 @@
-"""The shared tiled inference engine (no QGIS imports): grids, blending windows, reader, writer, run loop."""
+"""The shared tiled inference engine (no QGIS imports): windows, grids, blending weights, reader, writer, run loop."""

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .grid import Tile, TileGrid, Window, output_shape
-from .windows import tile_weights
+from .grid import Tile, TileGrid, output_shape
+from .weights import tile_weights
+from .window import Window
 
 
 @dataclass
@@ -40,7 +41,7 @@ class StripBlender:
     Args:
         grid: the tile grid (its region is what is produced).
         channels: output channels per pixel.
-        method: blending window, ``"hann"`` or ``"centre_crop"`` (see :mod:`tiling.windows`).
+        method: blending window, ``"hann"`` or ``"centre_crop"`` (see :mod:`tiling.weights`).
         stride: output stride of the model (1: same resolution as the input).
         start_row: output rows already produced (a resumed run): contributions above it are ignored.
         columns: ``(first, end)`` output columns to produce (a panel, see :mod:`tiling.panels`); default all.

@@ -15,6 +15,7 @@ row, so its result equals an uninterrupted run's.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,24 +25,17 @@ import numpy as np
 
 from .allocator import freed_memory_kept
 from .blend import Chunk, StripBlender
+from .callbacks import Callbacks, check_cancel
 from .errors import DeepRasterError, RasterInputError, RunCancelled
 from .grid import Tile, TileGrid
 from .outputs import OutputHead
 from .panels import DEFAULT_PANEL_WIDTH, Panel, plan_panels
 from .reader import Strip, StripReader
+from .writer import DEFAULT_BLOCK_SIZE
 
 Predict = Callable[[np.ndarray], np.ndarray]
 """``(batch, bands, tile, tile)`` float32 normalised input → ``(batch, channels, tile/s, tile/s)`` float32 output
 (s: the output stride, 1 for pixel classification)."""
-
-
-@dataclass
-class Callbacks:
-    """How the loop reports: ``progress`` gets a fraction 0–1, ``is_cancelled`` is polled between batches."""
-
-    progress: Callable[[float], None] = lambda fraction: None
-    is_cancelled: Callable[[], bool] = lambda: False
-    info: Callable[[str], None] = lambda message: None
 
 
 @dataclass
@@ -107,7 +101,7 @@ class TiledRun:
         self.stride = output_stride
         self.batches_within_rows = batches_within_rows
         self.pause_s = max(float(pause_s), 0.0)
-        block = math.lcm(*(int(getattr(head, "block_size", 256)) for head in self.heads)) if self.heads else 256
+        block = math.lcm(*(head.block_size for head in self.heads)) if self.heads else DEFAULT_BLOCK_SIZE
         self.panels = plan_panels(grid, output_stride, block, panel_width)
         positions = [_resume_position(head) for head in self.heads]
         self.start_col, self.start_row = min(positions) if positions else (0, 0)
@@ -126,6 +120,7 @@ class TiledRun:
     def _run(self) -> RunStats:
         start = time.perf_counter()
         reader = self.reader
+        committed = False
         try:
             for panel in self.panels:
                 if panel.col_end <= self.start_col:  # finished by an interrupted earlier run
@@ -140,22 +135,26 @@ class TiledRun:
                     "Check the nodata value, the extent and the mask settings."
                 )
             self.stats.outputs = [head.commit() for head in self.heads]
-        except BaseException as exc:
-            if reader is not None:
-                reader.close()
-            keep = isinstance(exc, RunCancelled) or not isinstance(exc, DeepRasterError)
-            for head in self.heads:
-                suspend = getattr(head, "suspend", None)
-                if keep and suspend is not None:
-                    if suspend():
-                        self.callbacks.info("The partial result was kept: run again with the same parameters and "
-                                            "output file to continue where this run stopped.")
-                else:
-                    head.abort()
-            raise
+            committed = True
+        finally:
+            if not committed:  # left by an exception, whichever (KeyboardInterrupt and SystemExit too)
+                self._unwind(reader, sys.exc_info()[1])
         self.stats.total_seconds = time.perf_counter() - start
         self.callbacks.progress(1.0)
         return self.stats
+
+    def _unwind(self, reader: StripReader | None, error: BaseException | None) -> None:
+        """Clean up after ``error`` stopped the run: stop the reader's thread, then keep what resumable heads wrote
+        (see :func:`keeps_partial_result`) or abort every head."""
+        if reader is not None:
+            reader.close()
+        keep = keeps_partial_result(error)
+        for head in self.heads:
+            if not keep:
+                head.abort()
+            elif head.suspend():
+                self.callbacks.info("The partial result was kept: run again with the same parameters and output "
+                                    "file to continue where this run stopped.")
 
     def _run_panel(self, panel: Panel, reader: StripReader, start_row: int) -> None:
         """Produce one panel's output columns from the top (or from ``start_row``, resuming) to the bottom."""
@@ -168,7 +167,7 @@ class TiledRun:
             self._resume(grid, reader, start_row)
         pending: list[_Pending] = []
         for strip in reader:
-            self._check_cancel()
+            check_cancel(self.callbacks)
             for tile in grid.row(strip.grid_row):
                 item = self._cut(strip, tile)
                 if item is None:
@@ -197,10 +196,6 @@ class TiledRun:
                             f"rows{where} were already written; continuing from tile row {first + 1} of "
                             f"{grid.shape[0]}.")
 
-    def _check_cancel(self) -> None:
-        if self.callbacks.is_cancelled():
-            raise RunCancelled("The run was cancelled; no output was written.")
-
     def _report(self) -> None:
         done = self.stats.tiles_predicted + self.stats.tiles_skipped + self.stats.tiles_resumed
         self.callbacks.progress(min(done / max(self.stats.tiles_total, 1), 1.0))
@@ -215,7 +210,7 @@ class TiledRun:
         return _Pending(tile, strip.data[:, :, cols], valid)
 
     def _predict_and_blend(self, pending: list[_Pending]) -> None:
-        self._check_cancel()
+        check_cancel(self.callbacks)
         batch = np.stack([p.data for p in pending])
         t0 = time.perf_counter()
         out = self.predict(batch)
@@ -241,7 +236,7 @@ class TiledRun:
         """Sleep ``pause_s`` in short slices, so a cancel during the pause is seen within 0.1 s."""
         end = time.perf_counter() + self.pause_s
         while (left := end - time.perf_counter()) > 0:
-            self._check_cancel()
+            check_cancel(self.callbacks)
             time.sleep(min(left, 0.1))
 
     def _release(self, row: int) -> None:
@@ -262,4 +257,11 @@ class TiledRun:
 def _resume_position(head: OutputHead) -> tuple[int, int]:
     """``(output column, output row)`` where a head continues: an earlier run wrote every column left of that
     column and that many rows of the panel starting there; ``(0, 0)`` for a fresh head."""
-    return int(getattr(head, "resumed_col", 0)), int(getattr(head, "resumed_rows", 0))
+    return head.resumed_col, head.resumed_rows
+
+
+def keeps_partial_result(error: BaseException | None) -> bool:
+    """Whether a run stopped by ``error`` keeps what resumable heads wrote: yes after a cancel or an unexpected
+    failure (a bug, KeyboardInterrupt, SystemExit, MemoryError: running again may succeed), no after an input, model
+    or output error (a :class:`~tiling.errors.DeepRasterError`: the same run would fail again)."""
+    return isinstance(error, RunCancelled) or not isinstance(error, DeepRasterError)

@@ -1,4 +1,4 @@
-"""Pixel windows and the tile grid that covers a region of a raster with overlapping tiles.
+"""The tile grid that covers a region of a raster with overlapping tiles (windows: :mod:`tiling.window`).
 
 All coordinates are in pixels of the input raster: ``col``/``x`` grows to the right, ``row``/``y`` downwards.
 Tiles always have the full tile size; where one reaches past the raster the reader pads it (reflection), so
@@ -12,43 +12,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Window:
-    """A rectangle of pixels: offsets and size in pixels. Width or height 0 means empty."""
-
-    col_off: int
-    row_off: int
-    width: int
-    height: int
-
-    @property
-    def col_end(self) -> int:
-        """First column after the window."""
-        return self.col_off + self.width
-
-    @property
-    def row_end(self) -> int:
-        """First row after the window."""
-        return self.row_off + self.height
-
-    @property
-    def is_empty(self) -> bool:
-        return self.width <= 0 or self.height <= 0
-
-    def intersection(self, other: Window) -> Window:
-        """The overlap of two windows (empty, with zero size, when they do not overlap)."""
-        c0, r0 = max(self.col_off, other.col_off), max(self.row_off, other.row_off)
-        c1, r1 = min(self.col_end, other.col_end), min(self.row_end, other.row_end)
-        return Window(c0, r0, max(c1 - c0, 0), max(r1 - r0, 0))
-
-    def relative_to(self, origin: Window) -> Window:
-        """This window with offsets counted from ``origin``'s top-left corner."""
-        return Window(self.col_off - origin.col_off, self.row_off - origin.row_off, self.width, self.height)
-
-    def slices(self) -> tuple[slice, slice]:
-        """``(rows, cols)`` slices for indexing a ``(..., rows, cols)`` array anchored at (0, 0)."""
-        return slice(self.row_off, self.row_end), slice(self.col_off, self.col_end)
+from .window import Window
 
 
 @dataclass(frozen=True)

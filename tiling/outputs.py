@@ -6,36 +6,90 @@ as the head's nodata value. :class:`FeatureHead` writes a feature raster at the 
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from .blend import Chunk
-from .grid import Window, output_shape
-from .reader import RasterSource
-from .writer import GeoTiffWriter, RasterSpec
+from .grid import output_shape
+from .source import RasterSource
+from .window import Window, strided_geotransform, window_geotransform
+from .writer import DEFAULT_BLOCK_SIZE, GeoTiffWriter, RasterSpec
 
 CLASS_NODATA = 255
 PERCENT_NODATA = 255
 
 
-class OutputHead(Protocol):
-    """What the run loop needs from an output.
+class OutputHead(abc.ABC):
+    """What the run loop needs from an output: finished rows in, one file out.
 
-    A head may also have ``suspend() -> bool`` (keep what a resumed run needs, on cancel or crash),
-    ``resumed_col``/``resumed_rows`` (an earlier run wrote every column left of ``resumed_col`` and that many rows of
-    the panel starting there) and ``block_size`` (panel edges must fall on multiples of it); the run loop uses them
-    when present. Chunks arrive panel by panel (see :mod:`tiling.panels`), each panel from top to bottom.
+    Chunks arrive panel by panel (see :mod:`tiling.panels`), each panel from top to bottom; then the run calls
+    :meth:`commit`, or, when it fails, :meth:`abort` (an input, model or output error: the same run would fail
+    again) or :meth:`suspend` (a cancel or an unexpected failure: a resumable head keeps its partial result).
+    Subclasses implement :meth:`write`, :meth:`commit` and :meth:`abort`; the defaults of the other members describe
+    a head that cannot resume and writes 256-pixel blocks.
     """
 
-    def write(self, chunk: Chunk) -> None: ...
+    @abc.abstractmethod
+    def write(self, chunk: Chunk) -> None:
+        """Write finished rows (offsets in output pixels from the region's top-left corner)."""
 
-    def commit(self) -> Path: ...
+    @abc.abstractmethod
+    def commit(self) -> Path:
+        """Finish the output, move it to its final path and return that path."""
 
-    def abort(self) -> None: ...
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Remove what was written (idempotent); an older file at the target path stays as it was."""
+
+    def suspend(self) -> bool:
+        """Stop, keeping what a later run needs to resume; False when nothing was kept (the head is then aborted).
+
+        The default cannot resume: it aborts and returns False.
+        """
+        self.abort()
+        return False
+
+    @property
+    def resumed_col(self) -> int:
+        """First output column of the panel an earlier run was writing (columns left of it are done); 0 when the
+        head starts fresh."""
+        return 0
+
+    @property
+    def resumed_rows(self) -> int:
+        """Output rows of the panel at :attr:`resumed_col` an earlier run already wrote; 0 when the head starts
+        fresh."""
+        return 0
+
+    @property
+    def block_size(self) -> int:
+        """Block edge of the output file in output pixels: panel edges must fall on multiples of it."""
+        return DEFAULT_BLOCK_SIZE
+
+
+class GeoTiffHead(OutputHead):
+    """A head writing one GeoTIFF through a :class:`~tiling.writer.GeoTiffWriter` (``self.writer``, set by the
+    subclass): commit, abort, suspend and the block size are the writer's."""
+
+    writer: GeoTiffWriter
+
+    def commit(self) -> Path:
+        return self.writer.commit()
+
+    def abort(self) -> None:
+        self.writer.abort()
+
+    def suspend(self) -> bool:
+        return self.writer.suspend()
+
+    @property
+    def block_size(self) -> int:
+        """TIFF block edge of the output (panel edges fall on multiples of it)."""
+        return self.writer.block
 
 
 @dataclass(frozen=True)
@@ -49,7 +103,7 @@ class ClassInfo:
 
 def _spec(source: RasterSource, region: Window, bands: int, dtype: type, nodata: float, **extra) -> RasterSpec:
     return RasterSpec(width=region.width, height=region.height, bands=bands, dtype=np.dtype(dtype),
-                      geotransform=source.window_geotransform(region), projection=source.projection,
+                      geotransform=window_geotransform(source.geotransform, region), projection=source.projection,
                       nodata=nodata, **extra)
 
 
@@ -63,7 +117,7 @@ def _with_nan(chunk: Chunk) -> np.ndarray:
     return out
 
 
-class ProbabilityHead:
+class ProbabilityHead(GeoTiffHead):
     """One band per model output channel: float32 in 0–1 (nodata NaN) or uint8 percent 0–100 (nodata 255)."""
 
     def __init__(self, path: str, source: RasterSource, region: Window, names: Sequence[str], percent: bool) -> None:
@@ -82,14 +136,8 @@ class ProbabilityHead:
             out = _with_nan(chunk)
         self.writer.write(chunk.row_off, out, chunk.col_off)
 
-    def commit(self) -> Path:
-        return self.writer.commit()
 
-    def abort(self) -> None:
-        self.writer.abort()
-
-
-class ClassHead:
+class ClassHead(GeoTiffHead):
     """The most probable class per pixel as uint8 class values, with a colour table and category names.
 
     With ``binary_threshold`` set, the single output channel is a probability: the second class is written where it
@@ -117,19 +165,6 @@ class ClassHead:
         out[~chunk.valid] = CLASS_NODATA
         self.writer.write(chunk.row_off, out[None], chunk.col_off)
 
-    def commit(self) -> Path:
-        return self.writer.commit()
-
-    def abort(self) -> None:
-        self.writer.abort()
-
-
-def strided_geotransform(source: RasterSource, region: Window, stride: int) -> tuple[float, ...]:
-    """Geotransform of the output of a model with output stride ``stride`` over ``region``: same origin (the
-    region's top-left corner), pixel size (and rotation terms) multiplied by ``stride``."""
-    g = source.window_geotransform(region)
-    return g[0], g[1] * stride, g[2] * stride, g[3], g[4] * stride, g[5] * stride
-
 
 def feature_block_size(width: int, bands: int, itemsize: int, budget: int = 32 << 20) -> int:
     """TIFF block edge (16–256, a power of two) such that one block row of the output stays within ``budget``
@@ -140,7 +175,7 @@ def feature_block_size(width: int, bands: int, itemsize: int, budget: int = 32 <
     return block
 
 
-class FeatureHead:
+class FeatureHead(GeoTiffHead):
     """One band per feature channel at output stride ``stride``: float32 or float16, nodata NaN, statistics.
 
     Band-interleaved blocks, compressed on all CPUs: with hundreds of bands this writes about twice as fast as
@@ -162,10 +197,10 @@ class FeatureHead:
                  metadata: Mapping[str, str] | None = None) -> None:
         rows, cols = output_shape(region, stride)
         dtype = np.dtype(np.float16 if half else np.float32)
-        spec = RasterSpec(width=cols, height=rows, bands=len(names), dtype=dtype,
-                          geotransform=strided_geotransform(source, region, stride), projection=source.projection,
-                          nodata=float("nan"), band_descriptions=list(names), metadata=dict(metadata or {}),
-                          interleave="band", threads=True)
+        geotransform = strided_geotransform(window_geotransform(source.geotransform, region), stride)
+        spec = RasterSpec(width=cols, height=rows, bands=len(names), dtype=dtype, geotransform=geotransform,
+                          projection=source.projection, nodata=float("nan"), band_descriptions=list(names),
+                          metadata=dict(metadata or {}), interleave="band", threads=True)
         block = block_size or feature_block_size(cols, len(names), 4)
         self.writer = GeoTiffWriter(path, spec, block, resume_key=resume_key, track_statistics=True)
 
@@ -179,19 +214,5 @@ class FeatureHead:
         """First output column of the panel a previous run was writing (0 for a fresh start)."""
         return self.writer.resumed_col
 
-    @property
-    def block_size(self) -> int:
-        """TIFF block edge of the output (panel edges fall on multiples of it)."""
-        return self.writer.block
-
     def write(self, chunk: Chunk) -> None:
         self.writer.write(chunk.row_off, _with_nan(chunk), chunk.col_off)
-
-    def commit(self) -> Path:
-        return self.writer.commit()
-
-    def abort(self) -> None:
-        self.writer.abort()
-
-    def suspend(self) -> bool:
-        return self.writer.suspend()

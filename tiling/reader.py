@@ -1,19 +1,17 @@
 """Reading a raster with GDAL, one strip of tiles at a time, ahead of the model.
 
-:class:`RasterSource` checks a raster and describes it (size, bands, georeferencing, nodata). :class:`StripReader`
-reads, for each grid row, only the needed bands over the footprint of that row of tiles, turns raw values into
-normalised model input (see :class:`InputTransform`), marks invalid pixels (nodata, NaN, GDAL masks, extra mask
-rules) and pads what lies outside the raster by reflection. A background thread reads the next strip while the
-model works on the current one; it has its own GDAL handle (GDAL datasets are not thread-safe) and drops its
-block cache after each read, so memory stays bounded by a few strips whatever the raster size. Raw rows are read
+:class:`StripReader` reads, for each grid row, only the needed bands over the footprint of that row of tiles, turns
+raw values into normalised model input (see :class:`InputTransform`), marks invalid pixels (nodata, NaN, GDAL masks,
+extra mask rules) and pads what lies outside the raster by reflection. A background thread reads the next strip
+while the model works on the current one; it has its own GDAL handle (GDAL datasets are not thread-safe) and drops
+its block cache after each read, so memory stays bounded by a few strips whatever the raster size. Raw rows are read
 in whole rows of the file's blocks and the rows two strips share are kept (see :class:`RowBuffer`), so each block
-of the file is decoded once.
+of the file is decoded once. The raster itself is described by :class:`~tiling.source.RasterSource`.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -22,97 +20,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from osgeo import gdal
 
-from .errors import ExtentError, RasterInputError
-from .grid import TileGrid, Window
+from .errors import RasterInputError
+from .grid import TileGrid
+from .source import RasterSource, pixel_validity
+from .window import Window
 
 gdal.UseExceptions()
 
 MaskRule = Callable[[dict[int, np.ndarray]], np.ndarray]
 """Extra validity rule: receives raw strip arrays keyed by 1-based band number, returns a bool (rows, cols) mask."""
-
-
-@dataclass(frozen=True)
-class RasterSource:
-    """A readable GDAL raster and the facts the engine needs about it."""
-
-    path: str
-    width: int
-    height: int
-    band_count: int
-    geotransform: tuple[float, ...]
-    projection: str
-    descriptions: tuple[str, ...]
-    nodata: tuple[float | None, ...]
-    dtypes: tuple[str, ...]
-    has_dataset_mask: bool
-
-    @classmethod
-    def open(cls, path: str) -> RasterSource:
-        """Open ``path`` read-only and describe it; raises :class:`RasterInputError` when it is not a raster."""
-        try:
-            ds = gdal.Open(str(path), gdal.GA_ReadOnly)
-        except RuntimeError as exc:
-            raise RasterInputError(f"Cannot open {path} as a raster ({exc}). Choose a raster file GDAL can read.") \
-                from exc
-        if ds is None or ds.RasterCount == 0 or ds.RasterXSize == 0 or ds.RasterYSize == 0:
-            raise RasterInputError(f"{path} holds no raster bands. Choose a raster file (GeoTIFF, JP2, VRT, ...).")
-        bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
-        flags = bands[0].GetMaskFlags()
-        return cls(
-            path=str(path),
-            width=ds.RasterXSize,
-            height=ds.RasterYSize,
-            band_count=ds.RasterCount,
-            geotransform=tuple(ds.GetGeoTransform(can_return_null=True) or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)),
-            projection=ds.GetProjection() or "",
-            descriptions=tuple(b.GetDescription() or "" for b in bands),
-            nodata=tuple(b.GetNoDataValue() for b in bands),
-            dtypes=tuple(gdal.GetDataTypeName(b.DataType) for b in bands),
-            has_dataset_mask=bool(flags & (gdal.GMF_PER_DATASET | gdal.GMF_ALPHA))
-            and not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA),
-        )
-
-    @property
-    def window(self) -> Window:
-        """The whole raster as a window."""
-        return Window(0, 0, self.width, self.height)
-
-    def check_bands(self, bands: Sequence[int]) -> None:
-        """Raise when a 1-based band number is outside the raster."""
-        bad = [b for b in bands if not 1 <= b <= self.band_count]
-        if bad:
-            raise RasterInputError(
-                f"Band number(s) {', '.join(map(str, bad))} do not exist: {self.path} has {self.band_count} band(s) "
-                f"(numbered 1–{self.band_count}). Choose band numbers within that range."
-            )
-
-    def window_for_bounds(self, xmin: float, ymin: float, xmax: float, ymax: float) -> Window:
-        """The pixels touched by a map rectangle given in the raster's CRS, clipped to the raster.
-
-        Raises :class:`ExtentError` when the rectangle is empty or does not overlap the raster.
-        """
-        if not (xmax > xmin and ymax > ymin):
-            raise ExtentError("The processing extent is empty. Draw or type an extent with a width and a height.")
-        inverse = gdal.InvGeoTransform(self.geotransform)
-        corners = [gdal.ApplyGeoTransform(inverse, x, y) for x in (xmin, xmax) for y in (ymin, ymax)]
-        cols, rows = [c for c, _ in corners], [r for _, r in corners]
-        eps = 1e-6  # an extent that ends exactly on a pixel edge does not take the next pixel
-        wanted = Window(math.floor(min(cols) + eps), math.floor(min(rows) + eps), 0, 0)
-        wanted = Window(wanted.col_off, wanted.row_off, math.ceil(max(cols) - eps) - wanted.col_off,
-                        math.ceil(max(rows) - eps) - wanted.row_off)
-        window = wanted.intersection(self.window)
-        if window.is_empty:
-            raise ExtentError(
-                f"The processing extent ({xmin:.6g}, {ymin:.6g}, {xmax:.6g}, {ymax:.6g}) does not overlap the raster "
-                f"{self.path}. Choose an extent inside the raster, or leave the extent empty to process all of it."
-            )
-        return window
-
-    def window_geotransform(self, window: Window) -> tuple[float, ...]:
-        """The geotransform of a window of this raster (same pixel size, shifted origin)."""
-        g = self.geotransform
-        return (g[0] + window.col_off * g[1] + window.row_off * g[2], g[1], g[2],
-                g[3] + window.col_off * g[4] + window.row_off * g[5], g[4], g[5])
 
 
 @dataclass(frozen=True)
@@ -172,24 +88,6 @@ class Strip:
 _END = object()
 
 
-def pixel_validity(source: RasterSource, ds: gdal.Dataset, window: Window,
-                   by_band: dict[int, np.ndarray]) -> np.ndarray:
-    """The validity rule shared by every reader: a pixel of ``window`` is valid when no band (arrays keyed by 1-based
-    band number) holds its nodata value, no float band holds NaN or ±inf, and the dataset mask (alpha band or
-    per-dataset mask), when the raster has one, marks it valid."""
-    valid = np.ones((window.height, window.width), dtype=bool)
-    for b, arr in by_band.items():
-        nodata = source.nodata[b - 1]
-        if arr.dtype.kind == "f":
-            valid &= np.isfinite(arr)
-        if nodata is not None and not np.isnan(nodata):
-            valid &= arr != nodata
-    if source.has_dataset_mask:
-        mask = ds.GetRasterBand(next(iter(by_band))).GetMaskBand()
-        valid &= mask.ReadAsArray(window.col_off, window.row_off, window.width, window.height) > 0
-    return valid
-
-
 class StripReader:
     """Iterates over :class:`Strip` objects for every row of ``grid``, read ahead in a background thread.
 
@@ -239,7 +137,7 @@ class StripReader:
                 item = self._queue.get()
                 if item is _END:
                     return
-                if isinstance(item, BaseException):
+                if isinstance(item, Exception):
                     raise item
                 yield item
         finally:
@@ -265,17 +163,22 @@ class StripReader:
         return False
 
     def _produce(self) -> None:
+        """The reading thread: puts the strips, then the end marker or the error that stopped it (the consumer
+        raises it). Whatever ends the thread, the consumer gets a last item and never waits forever."""
+        last: object = RasterInputError(f"Reading {self.source.path} stopped unexpectedly.")
         try:
             ds = gdal.Open(self.source.path, gdal.GA_ReadOnly)
             for r in range(self.first_row, len(self.grid.row_starts)):
                 if self._stop.is_set() or not self._put(self.read_strip(ds, r)):
                     return
                 ds.FlushCache()  # drop this handle's cached blocks: memory must not grow with the raster
-            self._put(_END)
-        except BaseException as exc:  # noqa: BLE001 (handed to the consumer thread, re-raised there)
-            if isinstance(exc, RuntimeError):
-                exc = RasterInputError(f"Reading {self.source.path} failed: {exc}")
-            self._put(exc)
+            last = _END
+        except RuntimeError as exc:  # GDAL's errors
+            last = RasterInputError(f"Reading {self.source.path} failed: {exc}")
+        except Exception as exc:  # not handled here: handed to the consumer thread, raised there as it is
+            last = exc
+        finally:
+            self._put(last)  # does nothing once the consumer has stopped the reader
 
     def read_strip(self, ds: gdal.Dataset, grid_row: int) -> Strip:
         """Read, validate, normalise and pad the footprint of one grid row."""
@@ -372,29 +275,3 @@ def ndwi_rule(green_band: int, nir_band: int, threshold: float, keep: str) -> tu
         return defined & (ndwi >= threshold) if keep == "water" else defined & (ndwi < threshold)
 
     return (green_band, nir_band), rule
-
-
-def sample_pixels(source: RasterSource, bands: Sequence[int], region: Window | None = None,
-                  size: int = 256) -> np.ndarray:
-    """Raw values of the valid pixels on a regular grid of at most ``size`` × ``size`` points over ``region``.
-
-    One decimated GDAL read (nearest neighbour; overviews are used when the file has them), so memory is about
-    ``size``² × bands whatever the raster size; the sample is the same on every call (no randomness). Nodata, NaN
-    and masked pixels are left out. Returns ``(len(bands), n)`` float64.
-    """
-    source.check_bands(bands)
-    region = region or source.window
-    bx, by = min(size, region.width), min(size, region.height)
-    ds = gdal.Open(source.path, gdal.GA_ReadOnly)
-    args = (region.col_off, region.row_off, region.width, region.height)
-    raw = ds.ReadAsArray(*args, buf_xsize=bx, buf_ysize=by, band_list=list(bands)).reshape(len(bands), by, bx)
-    values = raw.astype(np.float64).reshape(len(bands), -1)
-    valid = np.isfinite(values).all(axis=0)
-    for i, b in enumerate(bands):
-        nodata = source.nodata[b - 1]
-        if nodata is not None and not np.isnan(nodata):
-            valid &= raw[i].reshape(-1) != nodata
-    if source.has_dataset_mask:
-        mask = ds.GetRasterBand(bands[0]).GetMaskBand().ReadAsArray(*args, buf_xsize=bx, buf_ysize=by)
-        valid &= mask.reshape(-1) > 0
-    return values[:, valid]

@@ -36,6 +36,8 @@ _GDAL_TYPES = {np.dtype(np.uint8): gdal.GDT_Byte, np.dtype(np.uint16): gdal.GDT_
                np.dtype(np.int16): gdal.GDT_Int16, np.dtype(np.float32): gdal.GDT_Float32,
                np.dtype(np.float16): gdal.GDT_Float32}  # float16: stored as IEEE half floats (NBITS=16)
 STATE_VERSION = 2
+DEFAULT_BLOCK_SIZE = 256
+"""TIFF block edge in pixels unless a writer is given another."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def check_writable(path: str | os.PathLike[str]) -> Path:
 class GeoTiffWriter:
     """Writes a :class:`RasterSpec` raster row strip by row strip; use as a context manager or commit/abort."""
 
-    def __init__(self, path: str | os.PathLike[str], spec: RasterSpec, block_size: int = 256,
+    def __init__(self, path: str | os.PathLike[str], spec: RasterSpec, block_size: int = DEFAULT_BLOCK_SIZE,
                  resume_key: str | None = None, track_statistics: bool = False) -> None:
         self.target = check_writable(path)
         self.spec = spec

@@ -19,7 +19,6 @@ imported. The module itself imports neither QGIS nor torch at import time.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -28,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...tiling.checksums import sha256_of
 from ..package import save_package
 
 if TYPE_CHECKING:
@@ -272,15 +272,6 @@ def build_description(variant: str, meta: Mapping[str, Any], onnx_sha256: str) -
     }
 
 
-def _sha256(path: Path) -> str:
-    """Hex SHA-256 digest of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build_ukis_csmask_package(variant: str, out_dir: Path) -> Path:
     """Write the model package for ``variant`` (``"4b_l1c"``, ``"4b_l2a"``, ``"6b_l1c"`` or ``"6b_l2a"``).
 
@@ -290,7 +281,7 @@ def build_ukis_csmask_package(variant: str, out_dir: Path) -> Path:
     _check_variant(variant)
     out_dir = Path(out_dir)
     state, meta = build_state_dict(variant)
-    description = build_description(variant, meta, _sha256(ukis_package_dir() / f"model_{variant}.onnx"))
+    description = build_description(variant, meta, sha256_of(ukis_package_dir() / f"model_{variant}.onnx"))
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ukis_license_file(), out_dir / "LICENSE.ukis-csmask")
     return Path(save_package(out_dir, description, state))

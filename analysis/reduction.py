@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from .errors import EstimatorError
 from .estimators import BuiltEstimator
 from .fitted import FittedModel
-from .ml_errors import EstimatorError
 
 NEIGHBOURS = 5
 """Sample pixels whose embeddings are averaged for a pixel, for methods without ``transform``."""

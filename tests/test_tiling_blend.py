@@ -1,4 +1,4 @@
-"""Unit tests of ``tiling.windows`` (tile weights) and ``tiling.blend`` (the strip blender).
+"""Unit tests of ``tiling.weights`` (tile weights) and ``tiling.blend`` (the strip blender, at any output stride).
 
 They prove the blending contract: weights never vanish, borders of the region keep full weight, Hann ramps of
 neighbours form a partition of unity, and the weighted mean reproduces any prediction that the tiles agree on
@@ -12,8 +12,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from deepraster.tiling.blend import Chunk, StripBlender
-from deepraster.tiling.grid import Tile, TileGrid, Window
-from deepraster.tiling.windows import tile_weights
+from deepraster.tiling.grid import Tile, TileGrid, output_shape
+from deepraster.tiling.weights import tile_weights
+from deepraster.tiling.window import Window
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -108,9 +109,10 @@ def test_tile_weights_are_read_only() -> None:
 
 def _blend(grid: TileGrid, channels: int, predict: Callable[[Tile], np.ndarray],
            valid: Callable[[Tile], np.ndarray] | None = None, skip_rows: frozenset[int] = frozenset(),
-           method: str = "hann") -> tuple[np.ndarray, np.ndarray, list[Chunk]]:
-    """Drive a blender the way the engine does; return the assembled values, validity and the chunks."""
-    blender = StripBlender(grid, channels, method)
+           method: str = "hann", blender: StripBlender | None = None) -> tuple[np.ndarray, np.ndarray, list[Chunk]]:
+    """Drive a blender (by default a new one, without stride) the way the engine does; return the assembled values,
+    validity and the chunks."""
+    blender = blender or StripBlender(grid, channels, method)
     region = grid.region
     chunks: list[Chunk] = []
     for r in range(grid.shape[0]):
@@ -123,7 +125,7 @@ def _blend(grid: TileGrid, channels: int, predict: Callable[[Tile], np.ndarray],
     chunks += blender.release_until(region.row_end)
     values = np.concatenate([c.values for c in chunks], axis=1)
     mask = np.concatenate([c.valid for c in chunks], axis=0)
-    assert values.shape == (channels, region.height, region.width)
+    assert values.shape == (channels, *output_shape(region, blender.stride))
     assert [c.row_off for c in chunks] == list(np.cumsum([0] + [c.valid.shape[0] for c in chunks[:-1]]))
     return values, mask, chunks
 
@@ -232,3 +234,69 @@ def test_blender_ignores_tiles_outside_region() -> None:
     outside = Tile(99, 0, 0, Window(100, 100, 16, 16), (False,) * 4)
     blender.add(outside, np.ones((1, 16, 16), np.float32), np.ones((16, 16), bool))
     assert not blender.weights.any() and not blender.sums.any()
+
+
+# --------------------------------------------------------------------------------------------------- strided blender
+
+
+@st.composite
+def strided_grids(draw) -> tuple[TileGrid, int]:
+    stride = draw(st.sampled_from([2, 4, 8, 16]))
+    tile = stride * draw(st.integers(2, 12))
+    overlap = draw(st.integers(0, tile // 2))
+    region = Window(draw(st.integers(0, 30)), draw(st.integers(0, 30)), draw(st.integers(1, 260)),
+                    draw(st.integers(1, 260)))
+    return TileGrid(region, tile, overlap, align=stride), stride
+
+
+def _out_ramp(window: Window) -> np.ndarray:
+    rows, cols = np.mgrid[window.row_off:window.row_end, window.col_off:window.col_end].astype(np.float64)
+    return (0.01 * cols - 0.02 * rows + 0.5).astype(np.float32)[None]
+
+
+@settings(max_examples=50, deadline=None)
+@given(strided_grids())
+def test_strided_blender_reproduces_constant_and_linear_fields(case) -> None:
+    """At any stride, tile and overlap, blending tile outputs that agree (a constant, a linear field in output
+    pixels) gives them back exactly over ceil(region / stride) output pixels, borders and last tiles included;
+    buffers are one output tile high."""
+    grid, stride = case
+    n = grid.tile_size // stride
+    blender = StripBlender(grid, 2, stride=stride)
+    values, mask, _ = _blend(grid, 2, lambda t: np.stack([np.full((n, n), 0.3, np.float32),
+                                                          _out_ramp(blender.out_window(t))[0]]), blender=blender)
+    rows, cols = output_shape(grid.region, stride)
+    assert values.shape == (2, rows, cols) and mask.all()
+    np.testing.assert_allclose(values[0], 0.3, atol=1e-6)
+    np.testing.assert_allclose(values[1], _out_ramp(Window(0, 0, cols, rows))[0], atol=3e-6)
+    assert blender.sums.shape == (2, n, cols)
+
+
+def test_strided_validity_majority_rule() -> None:
+    """An output pixel is valid when at least half of its input pixels inside the region are valid: 8 of 16
+    valid → valid, 7 of 16 → invalid; the last column (only 2 of its 4 input columns inside the region) is judged
+    on those 2 columns."""
+    stride = 4
+    grid = TileGrid(Window(0, 0, 14, 16), 16, 0, align=stride)  # one tile; output 4 × 4 px, last col half inside
+    holes = np.zeros((16, 16), bool)
+    holes[0:4, 0:4].flat[:8] = True  # output (0, 0): 8 of 16 invalid → still valid (half valid)
+    holes[0:4, 4:8].flat[:9] = True  # output (0, 1): 9 of 16 invalid → invalid
+    holes[4:8, 12:14] = True  # output (1, 3): its 8 in-region pixels all invalid → invalid
+    holes[0:4, 14:16] = True  # output (0, 3): outside the region only → valid (its 8 in-region pixels are)
+    _, mask, _ = _blend(grid, 1, lambda t: np.ones((1, 4, 4), np.float32), valid=lambda t: ~holes,
+                        blender=StripBlender(grid, 1, stride=stride))
+    expected = np.ones((4, 4), bool)
+    expected[0, 1] = expected[1, 3] = False
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_blender_start_row_ignores_rows_above() -> None:
+    """A resumed blender starts at ``start_row``: contributions above it are dropped, rows below blend as usual."""
+    grid = TileGrid(Window(0, 0, 32, 64), 32, 16, align=8)
+    blender = StripBlender(grid, 1, stride=8, start_row=3)
+    tile = Tile(0, 0, 0, Window(0, 0, 32, 32), (False, True, False, False))
+    blender.add(tile, np.ones((1, 4, 4), np.float32), np.ones((32, 32), bool))
+    assert not blender.weights[:, :].any(axis=1)[1:].any()  # only output row 3 (buffer row 0) received weight
+    assert blender.weights[0].all()
+    chunks = blender.release_until(64)
+    assert chunks[0].row_off == 3 and sum(c.valid.shape[0] for c in chunks) == 5

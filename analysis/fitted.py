@@ -25,9 +25,9 @@ import numpy as np
 
 from ..tiling.outputs import ClassInfo
 from ..tiling.pixelwise import PixelFunction, PixelOutput
-from .ml_errors import ModelFileError
+from .errors import ModelFileError
 
-KINDS = ("reduction", "cluster", "classifier", "regressor")
+MODEL_KINDS = ("reduction", "cluster", "classifier", "regressor")
 UINT8_NODATA = 255
 UINT16_NODATA = 65535
 MAX_CATEGORY_NAMES = 4096

@@ -23,9 +23,9 @@ from functools import cache
 from typing import Any
 
 from ..tiling.errors import DependencyError
-from .ml_errors import EstimatorError
+from .errors import EstimatorError
 
-KINDS = ("decomposition", "manifold", "cluster", "classifier", "regressor")
+ESTIMATOR_KINDS = ("decomposition", "manifold", "cluster", "classifier", "regressor")
 REDUCTION = "reduction"
 """Pseudo-kind for dimensionality reduction: decomposition + manifold, plus UMAP when umap-learn is installed."""
 
@@ -144,11 +144,11 @@ def _excluded() -> dict[str, str]:
 
 @cache
 def registry(kind: str) -> dict[str, type]:
-    """Usable estimator classes of one kind (see :data:`KINDS`, or :data:`REDUCTION`) by class name, sorted."""
+    """Usable estimator classes of one kind (see :data:`ESTIMATOR_KINDS` or :data:`REDUCTION`), by class name."""
     if kind == REDUCTION:
         return dict(sorted({**registry("decomposition"), **registry("manifold")}.items()))
-    if kind not in KINDS:
-        raise ValueError(f"unknown estimator kind {kind!r}; one of {', '.join(KINDS)}")
+    if kind not in ESTIMATOR_KINDS:
+        raise ValueError(f"unknown estimator kind {kind!r}; one of {', '.join(ESTIMATOR_KINDS)}")
     excluded = _excluded()
     found = {}
     for name, cls in _all():
@@ -206,7 +206,7 @@ def _unknown_message(kind: str, name: str, key: str) -> str:
     for other, reason in _excluded().items():
         if normalise(other) == key:
             return f"{other} cannot be used as a {label}: {reason}. Valid names: {', '.join(valid_names(kind))}."
-    for other_kind in (*KINDS, REDUCTION):
+    for other_kind in (*ESTIMATOR_KINDS, REDUCTION):
         if other_kind != kind and not (kind == REDUCTION and other_kind in ("decomposition", "manifold")):
             match = next((n for n in registry(other_kind) if normalise(n) == key), None)
             if match:

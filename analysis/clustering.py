@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from ..tiling.outputs import ClassInfo
-from ..tiling.palette import NOISE_RGB, category_colours
+from .errors import EstimatorError
 from .estimators import BuiltEstimator
 from .fitted import FittedModel
-from .ml_errors import EstimatorError
+from .palette import NOISE_RGB, category_colours
 from .reduction import scaler_steps
 
 

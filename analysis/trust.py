@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from ..tiling.checksums import sha256_of
 from ..tiling.outputs import ClassInfo
-from ..tiling.palette import category_colours
 from ..tiling.writer import check_writable
+from .errors import ModelFileError
 from .fitted import FittedModel
-from .ml_errors import ModelFileError
+from .palette import category_colours
 
 ENV_CONFIG = "DEEPRASTER_CONFIG_DIR"
 FORMAT = "deepraster-sklearn-model"
@@ -81,14 +82,6 @@ def sidecar_path(path: str | os.PathLike[str]) -> Path:
     return Path(f"{path}.json")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _signature(meta: dict[str, Any]) -> str:
     body = json.dumps({k: v for k, v in meta.items() if k != "hmac_sha256"}, sort_keys=True, default=str)
     return hmac.new(secret_key(), body.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -119,7 +112,7 @@ def save_model(fitted: FittedModel, path: str | os.PathLike[str]) -> Path:
     side_temp = Path(f"{temp}.json")
     try:
         joblib.dump(fitted.estimator, temp, compress=3)
-        meta = {**describe(fitted), "file": target.name, "sha256": _sha256(temp)}
+        meta = {**describe(fitted), "file": target.name, "sha256": sha256_of(temp)}
         meta["hmac_sha256"] = _signature(meta)
         side_temp.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
         os.replace(temp, target)
@@ -144,7 +137,7 @@ def verify(path: str | os.PathLike[str]) -> tuple[bool, str]:
         return False, f"its sidecar {side.name} cannot be read ({exc})"
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         return False, f"{side.name} is not a Deep Raster model description"
-    if meta.get("sha256") != _sha256(path):
+    if meta.get("sha256") != sha256_of(path):
         return False, "the file was changed after it was saved"
     if not hmac.compare_digest(str(meta.get("hmac_sha256", "")), _signature(meta)):
         return False, "its signature does not match: it was saved by another user or installation, or edited"

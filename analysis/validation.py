@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .ml_errors import TrainingDataError
+from .errors import TrainingDataError
 
 SCHEMES = ("random", "group", "spatial", "test_set", "none")
 SCHEME_TITLES = {

@@ -1,5 +1,5 @@
-"""Reference geometries → raster pixel positions: points to the pixel under them, polygons to the pixel centres
-inside them (all of them, or a seeded random subset up to a cap).
+"""Polygons → the raster pixels whose centres lie inside them (all of them, or a seeded random subset up to a cap).
+Points need no more than :func:`tiling.window.map_to_pixel`.
 
 Geometries must already be in the raster's CRS (the Processing adapters reproject them). Positions are integer
 pixel columns and rows of the raster; map coordinates are in the raster CRS's units. Uses ``osgeo.ogr`` only.
@@ -13,27 +13,13 @@ from collections.abc import Sequence
 import numpy as np
 from osgeo import gdal, ogr, osr
 
+from ..tiling.window import Window, map_to_pixel, strided_geotransform, window_from_bounds, window_geotransform
+
 gdal.UseExceptions()
 ogr.UseExceptions()
 
 RASTERIZE_LIMIT = 4_000_000
 """Most cells rasterised for one polygon; larger polygons are scanned on every 3rd, 5th, ... pixel centre."""
-
-
-def map_to_pixel(geotransform: Sequence[float], x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Map coordinates → integer pixel (col, row) holding them (may lie outside the raster)."""
-    inv = gdal.InvGeoTransform(tuple(geotransform))
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    col = inv[0] + inv[1] * x + inv[2] * y
-    row = inv[3] + inv[4] * x + inv[5] * y
-    return np.floor(col).astype(np.int64), np.floor(row).astype(np.int64)
-
-
-def pixel_centres(geotransform: Sequence[float], cols: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Map coordinates ``(n, 2)`` of the centres of pixels (col, row)."""
-    g = geotransform
-    c, r = np.asarray(cols, np.float64) + 0.5, np.asarray(rows, np.float64) + 0.5
-    return np.column_stack([g[0] + c * g[1] + r * g[2], g[3] + c * g[4] + r * g[5]])
 
 
 def _pixel_srs() -> osr.SpatialReference:
@@ -67,23 +53,16 @@ def polygon_pixels(wkb: bytes, geotransform: Sequence[float], size: tuple[int, i
         return empty
     width, height = size
     minx, maxx, miny, maxy = geom.GetEnvelope()
-    inv = gdal.InvGeoTransform(tuple(geotransform))
-    corners = [gdal.ApplyGeoTransform(inv, x, y) for x in (minx, maxx) for y in (miny, maxy)]
-    c0 = max(math.floor(min(c for c, _ in corners)), 0)
-    c1 = min(math.ceil(max(c for c, _ in corners)), width)
-    r0 = max(math.floor(min(r for _, r in corners)), 0)
-    r1 = min(math.ceil(max(r for _, r in corners)), height)
-    if c1 <= c0 or r1 <= r0:
+    box = window_from_bounds(geotransform, minx, miny, maxx, maxy).intersection(Window(0, 0, width, height))
+    if box.is_empty:
         return empty
-    w, h = c1 - c0, r1 - r0
+    c0, r0, c1, r1 = box.col_off, box.row_off, box.col_end, box.row_end
     step = 1
-    while math.ceil(w / step) * math.ceil(h / step) > RASTERIZE_LIMIT:
+    while math.ceil(box.width / step) * math.ceil(box.height / step) > RASTERIZE_LIMIT:
         step += 2  # odd steps: coarse cell centres fall on fine pixel centres
-    nw, nh = math.ceil(w / step), math.ceil(h / step)
-    g = geotransform
-    origin_x, origin_y = g[0] + c0 * g[1] + r0 * g[2], g[3] + c0 * g[4] + r0 * g[5]
-    mem = gdal.GetDriverByName("MEM").Create("", nw, nh, 1, gdal.GDT_Byte)
-    mem.SetGeoTransform((origin_x, g[1] * step, g[2] * step, origin_y, g[4] * step, g[5] * step))
+    mem = gdal.GetDriverByName("MEM").Create("", math.ceil(box.width / step), math.ceil(box.height / step), 1,
+                                             gdal.GDT_Byte)
+    mem.SetGeoTransform(strided_geotransform(window_geotransform(geotransform, box), step))
     srs = _pixel_srs()
     mem.SetSpatialRef(srs)
     vector, layer = _memory_layer(geom, srs)

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..tiling.outputs import ClassInfo
-from ..tiling.palette import NO_MATCH_RGB, category_colours
 from ..tiling.pixelwise import PixelFunction
+from .errors import TrainingDataError
 from .fitted import UINT8_NODATA, class_raster_type
-from .ml_errors import TrainingDataError
+from .palette import NO_MATCH_RGB, category_colours
 
 
 @dataclass(frozen=True)

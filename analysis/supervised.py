@@ -17,13 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ..tiling.engine import Callbacks
+from ..tiling.callbacks import Callbacks, check_cancel
 from ..tiling.outputs import ClassInfo
-from ..tiling.palette import category_colours
-from ..tiling.pixelwise import check_cancel
+from .errors import EstimatorError, TrainingDataError
 from .estimators import BuiltEstimator
 from .fitted import FittedModel
-from .ml_errors import EstimatorError, TrainingDataError
+from .palette import category_colours
 from .reduction import scaler_steps
 from .validation import (
     ValidationPlan,

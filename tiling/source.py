@@ -1,0 +1,138 @@
+"""A raster file as the engine sees it: open and describe it, find the pixels of a map extent, tell valid pixels.
+
+:class:`RasterSource` checks a raster and describes it (size, bands, georeferencing, nodata);
+:func:`pixel_validity` is the validity rule every reader shares; :func:`sample_pixels` reads a small decimated
+sample of valid values (for statistics). All I/O goes through ``osgeo.gdal``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from osgeo import gdal
+
+from .errors import ExtentError, RasterInputError
+from .window import Window, window_from_bounds, window_geotransform
+
+gdal.UseExceptions()
+
+
+@dataclass(frozen=True)
+class RasterSource:
+    """A readable GDAL raster and the facts the engine needs about it."""
+
+    path: str
+    width: int
+    height: int
+    band_count: int
+    geotransform: tuple[float, ...]
+    projection: str
+    descriptions: tuple[str, ...]
+    nodata: tuple[float | None, ...]
+    dtypes: tuple[str, ...]
+    has_dataset_mask: bool
+
+    @classmethod
+    def open(cls, path: str) -> RasterSource:
+        """Open ``path`` read-only and describe it; raises :class:`RasterInputError` when it is not a raster."""
+        try:
+            ds = gdal.Open(str(path), gdal.GA_ReadOnly)
+        except RuntimeError as exc:
+            raise RasterInputError(f"Cannot open {path} as a raster ({exc}). Choose a raster file GDAL can read.") \
+                from exc
+        if ds is None or ds.RasterCount == 0 or ds.RasterXSize == 0 or ds.RasterYSize == 0:
+            raise RasterInputError(f"{path} holds no raster bands. Choose a raster file (GeoTIFF, JP2, VRT, ...).")
+        bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
+        flags = bands[0].GetMaskFlags()
+        return cls(
+            path=str(path),
+            width=ds.RasterXSize,
+            height=ds.RasterYSize,
+            band_count=ds.RasterCount,
+            geotransform=tuple(ds.GetGeoTransform(can_return_null=True) or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)),
+            projection=ds.GetProjection() or "",
+            descriptions=tuple(b.GetDescription() or "" for b in bands),
+            nodata=tuple(b.GetNoDataValue() for b in bands),
+            dtypes=tuple(gdal.GetDataTypeName(b.DataType) for b in bands),
+            has_dataset_mask=bool(flags & (gdal.GMF_PER_DATASET | gdal.GMF_ALPHA))
+            and not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA),
+        )
+
+    @property
+    def window(self) -> Window:
+        """The whole raster as a window."""
+        return Window(0, 0, self.width, self.height)
+
+    def check_bands(self, bands: Sequence[int]) -> None:
+        """Raise when a 1-based band number is outside the raster."""
+        bad = [b for b in bands if not 1 <= b <= self.band_count]
+        if bad:
+            raise RasterInputError(
+                f"Band number(s) {', '.join(map(str, bad))} do not exist: {self.path} has {self.band_count} band(s) "
+                f"(numbered 1–{self.band_count}). Choose band numbers within that range."
+            )
+
+    def window_for_bounds(self, xmin: float, ymin: float, xmax: float, ymax: float) -> Window:
+        """The pixels touched by a map rectangle given in the raster's CRS, clipped to the raster.
+
+        Raises :class:`ExtentError` when the rectangle is empty or does not overlap the raster.
+        """
+        if not (xmax > xmin and ymax > ymin):
+            raise ExtentError("The processing extent is empty. Draw or type an extent with a width and a height.")
+        eps = 1e-6  # pixels: an extent that ends exactly on a pixel edge does not take the next pixel
+        window = window_from_bounds(self.geotransform, xmin, ymin, xmax, ymax, eps).intersection(self.window)
+        if window.is_empty:
+            raise ExtentError(
+                f"The processing extent ({xmin:.6g}, {ymin:.6g}, {xmax:.6g}, {ymax:.6g}) does not overlap the raster "
+                f"{self.path}. Choose an extent inside the raster, or leave the extent empty to process all of it."
+            )
+        return window
+
+    def window_geotransform(self, window: Window) -> tuple[float, ...]:
+        """The geotransform of a window of this raster (same pixel size, shifted origin)."""
+        return window_geotransform(self.geotransform, window)
+
+
+def pixel_validity(source: RasterSource, ds: gdal.Dataset, window: Window, by_band: dict[int, np.ndarray],
+                   buffer: tuple[int, int] | None = None) -> np.ndarray:
+    """The validity rule shared by every reader: a pixel of ``window`` is valid when no band (arrays keyed by 1-based
+    band number) holds its nodata value, no float band holds NaN or ±inf, and the dataset mask (alpha band or
+    per-dataset mask), when the raster has one, marks it valid.
+
+    ``buffer`` = (width, height) in pixels: the arrays are a decimated read of ``window`` into that many pixels (the
+    mask is read the same way); None: full resolution.
+    """
+    width, height = buffer or (window.width, window.height)
+    valid = np.ones((height, width), dtype=bool)
+    for b, arr in by_band.items():
+        nodata = source.nodata[b - 1]
+        if arr.dtype.kind == "f":
+            valid &= np.isfinite(arr)
+        if nodata is not None and not np.isnan(nodata):
+            valid &= arr != nodata
+    if source.has_dataset_mask:
+        mask = ds.GetRasterBand(next(iter(by_band))).GetMaskBand()
+        valid &= mask.ReadAsArray(window.col_off, window.row_off, window.width, window.height,
+                                  buf_xsize=width, buf_ysize=height) > 0
+    return valid
+
+
+def sample_pixels(source: RasterSource, bands: Sequence[int], region: Window | None = None,
+                  size: int = 256) -> np.ndarray:
+    """Raw values of the valid pixels on a regular grid of at most ``size`` × ``size`` points over ``region``.
+
+    One decimated GDAL read (nearest neighbour; overviews are used when the file has them), so memory is about
+    ``size``² × bands whatever the raster size; the sample is the same on every call (no randomness). Nodata, NaN
+    and masked pixels are left out. Returns ``(len(bands), n)`` float64.
+    """
+    source.check_bands(bands)
+    region = region or source.window
+    bx, by = min(size, region.width), min(size, region.height)
+    ds = gdal.Open(source.path, gdal.GA_ReadOnly)
+    args = (region.col_off, region.row_off, region.width, region.height)
+    raw = ds.ReadAsArray(*args, buf_xsize=bx, buf_ysize=by, band_list=list(bands)).reshape(len(bands), by, bx)
+    valid = pixel_validity(source, ds, region, {b: raw[i] for i, b in enumerate(bands)}, (bx, by)).reshape(-1)
+    values = raw.astype(np.float64).reshape(len(bands), -1)
+    return values[:, valid]
