@@ -13,8 +13,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = "deepraster"
 FILES = ("metadata.txt", "__init__.py", "plugin.py", "provider.py", "LICENSE", "README.md", "docs/model-package.md",
-         "docs/feature-space-analysis.md", "docs/feature-extraction.md")
-FOLDERS = ("algorithms", "models", "tiling", "icons")
+         "docs/feature-space-analysis.md", "docs/feature-extraction.md", "docs/architecture.md")
+FOLDERS = ("algorithms", "models", "analysis", "tiling", "icons")
 SKIP_SUFFIXES = (".pyc", ".pyo")
 
 

@@ -85,3 +85,15 @@ def test_cited_documents_exist():
             if not (REPO / "docs" / name).exists():
                 missing.add(f"{path.relative_to(REPO)} cites docs/{name}")
     assert not missing, "; ".join(sorted(missing))
+
+
+def test_plugin_zip_carries_every_package():
+    """scripts/package.py ships every Python package of the plugin (a package left out breaks its algorithms
+    for users who install the zip, while every test run from the repository passes)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("package_script", REPO / "scripts" / "package.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    packages = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests", "bench", "scripts"}
+    assert packages <= set(script.FOLDERS), f"not in the zip: {sorted(packages - set(script.FOLDERS))}"
