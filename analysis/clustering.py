@@ -20,7 +20,7 @@ import numpy as np
 
 from ..tiling.outputs import ClassInfo
 from .errors import EstimatorError
-from .estimators import BuiltEstimator
+from .estimators import BuiltEstimator, fit_failure
 from .fitted import FittedModel
 from .palette import NOISE_RGB, category_colours
 from .reduction import scaler_steps
@@ -59,8 +59,7 @@ def fit_clusterer(sample: np.ndarray, built: BuiltEstimator, band_names: tuple[s
             notes["out_of_sample"] = (f"{built.name} has no predict: every pixel outside the sample takes the label "
                                       "of its nearest sample pixel in feature space")
     except (ValueError, TypeError, ArithmeticError, np.linalg.LinAlgError) as exc:
-        raise EstimatorError(f"{built.name} could not be fitted on the sample of {len(sample)} pixels: {exc}") \
-            from exc
+        raise fit_failure(built, len(sample), exc, standardize) from exc
     labels = labels.astype(np.int64)
     count = _cluster_count(est, labels)
     if count == 0:

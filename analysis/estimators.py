@@ -287,3 +287,17 @@ def make_estimator(kind: str, name: str, kwargs: str | dict | None = None, *, se
     except (TypeError, ValueError) as exc:
         raise EstimatorError(f"{canonical} rejects its arguments: {exc}") from exc
     return BuiltEstimator(estimator, canonical, params, size_param)
+
+
+def fit_failure(built: BuiltEstimator, pixels: int, error: Exception, standardize: bool) -> EstimatorError:
+    """The error to raise when ``built`` could not be fitted on a sample of ``pixels``: scikit-learn's reason,
+    and what to change when the cause is known (methods such as NMF need non-negative input, which standardised
+    bands are not)."""
+    text = str(error)
+    hint = ""
+    if "negative" in text.lower():
+        hint = (" Untick \"Standardise bands\" (standardised bands are negative where below their mean), and use "
+                "bands without negative values." if standardize else
+                " This method needs non-negative input: choose bands without negative values, or another method.")
+    return EstimatorError(f"{built.name} could not be fitted on the sample of {pixels} pixels: {text.rstrip('.')}."
+                          f"{hint}")

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import EstimatorError
-from .estimators import BuiltEstimator
+from .estimators import BuiltEstimator, fit_failure
 from .fitted import FittedModel
 
 NEIGHBOURS = 5
@@ -55,8 +54,7 @@ def fit_reducer(sample: np.ndarray, built: BuiltEstimator, band_names: tuple[str
                                       f"gets the distance-weighted mean embedding of its {k} nearest sample pixels "
                                       "in feature space")
     except (ValueError, TypeError, ArithmeticError, np.linalg.LinAlgError) as exc:
-        raise EstimatorError(f"{built.name} could not be fitted on the sample of {len(sample)} pixels: {exc}") \
-            from exc
+        raise fit_failure(built, len(sample), exc, standardize) from exc
     ratio = getattr(est, "explained_variance_ratio_", None)
     if ratio is not None:
         notes["explained_variance_ratio"] = [round(float(v), 6) for v in ratio]

@@ -313,3 +313,17 @@ def test_foreign_classifier_codes_from_probabilities(tmp_path):
     classes, p = loaded.pixel_function(probabilities=True)(x)
     np.testing.assert_array_equal(classes, expected)
     assert calls == [] and set(np.unique(classes)) == {10, 20, 30} and p.shape == (600, 3)
+
+
+def test_nmf_on_standardised_bands_says_to_untick_standardisation():
+    """NMF needs non-negative input; standardised bands are not: the message says which box to untick."""
+    from deepraster.analysis.errors import EstimatorError
+    from deepraster.analysis.estimators import make_estimator
+    from deepraster.analysis.reduction import fit_reducer
+
+    built = make_estimator("reduction", "NMF", "", seed=0, size=(2, ("n_components",)))
+    sample = np.random.default_rng(0).random((100, 4)).astype(np.float32) * 100
+    with pytest.raises(EstimatorError, match='Untick "Standardise bands"'):
+        fit_reducer(sample, built, ("a", "b", "c", "d"), standardize=True)
+    fitted = fit_reducer(sample, built, ("a", "b", "c", "d"), standardize=False)  # the advice works
+    assert fitted.outputs == ("NMF 1", "NMF 2")
