@@ -3,6 +3,9 @@
 Algorithms are found, not listed: every concrete :class:`~algorithms.base.DeepRasterAlgorithm` subclass defined in a
 module of ``algorithms/`` is registered. A module that fails to import is reported in the QGIS message log and
 skipped, so one broken algorithm never takes the provider (or QGIS's start-up) down with it.
+
+Before any algorithm module is imported, ``algorithms/import_guard.py`` blocks the libraries that crash QGIS
+(``triton``: its LLVM clashes with the Mesa libLLVM that QGIS desktop loads for OpenGL).
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ from qgis.core import Qgis, QgsMessageLog, QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from . import algorithms
+from .algorithms import import_guard
 from .algorithms.base import ICON, DeepRasterAlgorithm
 
-SUPPORT_MODULES = {"base", "styling"}
+SUPPORT_MODULES = {"base", "styling", "import_guard"}
 
 
 def discover_algorithms() -> Iterator[DeepRasterAlgorithm]:
     """One instance of each algorithm class defined in the modules of ``algorithms/``, in module-name order."""
+    import_guard.install()
     for info in sorted(pkgutil.iter_modules(algorithms.__path__), key=lambda i: i.name):
         if info.name in SUPPORT_MODULES or info.name.startswith("_"):
             continue

@@ -32,6 +32,7 @@ from ..analysis.pipeline import FitFunction, RasterSelection, ReferenceLayer, Sa
 from ..analysis.reference import NOT_REPROJECTABLE, ReferenceFeature, ReferencePixels
 from ..analysis.trust import save_model
 from ..tiling.outputs import ClassInfo
+from .band_parameters import band_numbers
 from .base import DeepRasterAlgorithm, callbacks_for
 from .styling import ClassStyle, ProbabilityStyle, style_on_load
 
@@ -86,24 +87,23 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
 
     def add_raster_parameters(self, with_extent: bool = True) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(
-            self.INPUT, self.tr("Input raster (feature raster or multispectral image)")))
+            self.INPUT, self.tr("Input raster (features or image bands)")))
         self.addParameter(QgsProcessingParameterBand(
             self.BANDS, self.tr("Bands (empty: all)"), parentLayerParameterName=self.INPUT, optional=True,
             allowMultiple=True))
         if with_extent:
             self.addParameter(QgsProcessingParameterExtent(
-                self.EXTENT, self.tr("Processing extent (empty: whole raster)"), optional=True))
+                self.EXTENT, self.tr("Extent (empty: whole raster)"), optional=True))
 
     def add_method_parameters(self, options: tuple[str, ...], what: str) -> None:
-        method = QgsProcessingParameterEnum(self.METHOD, self.tr(what), options=list(options),
-                                            defaultValue=options[0])
-        method.setUsesStaticStrings(True)
-        self.addParameter(method)
+        # option numbers (what `qgis_process help` lists) and option texts are both accepted: see parameterAsEnum
+        self.addParameter(QgsProcessingParameterEnum(self.METHOD, self.tr(what), options=list(options),
+                                                     defaultValue=0))
         self.add_advanced(QgsProcessingParameterString(
-            self.METHOD_NAME, self.tr("Other scikit-learn estimator by name (overrides the method above)"),
+            self.METHOD_NAME, self.tr("Other scikit-learn estimator (by name)"),
             optional=True))
-        self.addParameter(QgsProcessingParameterString(
-            self.KWARGS, self.tr('Estimator keyword arguments as JSON, e.g. {"n_estimators": 200}'), optional=True,
+        self.add_advanced(QgsProcessingParameterString(
+            self.KWARGS, self.tr("Estimator arguments (JSON)"), optional=True,
             multiLine=False))
 
     def add_sampling_parameters(self, default_size: int) -> None:
@@ -119,22 +119,23 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
 
     def add_standardize_parameter(self) -> None:
         self.add_advanced(QgsProcessingParameterBoolean(
-            self.STANDARDIZE, self.tr("Standardise bands (zero mean, unit variance) before fitting"), True))
+            self.STANDARDIZE, self.tr("Standardise bands before fitting"), True))
 
     def add_model_output(self) -> None:
         self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_MODEL, self.tr("Fitted model (.joblib, to apply later)"), MODEL_FILTER, optional=True,
+            self.OUTPUT_MODEL, self.tr("Fitted model (.joblib)"), MODEL_FILTER, optional=True,
             createByDefault=False))
 
     # ------------------------------------------------------------------------------------------------ inputs
     def raster_input(self, parameters, context) -> RasterInput:
         layer, source, region = self.input_source(parameters, context)
-        return RasterInput(layer, RasterSelection.of(source, self.parameterAsInts(parameters, self.BANDS, context),
+        return RasterInput(layer, RasterSelection.of(source, band_numbers(self, parameters, self.BANDS, context),
                                                      region))
 
     def method_name(self, parameters, context) -> str:
         other = self.parameterAsString(parameters, self.METHOD_NAME, context).strip()
-        return other or self.parameterAsString(parameters, self.METHOD, context)
+        return other or self.parameterDefinition(self.METHOD).options()[self.parameterAsEnum(parameters, self.METHOD,
+                                                                                             context)]
 
     def estimator(self, parameters, context, kind: str, size: tuple[int, tuple[str, ...]] | None = None
                   ) -> BuiltEstimator:
@@ -218,7 +219,8 @@ def _field_index(fields, name: str | None, role: str) -> int:
     index = fields.lookupField(name)
     if index < 0:
         names = ", ".join(f.name() for f in fields) or "none"
-        raise TrainingDataError(f"The field {name!r} is not in the {role}; its fields are: {names}.")
+        raise TrainingDataError(f"The field {name!r} is not in the {role}; its fields are: {names}. Choose one of "
+                                "these.")
     return index
 
 

@@ -15,6 +15,9 @@ from .base import callbacks_for
 
 
 class ApplyModelAlgorithm(AnalysisAlgorithm):
+    search_tags = ("apply", "predict", "saved model", "joblib", "classification", "clustering", "scikit-learn",
+                   "machine learning")
+    summary = "Applies a model saved by Reduce dimensions, Cluster pixels or Train a classifier to a raster."
     MODEL = "MODEL"
     TRUST = "TRUST"
     OUTPUT_PROBABILITIES = "OUTPUT_PROBABILITIES"
@@ -43,8 +46,7 @@ class ApplyModelAlgorithm(AnalysisAlgorithm):
             self.MODEL, self.tr("Saved model (.joblib)"), behavior=QgsProcessingParameterFile.File,
             fileFilter=self.tr("Deep Raster scikit-learn model (*.joblib);;All files (*)")))
         self.addParameter(QgsProcessingParameterBoolean(
-            self.TRUST, self.tr("I trust this model file (load it even if this plugin did not save it: a pickle "
-                                "can run code)"), False))
+            self.TRUST, self.tr("I trust this model file (pickles can run code)"), False))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Result")))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_PROBABILITIES, self.tr("Class probabilities (classifiers)"), optional=True,
@@ -58,5 +60,5 @@ class ApplyModelAlgorithm(AnalysisAlgorithm):
                                    self.parameterAsBool(parameters, self.TRUST, context), output, probabilities,
                                    callbacks_for(feedback))
         if fitted.kind in ("cluster", "classifier"):
-            style_classes(context, output, fitted.all_classes, fitted.name)
+            style_classes(context, output, fitted.all_classes, self.layer_name(parameters, context, fitted.name))
         return {self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probabilities}

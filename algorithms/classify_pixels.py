@@ -16,17 +16,22 @@ from qgis.core import (
 from ..models.bands import find_band
 from ..models.errors import BandMappingError
 from ..models.pixel_classification import ClassifyRequest, NdwiMask, classify_raster
+from ..models.runtimes import RUNTIMES
 from ..models.sources import MODEL_FILE_FILTER, open_model
 from ..tiling.outputs import ClassInfo
 from ..tiling.source import RasterSource
+from .band_parameters import band_numbers
 from .base import TiledModelAlgorithm, callbacks_for
-from .styling import ClassStyle, ProbabilityStyle, style_on_load
+from .styling import ClassStyle, ProbabilityStyle, output_name, style_on_load
 
 GREEN_NAMES = ("B03", "B3", "green")
 NIR_NAMES = ("B08", "B8", "nir")
 
 
 class ClassifyPixelsAlgorithm(TiledModelAlgorithm):
+    search_tags = ("segmentation", "semantic segmentation", "classification", "land cover", "cloud", "cloud mask",
+                   "unet", "deep learning", "pytorch", "sentinel", "model package", "inference")
+    summary = "Classifies every pixel of a raster with a deep-learning segmentation model package (e.g. a cloud mask)."
     MODEL = "MODEL"
     TRUST = "TRUST"
     BANDS = "BANDS"
@@ -36,11 +41,12 @@ class ClassifyPixelsAlgorithm(TiledModelAlgorithm):
     NDWI_THRESHOLD = "NDWI_THRESHOLD"
     VALUE_SCALE = "VALUE_SCALE"
     PROBABILITY_TYPE = "PROBABILITY_TYPE"
+    TTA = "TTA"
+    RUNTIME = "RUNTIME"
     OUTPUT_CLASSES = "OUTPUT_CLASSES"
     OUTPUT_PROBABILITIES = "OUTPUT_PROBABILITIES"
 
-    MASK_OPTIONS = ("No mask", "Keep water (NDWI ≥ threshold), land becomes nodata",
-                    "Keep land (NDWI < threshold), water becomes nodata")
+    MASK_OPTIONS = ("No mask", "Keep water (NDWI ≥ threshold)", "Keep land (NDWI < threshold)")
     PROBABILITY_TYPES = ("float32, 0–1 (nodata NaN)", "uint8 percent, 0–100 (nodata 255)")
 
     def name(self) -> str:
@@ -63,54 +69,61 @@ class ClassifyPixelsAlgorithm(TiledModelAlgorithm):
             "The raster is processed in overlapping tiles that are blended with an edge-aware Hann window, so the "
             "result has no seams and covers every pixel, for rasters of any size, with memory bounded by one strip "
             "of tiles.\n\n"
+            "Model: a model.json (a package folder can also be typed in), a .drpk, or an Esri .emd / .dlpk.\n"
             "Bands: left empty, the model's band names are matched with the raster's band descriptions (e.g. B02, "
             "B03 ...); otherwise give the band numbers in the model's order.\n"
-            "NDWI mask: optionally keep only water or only land; masked pixels become nodata.\n"
+            "The first lines of the log say what the run uses: model, device, bands, tile size and overlap.\n"
+            "Output layers: the class raster on top, named after the input and the model; the probability raster "
+            "below it, hidden, as a ramp of one class's probability.\n"
+            "NDWI mask (advanced): optionally keep only water or only land; masked pixels become nodata.\n"
             "Nodata pixels of the input come out as nodata; tiles without a valid pixel are skipped.\n"
-            "Advanced: tile size and overlap default to the package's values; device 'auto' uses a CUDA GPU "
+            "Advanced: tile size and overlap default to the package's values, the conditions the model was trained "
+            "under (another tile size runs, with a warning in the log); device 'auto' uses a CUDA GPU "
             "when PyTorch sees one; 'Input value scale' overrides the package's scale (raster values × scale = "
-            "model units, e.g. 0.0001 for Sentinel-2 digital numbers)."
+            "model units, e.g. 0.0001 for Sentinel-2 digital numbers); 'Test-time augmentation' averages the "
+            "probabilities of each tile and its 7 flips / quarter turns (8× the model time); 'Runtime' auto runs "
+            "the model on ONNX Runtime when it is installed (exported once per package and checked against PyTorch; "
+            "faster, less memory), else on PyTorch."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        # main: what every run needs (input, model, outputs); the rest has working defaults, under "Advanced"
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
         self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, self.tr("Model package (model.json or its folder, .drpk, Esri .emd or .dlpk)"),
+            self.MODEL, self.tr("Model package (.drpk, .json, .emd, .dlpk)"),
             behavior=QgsProcessingParameterFile.File, fileFilter=MODEL_FILE_FILTER))
-        self.addParameter(QgsProcessingParameterBoolean(
-            self.TRUST, self.tr("I trust this model file (allow a whole pickled PyTorch model: it can run code)"),
-            False))
         self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, self.tr("Band numbers in the model's order (empty: match band names)"),
+            self.BANDS, self.tr("Bands, model order (empty: by name)"),
             parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True))
         self.addParameter(QgsProcessingParameterExtent(
-            self.EXTENT, self.tr("Processing extent (empty: whole raster)"), optional=True))
-        self.addParameter(QgsProcessingParameterEnum(self.MASK, self.tr("Water/land mask from NDWI"),
-                                                     options=list(self.MASK_OPTIONS), defaultValue=0))
-        self.addParameter(QgsProcessingParameterBand(
-            self.GREEN_BAND, self.tr("Green band for NDWI (empty: band described B03/green)"),
-            parentLayerParameterName=self.INPUT, optional=True))
-        self.addParameter(QgsProcessingParameterBand(
-            self.NIR_BAND, self.tr("Near-infrared band for NDWI (empty: band described B08/nir)"),
-            parentLayerParameterName=self.INPUT, optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.NDWI_THRESHOLD, self.tr("NDWI threshold"), QgsProcessingParameterNumber.Double, 0.0,
-            minValue=-1.0, maxValue=1.0))
-        self.add_advanced([
-            *self.tiling_parameters("the package's", "the package's"),
-            QgsProcessingParameterNumber(self.VALUE_SCALE,
-                                         self.tr("Input value scale (0: the package's; raster × scale = model units)"),
-                                         QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
-            QgsProcessingParameterEnum(self.PROBABILITY_TYPE, self.tr("Probability raster type"),
-                                       options=list(self.PROBABILITY_TYPES), defaultValue=0),
-        ])
+            self.EXTENT, self.tr("Extent (empty: whole raster)"), optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_CLASSES, self.tr("Class raster")))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_PROBABILITIES, self.tr("Probability raster"), optional=True, createByDefault=True))
+        self.add_advanced([
+            QgsProcessingParameterBoolean(self.TRUST, self.tr("I trust this model file (pickles can run code)"),
+                                          False),
+            QgsProcessingParameterEnum(self.MASK, self.tr("Water/land mask from NDWI"),
+                                       options=list(self.MASK_OPTIONS), defaultValue=0),
+            QgsProcessingParameterBand(self.GREEN_BAND, self.tr("NDWI green band (empty: band B03)"),
+                                       parentLayerParameterName=self.INPUT, optional=True),
+            QgsProcessingParameterBand(self.NIR_BAND, self.tr("NDWI NIR band (empty: band B08)"),
+                                       parentLayerParameterName=self.INPUT, optional=True),
+            QgsProcessingParameterNumber(self.NDWI_THRESHOLD, self.tr("NDWI threshold"),
+                                         QgsProcessingParameterNumber.Double, 0.0, minValue=-1.0, maxValue=1.0),
+            *self.tiling_parameters("the package's", "the package's"),
+            QgsProcessingParameterNumber(self.VALUE_SCALE, self.tr("Input value scale (0: the package's)"),
+                                         QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
+            QgsProcessingParameterEnum(self.PROBABILITY_TYPE, self.tr("Probability raster type"),
+                                       options=list(self.PROBABILITY_TYPES), defaultValue=0),
+            QgsProcessingParameterBoolean(self.TTA, self.tr("Test-time augmentation"), False),
+            QgsProcessingParameterEnum(self.RUNTIME, self.tr("Runtime (auto: ONNX Runtime when installed)"),
+                                       options=list(RUNTIMES), defaultValue=0),
+        ])
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
         package = open_model(self.parameterAsFile(parameters, self.MODEL, context))
-        _, source, region = self.input_source(parameters, context)
+        layer, source, region = self.input_source(parameters, context)
         classes_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_CLASSES, context)
         probabilities_path = self.parameterAsOutputLayer(parameters, self.OUTPUT_PROBABILITIES, context)
         scale = self.parameterAsDouble(parameters, self.VALUE_SCALE, context)
@@ -121,22 +134,27 @@ class ClassifyPixelsAlgorithm(TiledModelAlgorithm):
             classes_path=classes_path or None,
             probabilities_path=probabilities_path or None,
             probabilities_percent=percent,
-            bands=tuple(self.parameterAsInts(parameters, self.BANDS, context)) or None,
+            bands=tuple(band_numbers(self, parameters, self.BANDS, context)) or None,
             region=region,
             ndwi=self._ndwi(parameters, context, source),
             value_scale=scale or None,
             trusted=self.parameterAsBool(parameters, self.TRUST, context),
+            tta=self.parameterAsBool(parameters, self.TTA, context),
+            runtime=RUNTIMES[self.parameterAsEnum(parameters, self.RUNTIME, context)],
             **self.tiling_values(parameters, context),
         )
         stats = classify_raster(request, callbacks_for(feedback))
         feedback.pushInfo(f"{stats.tiles_predicted} tiles predicted, {stats.tiles_skipped} skipped (no valid "
                           f"pixel); {stats.total_seconds:.1f} s, {100 * stats.efficiency:.0f} % in the model.")
         classes = [ClassInfo(c.value, c.name, c.rgb) for c in package.classes]
-        style_on_load(context, classes_path, ClassStyle(classes), f"{package.name} classes")
-        if len(classes) <= 2:  # one probability to show; with more, QGIS's RGB of the first three bands reads well
-            style_on_load(context, probabilities_path, ProbabilityStyle(1 if package.is_binary_sigmoid else 2,
-                                                                        100.0 if percent else 1.0),
-                          f"{package.name} probabilities")
+        # the class layer on top; the probabilities below it, hidden, as a ramp of one class (the second: the first
+        # is usually the background), never as an RGB of three classes that contradicts the class colours
+        style_on_load(context, classes_path, ClassStyle(classes, above=probabilities_path or None),
+                      output_name(layer, f"{package.name} classes"), sort_key=1)
+        shown = 1 if package.is_binary_sigmoid or len(classes) < 2 else 2
+        style_on_load(context, probabilities_path, ProbabilityStyle(shown, 100.0 if percent else 1.0,
+                                                                    below=classes_path or None),
+                      output_name(layer, f"{package.name} probabilities"), sort_key=2)
         return {self.OUTPUT_CLASSES: classes_path or None, self.OUTPUT_PROBABILITIES: probabilities_path or None}
 
     def _ndwi(self, parameters, context, source: RasterSource) -> NdwiMask | None:

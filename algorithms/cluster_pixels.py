@@ -16,6 +16,9 @@ from .analysis_common import AnalysisAlgorithm, style_classes
 
 
 class ClusterPixelsAlgorithm(AnalysisAlgorithm):
+    search_tags = ("clustering", "unsupervised classification", "kmeans", "k-means", "hdbscan", "segmentation",
+                   "features", "scikit-learn", "machine learning")
+    summary = "Groups pixels with similar bands or deep features into clusters (k-means, HDBSCAN ...), without labels."
     N_CLUSTERS = "N_CLUSTERS"
     NOISE_AS_NODATA = "NOISE_AS_NODATA"
     METHODS = ("KMeans", "MiniBatchKMeans", "GaussianMixture", "Birch", "BisectingKMeans", "HDBSCAN", "DBSCAN")
@@ -54,7 +57,7 @@ class ClusterPixelsAlgorithm(AnalysisAlgorithm):
             QgsProcessingParameterNumber.Integer, 8, minValue=2, maxValue=65534))
         self.add_sampling_parameters(20000)
         self.add_advanced(QgsProcessingParameterBoolean(
-            self.NOISE_AS_NODATA, self.tr("Noise pixels become nodata (instead of a \"noise\" class)"), False))
+            self.NOISE_AS_NODATA, self.tr("Noise pixels become nodata"), False))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Clusters")))
         self.add_model_output()
 
@@ -65,5 +68,6 @@ class ClusterPixelsAlgorithm(AnalysisAlgorithm):
             feedback.pushInfo(f"{built.name} finds the number of clusters itself; {k} is not used.")
         fit = partial(fit_clusterer, noise_as_nodata=self.parameterAsBool(parameters, self.NOISE_AS_NODATA, context))
         fitted, output = self.fit_on_sample_and_map(parameters, context, feedback, built, fit)
-        style_classes(context, output, fitted.all_classes, f"{built.name} clusters")
+        style_classes(context, output, fitted.all_classes,
+                      self.layer_name(parameters, context, f"{built.name} clusters"))
         return {self.OUTPUT: output, self.OUTPUT_MODEL: self.save_model_output(fitted, parameters, context, feedback)}

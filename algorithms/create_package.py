@@ -20,6 +20,7 @@ from qgis.core import (
 from ..models.create import PackageRequest, create_package
 from ..models.errors import ModelPackageError
 from ..models.spec import ACTIVATIONS
+from .band_parameters import band_numbers
 from .base import DeepRasterAlgorithm
 
 
@@ -44,11 +45,16 @@ def parse_classes(table: list) -> list[dict]:
         try:
             classes.append({"value": int(float(value)), "name": name, "color": color})
         except ValueError as exc:
-            raise ModelPackageError(f"Classes row {i // 3 + 1}: value {value!r} is not a whole number.") from exc
+            raise ModelPackageError(f"Classes row {i // 3 + 1}: value {value!r} is not a whole number."
+                                    " Give each class a whole-number value (e.g. 0, 1, 2).") from exc
     return classes
 
 
 class CreatePackageAlgorithm(DeepRasterAlgorithm):
+    search_tags = ("model package", "drpk", "weights", "pytorch", "safetensors", "deep learning", "export",
+                   "segmentation")
+    summary = "Turns trained PyTorch weights into a Deep Raster model package (.drpk) that Classify pixels can run."
+    folder_outputs = ("OUTPUT",)  # a package folder, or a .drpk file
     WEIGHTS = "WEIGHTS"
     TRUST = "TRUST"
     FRAMEWORK = "FRAMEWORK"
@@ -108,57 +114,52 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        # essentials: the weights, what goes in and comes out, the name and licence; the rest is advanced
+        string = QgsProcessingParameterString
+        number = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterFile(self.WEIGHTS, self.tr("Weights file"),
                                                      fileFilter="Weights (*.safetensors *.pt *.pth *.ckpt);;All (*)"))
-        self.addParameter(QgsProcessingParameterBoolean(
-            self.TRUST, self.tr("I trust this file (allow reading a whole pickled model: it can run code)"), False))
         self.addParameter(QgsProcessingParameterEnum(self.FRAMEWORK, self.tr("Framework"),
                                                      options=list(self.FRAMEWORKS), defaultValue=0))
-        self.addParameter(QgsProcessingParameterString(self.ARCH, self.tr("Architecture (e.g. Unet, or a timm model "
-                                                                          "name)"), optional=True))
-        self.addParameter(QgsProcessingParameterString(self.ENCODER, self.tr("Encoder (e.g. resnet34)"),
-                                                       optional=True))
-        self.addParameter(QgsProcessingParameterString(
-            self.BANDS, self.tr("Input band names in the model's order, comma-separated (e.g. B04,B03,B02)")))
-        self.addParameter(QgsProcessingParameterMatrix(self.CLASSES, self.tr("Classes"), numberRows=2,
-                                                       hasFixedNumberRows=False, headers=["value", "name", "color"]))
-        self.addParameter(QgsProcessingParameterEnum(self.ACTIVATION, self.tr("Output activation"),
-                                                     options=list(ACTIVATIONS), defaultValue=0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.VALUE_SCALE, self.tr("Value scale (raster value × scale + offset = model units)"),
-            QgsProcessingParameterNumber.Double, 1.0))
-        self.addParameter(QgsProcessingParameterNumber(self.VALUE_OFFSET, self.tr("Value offset"),
-                                                       QgsProcessingParameterNumber.Double, 0.0))
-        self.addParameter(QgsProcessingParameterEnum(self.NORMALIZATION, self.tr("Normalisation"),
-                                                     options=list(self.NORMALIZATION_CHOICES), defaultValue=0))
-        self.addParameter(QgsProcessingParameterRasterLayer(self.NORM_RASTER, self.tr("Sample raster (normalisation)"),
-                                                            optional=True))
-        self.addParameter(QgsProcessingParameterBand(self.NORM_BANDS, self.tr("Sample raster bands, model order"),
-                                                     parentLayerParameterName=self.NORM_RASTER, optional=True,
-                                                     allowMultiple=True))
-        self.addParameter(QgsProcessingParameterString(self.MEAN, self.tr("Mean per band (given)"), optional=True))
-        self.addParameter(QgsProcessingParameterString(self.STD, self.tr("Std per band (given)"), optional=True))
-        self.addParameter(QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size the model was trained on "
-                                                                               "(pixels)"),
-                                                       QgsProcessingParameterNumber.Integer, 256, minValue=16))
-        self.addParameter(QgsProcessingParameterNumber(self.OVERLAP, self.tr("Recommended overlap (pixels)"),
-                                                       QgsProcessingParameterNumber.Integer, 64, minValue=0))
-        self.addParameter(QgsProcessingParameterString(self.NAME, self.tr("Package name")))
-        self.addParameter(QgsProcessingParameterString(self.LICENSE, self.tr("Licence (SPDX id, e.g. CC-BY-4.0)")))
-        for name, label in ((self.VERSION, "Version"), (self.DESCRIPTION, "Description"),
-                            (self.AUTHORS, "Authors (comma-separated)"), (self.ATTRIBUTION, "Data attribution")):
-            self.addParameter(QgsProcessingParameterString(name, self.tr(label), optional=True))
+        self.addParameter(string(self.ARCH, self.tr("Architecture (e.g. Unet)"), optional=True))
+        self.addParameter(string(self.ENCODER, self.tr("Encoder (e.g. resnet34)"), optional=True))
+        self.addParameter(string(self.BANDS, self.tr("Bands in model order (e.g. B04,B03,B02)")))
+        self.addParameter(QgsProcessingParameterMatrix(self.CLASSES, self.tr("Classes (value, name, #rrggbb)"),
+                                                       numberRows=2, hasFixedNumberRows=False,
+                                                       headers=["value", "name", "color"]))
+        self.addParameter(number(self.VALUE_SCALE, self.tr("Value scale (raster × scale + offset)"),
+                                 number.Double, 1.0))
+        self.addParameter(string(self.NAME, self.tr("Package name")))
+        self.addParameter(string(self.LICENSE, self.tr("Licence (SPDX id, e.g. CC-BY-4.0)")))
+        self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, self.tr("Model package"),
+                                                                fileFilter="Deep Raster model package (*.drpk)"))
         advanced = [
-            QgsProcessingParameterNumber(self.SAMPLE_SIZE, self.tr("Normalisation sample size (pixels)"),
-                                         QgsProcessingParameterNumber.Integer, 100_000, minValue=100),
+            QgsProcessingParameterBoolean(self.TRUST, self.tr("I trust this file (pickles can run code)"), False),
+            QgsProcessingParameterEnum(self.ACTIVATION, self.tr("Output activation"), options=list(ACTIVATIONS),
+                                       defaultValue=0),
+            number(self.VALUE_OFFSET, self.tr("Value offset"), number.Double, 0.0),
+            QgsProcessingParameterEnum(self.NORMALIZATION, self.tr("Normalisation"),
+                                       options=list(self.NORMALIZATION_CHOICES), defaultValue=0),
+            QgsProcessingParameterRasterLayer(self.NORM_RASTER, self.tr("Sample raster (normalisation)"),
+                                              optional=True),
+            QgsProcessingParameterBand(self.NORM_BANDS, self.tr("Sample raster bands, model order"),
+                                       parentLayerParameterName=self.NORM_RASTER, optional=True, allowMultiple=True),
+            string(self.MEAN, self.tr("Mean per band (given)"), optional=True),
+            string(self.STD, self.tr("Std per band (given)"), optional=True),
+            number(self.SAMPLE_SIZE, self.tr("Normalisation sample size (pixels)"), number.Integer, 100_000,
+                   minValue=100),
+            number(self.TILE_SIZE, self.tr("Tile size the model was trained on (px)"), number.Integer, 256,
+                   minValue=16),
+            number(self.OVERLAP, self.tr("Recommended overlap (px)"), number.Integer, 64, minValue=0),
+            *(string(name, self.tr(label), optional=True) for name, label in (
+                (self.VERSION, "Version (empty: 1.0.0)"), (self.DESCRIPTION, "Description"),
+                (self.AUTHORS, "Authors (comma-separated)"), (self.ATTRIBUTION, "Data attribution"))),
             QgsProcessingParameterBoolean(self.KEEP_PICKLE, self.tr("Keep a pickled model as it is (not recommended)"),
                                           False),
         ]
         for param in advanced:
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
-        self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT, self.tr("Model package"),
-                                                                fileFilter="Deep Raster model package (*.drpk)"))
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
         string = lambda key: self.parameterAsString(parameters, key, context).strip()  # noqa: E731
@@ -185,7 +186,7 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
             mean=parse_numbers(string(self.MEAN), "Mean") if given else None,
             std=parse_numbers(string(self.STD), "Std") if given else None,
             normalization_raster=Path(norm_layer.source()) if normalization == 1 else None,
-            normalization_bands=self.parameterAsInts(parameters, self.NORM_BANDS, context) if normalization == 1
+            normalization_bands=band_numbers(self, parameters, self.NORM_BANDS, context) if normalization == 1
             else (),
             sample_size=self.parameterAsInt(parameters, self.SAMPLE_SIZE, context),
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),

@@ -22,6 +22,7 @@ from ..models.encoder_registry import PRESETS
 from ..models.errors import EncoderError
 from ..models.feature_extraction import NORMALIZATION_SOURCES, FeatureRequest, extract_features
 from ..models.sources import MODEL_FILE_FILTER, open_model
+from .band_parameters import band_numbers
 from .base import DEEP_LEARNING_PACKAGES, TiledModelAlgorithm, callbacks_for
 from .styling import style_on_load
 
@@ -52,6 +53,9 @@ class FeatureStyle(QgsProcessingLayerPostProcessorInterface):
 
 
 class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
+    search_tags = ("features", "embedding", "encoder", "foundation model", "timm", "vit", "cnn", "deep learning",
+                   "pytorch", "sentinel")
+    summary = "Turns a raster into a feature raster (one band per feature) with a pretrained deep-learning encoder."
     ENCODER = "ENCODER"
     MODEL = "MODEL"
     TIMM_MODEL = "TIMM_MODEL"
@@ -68,12 +72,12 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
     DOWNLOAD = "DOWNLOAD"
     OUTPUT = "OUTPUT"
 
-    SOURCES = ("Model package (file below)", "timm model (name below) with its weights file",
+    SOURCES = ("Model package (file below)", "timm model (name and weights below)",
                *(f"Preset: {p.label}" for p in PRESETS))
     STRIDES = ("Default (16; a ViT: its patch size)", "8", "16", "32")
-    NORMALIZATION_OPTIONS = ("Auto (the model's when the value scale is known, else raster statistics)",
-                             "The model's (package or pretrained configuration)",
-                             "Raster statistics (per-band mean and standard deviation of a sample)", "None")
+    NORMALIZATION_OPTIONS = ("Auto (the model's if known, else raster)",
+                             "The model's (package or pretrained)",
+                             "Raster statistics (sampled mean, std)", "None")
     OUTPUT_TYPES = ("float32", "float16 (half the size)")
 
     required_packages = {**DEEP_LEARNING_PACKAGES, "timm": "timm"}
@@ -127,28 +131,27 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(self.ENCODER, self.tr("Encoder"), options=list(self.SOURCES),
                                                      defaultValue=PACKAGE_SOURCE))
         self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, self.tr("Model package (model.json or its folder, .drpk, Esri .emd/.dlpk)"), optional=True,
+            self.MODEL, self.tr("Model package (.drpk, .json, .emd, .dlpk)"), optional=True,
             behavior=QgsProcessingParameterFile.File, fileFilter=MODEL_FILE_FILTER))
         self.addParameter(QgsProcessingParameterString(self.TIMM_MODEL, self.tr("timm model name"), optional=True))
         self.addParameter(QgsProcessingParameterFile(
-            self.WEIGHTS, self.tr("Weights file for the timm model or preset (.safetensors, .pth)"), optional=True,
+            self.WEIGHTS, self.tr("Weights file (.safetensors, .pth)"), optional=True,
             behavior=QgsProcessingParameterFile.File,
             fileFilter=self.tr("Weights (*.safetensors *.pth *.pt *.bin);;All files (*)")))
         self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, self.tr("Bands (empty: all bands, or the package's bands by name)"),
+            self.BANDS, self.tr("Bands (empty: all, or the package's)"),
             parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True))
         self.addParameter(QgsProcessingParameterBoolean(
-            self.REDUCE_TO_RGB, self.tr("Reduce to 3 bands with a PCA first (for RGB encoders)"), False))
+            self.REDUCE_TO_RGB, self.tr("Reduce to 3 bands by PCA (RGB encoders)"), False))
         self.addParameter(QgsProcessingParameterEnum(self.STRIDE, self.tr("Output stride of a CNN (px)"),
                                                      options=list(self.STRIDES), defaultValue=0))
         self.addParameter(QgsProcessingParameterExtent(
-            self.EXTENT, self.tr("Processing extent (empty: whole raster)"), optional=True))
+            self.EXTENT, self.tr("Extent (empty: whole raster)"), optional=True))
         self.add_advanced([
             *self.tiling_parameters("the encoder's default", "default, a quarter tile"),
             QgsProcessingParameterBoolean(self.INT8, self.tr("int8 dynamic quantisation on CPU (ViTs)"), False),
             QgsProcessingParameterNumber(self.VALUE_SCALE,
-                                         self.tr("Input value scale (0: the package's or unknown; raster × scale = "
-                                                 "model units)"),
+                                         self.tr("Input value scale (0: the package's)"),
                                          QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
             QgsProcessingParameterEnum(self.NORMALIZATION, self.tr("Normalisation"),
                                        options=list(self.NORMALIZATION_OPTIONS), defaultValue=0),
@@ -157,8 +160,8 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
             QgsProcessingParameterNumber(self.PAUSE, self.tr("Pause after each batch (seconds)"),
                                          QgsProcessingParameterNumber.Double, 0.0, minValue=0.0, maxValue=600.0),
             QgsProcessingParameterBoolean(self.RESUME, self.tr("Checkpoint, and resume an interrupted run"), True),
-            QgsProcessingParameterBoolean(self.DOWNLOAD, self.tr("Download the weights from the model hub "
-                                                                 "(needs a network)"), False),
+            QgsProcessingParameterBoolean(self.DOWNLOAD, self.tr("Download weights (needs a network)"),
+                                                  False),
         ])
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Feature raster")))
 
@@ -190,7 +193,7 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
             weights=self.parameterAsFile(parameters, self.WEIGHTS, context) or None,
             hub_download=self.parameterAsBool(parameters, self.DOWNLOAD, context),
             stride=int(self.STRIDES[stride]) if stride else None,
-            bands=tuple(self.parameterAsInts(parameters, self.BANDS, context)) or None,
+            bands=tuple(band_numbers(self, parameters, self.BANDS, context)) or None,
             reduce_to_rgb=self.parameterAsBool(parameters, self.REDUCE_TO_RGB, context),
             region=region,
             int8=self.parameterAsBool(parameters, self.INT8, context),
@@ -209,5 +212,6 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
             + f"; {stats.total_seconds:.1f} s, {100 * stats.efficiency:.0f} % in the model. Feature raster: "
             f"{result.shape[1]} × {result.shape[0]} px, {result.encoder.channels} bands."
         )
-        style_on_load(context, output, FeatureStyle(), f"{result.encoder.name} features")
+        style_on_load(context, output, FeatureStyle(),
+                      self.layer_name(parameters, context, f"{result.encoder.name} features"))
         return {self.OUTPUT: output}

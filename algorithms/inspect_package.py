@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from qgis.core import (
     QgsProcessingOutputString,
@@ -12,13 +11,15 @@ from qgis.core import (
     QgsProcessingParameterFileDestination,
 )
 
-from ..models.inspect import inspect_model, report_html
-from ..models.package import write_json_atomic
+from ..models.inspect import inspect_model, report_html, status_text
 from ..models.sources import MODEL_FILE_FILTER
+from ..tiling.transaction import write_together
 from .base import DeepRasterAlgorithm
 
 
 class InspectPackageAlgorithm(DeepRasterAlgorithm):
+    search_tags = ("model package", "validate", "inspect", "esri", "dlpk", "emd", "deep learning", "pytorch")
+    summary = "Validates a model package or Esri model and writes an HTML and JSON report, with a dry run."
     MODEL = "MODEL"
     TRUST = "TRUST"
     DRY_RUN = "DRY_RUN"
@@ -52,7 +53,7 @@ class InspectPackageAlgorithm(DeepRasterAlgorithm):
         self.addParameter(QgsProcessingParameterFile(self.MODEL, self.tr("Model package, .drpk, .emd or .dlpk"),
                                                      fileFilter=MODEL_FILE_FILTER))
         self.addParameter(QgsProcessingParameterBoolean(
-            self.TRUST, self.tr("I trust this model file (allow a whole pickled PyTorch model: it can run code)"),
+            self.TRUST, self.tr("I trust this model file (pickles can run code)"),
             False))
         self.addParameter(QgsProcessingParameterBoolean(self.DRY_RUN, self.tr("Dry run the model"), True))
         self.addParameter(QgsProcessingParameterFileDestination(self.OUTPUT_HTML, self.tr("Report (HTML)"),
@@ -66,12 +67,14 @@ class InspectPackageAlgorithm(DeepRasterAlgorithm):
         report = inspect_model(self.parameterAsFile(parameters, self.MODEL, context),
                                trusted=self.parameterAsBool(parameters, self.TRUST, context),
                                dry_run=self.parameterAsBool(parameters, self.DRY_RUN, context))
-        feedback.pushInfo(f"Status: {report['status']}")
-        for problem in report["problems"]:
-            feedback.reportError(problem, fatalError=False)
+        feedback.pushInfo(f"Status: {status_text(report)}")
+        for problem in report.get("warnings", []) + report["problems"]:
+            feedback.pushWarning(problem)
         html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
         json_path = self.parameterAsFileOutput(parameters, self.OUTPUT_JSON, context)
-        Path(html_path).write_text(report_html(report), encoding="utf-8")
+        contents = {html_path: report_html(report)}
         if json_path:
-            write_json_atomic(Path(json_path), json.loads(json.dumps(report, default=str)))
+            plain = json.loads(json.dumps(report, default=str))
+            contents[json_path] = json.dumps(plain, indent=2, ensure_ascii=False) + "\n"
+        write_together(contents)  # both reports or neither
         return {self.OUTPUT_HTML: html_path, self.OUTPUT_JSON: json_path or None, self.STATUS: report["status"]}

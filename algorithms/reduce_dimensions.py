@@ -11,6 +11,9 @@ from .analysis_common import AnalysisAlgorithm
 
 
 class ReduceDimensionsAlgorithm(AnalysisAlgorithm):
+    search_tags = ("pca", "umap", "t-sne", "tsne", "dimensionality reduction", "features", "embedding", "scikit-learn",
+                   "machine learning")
+    summary = "Projects every pixel's bands or features onto a few components (PCA, UMAP, t-SNE ...)."
     N_COMPONENTS = "N_COMPONENTS"
     METHODS = ("PCA", "TSNE", "UMAP", "FastICA", "FactorAnalysis", "KernelPCA", "Isomap", "NMF", "TruncatedSVD")
 

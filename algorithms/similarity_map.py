@@ -18,6 +18,8 @@ from .base import callbacks_for
 
 
 class SimilarityMapAlgorithm(AnalysisAlgorithm):
+    search_tags = ("similarity", "cosine", "search", "few-shot", "reference", "features", "embedding", "deep learning")
+    summary = "Cosine similarity of every pixel to the mean features of reference points or polygons."
     required_packages: dict[str, str] = {}  # numpy only: works without scikit-learn
 
     REFERENCE = "REFERENCE"
@@ -56,7 +58,7 @@ class SimilarityMapAlgorithm(AnalysisAlgorithm):
             self.REFERENCE, self.tr("Reference points or polygons"),
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]))
         self.addParameter(QgsProcessingParameterField(
-            self.CLASS_FIELD, self.tr("Class field (empty: one class of all references)"),
+            self.CLASS_FIELD, self.tr("Class field (empty: one class)"),
             parentLayerParameterName=self.REFERENCE, optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.POINTS_PER_POLYGON, self.tr("Pixels sampled per polygon"), QgsProcessingParameterNumber.Integer, 50,
@@ -66,10 +68,10 @@ class SimilarityMapAlgorithm(AnalysisAlgorithm):
             0.9, minValue=-1.0, maxValue=1.0))
         self.add_seed_parameter()
         self.add_advanced(QgsProcessingParameterBoolean(
-            self.CENTRE, self.tr("Centre bands on the raster's mean before comparing"), False))
+            self.CENTRE, self.tr("Centre bands on the raster mean"), False))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Similarity")))
         self.addParameter(QgsProcessingParameterRasterDestination(
-            self.OUTPUT_CLASSES, self.tr("Class map (most similar class above the threshold)"), optional=True,
+            self.OUTPUT_CLASSES, self.tr("Class map (most similar class)"), optional=True,
             createByDefault=False))
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
@@ -87,6 +89,7 @@ class SimilarityMapAlgorithm(AnalysisAlgorithm):
                                     self.parameterAsBool(parameters, self.CENTRE, context), seed,
                                     callbacks_for(feedback))
         if len(prototypes.names) == 1:
-            style_ramp(context, output, "similarity")
-        style_classes(context, classes_path, prototypes.classes(), "most similar class")
+            style_ramp(context, output, self.layer_name(parameters, context, "similarity"))
+        style_classes(context, classes_path, prototypes.classes(),
+                      self.layer_name(parameters, context, "most similar class"))
         return {self.OUTPUT: output, self.OUTPUT_CLASSES: classes_path}

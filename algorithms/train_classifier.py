@@ -23,6 +23,9 @@ from .base import callbacks_for
 
 
 class TrainClassifierAlgorithm(AnalysisAlgorithm):
+    search_tags = ("supervised classification", "classification", "regression", "random forest", "training",
+                   "accuracy", "validation", "land cover", "scikit-learn", "machine learning")
+    summary = "Trains a classifier or regressor on reference points or polygons, scores it and maps every pixel."
     TRAINING = "TRAINING"
     LABEL_FIELD = "LABEL_FIELD"
     TASK = "TASK"
@@ -39,11 +42,11 @@ class TrainClassifierAlgorithm(AnalysisAlgorithm):
 
     METHODS = ("RandomForest", "ExtraTrees", "HistGradientBoosting", "GradientBoosting", "KNeighbors", "SVM",
                "Linear")
-    TASKS = ("Automatic (text or integer field: classification; decimal field: regression)", "Classification",
+    TASKS = ("Automatic (from the label field's type)", "Classification",
              "Regression")
-    VALIDATIONS = ("Random k-fold (optimistic: pixels of one polygon on both sides)",
-                   "Group k-fold (whole polygons, or groups of the group field)",
-                   "Spatial block k-fold (square blocks of the given size)",
+    VALIDATIONS = ("Random k-fold (optimistic)",
+                   "Group k-fold (whole polygons or groups)",
+                   "Spatial block k-fold",
                    "Independent test layer", "None")
 
     def name(self) -> str:
@@ -91,13 +94,13 @@ class TrainClassifierAlgorithm(AnalysisAlgorithm):
                                                        QgsProcessingParameterNumber.Integer, 5, minValue=2,
                                                        maxValue=100))
         self.addParameter(QgsProcessingParameterField(
-            self.GROUP_FIELD, self.tr("Group field for group k-fold (empty: each polygon is a group)"),
+            self.GROUP_FIELD, self.tr("Group field (empty: one group a polygon)"),
             parentLayerParameterName=self.TRAINING, optional=True))
         self.addParameter(QgsProcessingParameterNumber(
-            self.BLOCK_SIZE, self.tr("Spatial block size (map units of the raster's CRS)"),
+            self.BLOCK_SIZE, self.tr("Spatial block size (map units)"),
             QgsProcessingParameterNumber.Double, 1000.0, minValue=0.0))
         self.addParameter(QgsProcessingParameterFeatureSource(
-            self.TEST_LAYER, self.tr("Independent test layer (same label field)"),
+            self.TEST_LAYER, self.tr("Independent test layer"),
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.PIXELS_PER_POLYGON, self.tr("Pixels sampled per polygon (at most)"),
@@ -148,7 +151,8 @@ class TrainClassifierAlgorithm(AnalysisAlgorithm):
                                         "seed": plan.seed}, callbacks_for(feedback))
         outputs = self._write_reports(parameters, context, report)
         if task == "classification":
-            style_classes(context, output, fitted.classes, f"{label} ({built.name})")
+            style_classes(context, output, fitted.classes,
+                          self.layer_name(parameters, context, f"{label} ({built.name})"))
         return {self.OUTPUT: output, self.OUTPUT_PROBABILITIES: probabilities, **outputs,
                 self.OUTPUT_MODEL: self.save_model_output(fitted, parameters, context, feedback)}
 
@@ -183,8 +187,5 @@ class TrainClassifierAlgorithm(AnalysisAlgorithm):
     def _write_reports(self, parameters, context, report) -> dict:
         html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context) or None
         json_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT_JSON, context) or None
-        if html_path:
-            report.write_html(html_path)
-        if json_path:
-            report.write_json(json_path)
+        report.write(html_path, json_path)  # both or neither
         return {self.OUTPUT_REPORT: html_path, self.OUTPUT_REPORT_JSON: json_path}

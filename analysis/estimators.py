@@ -191,7 +191,7 @@ def resolve(kind: str, name: str) -> tuple[str, type]:
     """The canonical name and class of estimator ``name`` of ``kind``; a helpful :class:`EstimatorError` if none."""
     key = normalise(name)
     if not key:
-        raise EstimatorError(f"No {_LABELS[kind]} given. Valid names: {', '.join(valid_names(kind))}.")
+        raise EstimatorError(f"No {_LABELS[kind]} given. Choose one of: {', '.join(valid_names(kind))}.")
     reg = registry(kind)
     target = ALIASES.get(kind, {}).get(key) or next((n for n in reg if normalise(n) == key), None)
     if target == "UMAP" or (kind == REDUCTION and key == "umap"):
@@ -205,18 +205,20 @@ def _unknown_message(kind: str, name: str, key: str) -> str:
     label = _LABELS[kind]
     for other, reason in _excluded().items():
         if normalise(other) == key:
-            return f"{other} cannot be used as a {label}: {reason}. Valid names: {', '.join(valid_names(kind))}."
+            return (f"{other} cannot be used as a {label}: {reason}. Choose one of: "
+                    f"{', '.join(valid_names(kind))}.")
     for other_kind in (*ESTIMATOR_KINDS, REDUCTION):
         if other_kind != kind and not (kind == REDUCTION and other_kind in ("decomposition", "manifold")):
             match = next((n for n in registry(other_kind) if normalise(n) == key), None)
             if match:
-                return (f"{match} is a {_LABELS[other_kind]}, not a {label}. Valid names: "
+                return (f"{match} is a {_LABELS[other_kind]}, not a {label}. Choose one of: "
                         f"{', '.join(valid_names(kind))}.")
     candidates = {normalise(n): n for n in registry(kind)}
     candidates.update({alias: target for alias, target in ALIASES.get(kind, {}).items()})
     close = sorted({candidates[c] for c in difflib.get_close_matches(key, list(candidates), n=3, cutoff=0.6)})
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
-    return f"Unknown {label} {name!r}.{hint} Valid names (case does not matter): {', '.join(valid_names(kind))}."
+    return (f"Unknown {label} {name!r}.{hint} Choose one of these names (case does not matter): "
+            f"{', '.join(valid_names(kind))}.")
 
 
 def parse_kwargs(text: str | dict | None) -> dict[str, Any]:
@@ -295,7 +297,10 @@ def fit_failure(built: BuiltEstimator, pixels: int, error: Exception, standardiz
     bands are not)."""
     text = str(error)
     hint = ""
-    if "negative" in text.lower():
+    if "n_samples" in text or "n_clusters" in text:
+        hint = (f" The sample holds only {pixels} pixels: lower the number of clusters or components below that, or "
+                "choose a raster or extent with more valid pixels.")
+    elif "negative" in text.lower():
         hint = (" Untick \"Standardise bands\" (standardised bands are negative where below their mean), and use "
                 "bands without negative values." if standardize else
                 " This method needs non-negative input: choose bands without negative values, or another method.")

@@ -81,7 +81,10 @@ def fit_and_map(selection: RasterSelection, built: BuiltEstimator, fit: FitFunct
     cb = callbacks or Callbacks()
     cb.stage(f"Sampling {sampling.size} valid pixels")
     sample = sample_valid_pixels(selection.source, selection.bands, sampling.size, sampling.seed, selection.region,
-                                 sub_callbacks(cb, 0.0, 0.3))
+                                 sub_callbacks(cb, 0.0, 0.3), allow_fewer=True)
+    if sample.valid_count < sampling.size:  # a small raster or extent: fit on all of it rather than fail
+        cb.info(f"Only {sample.valid_count} valid pixels, fewer than the sample size of {sampling.size}: all of them "
+                "are used.")
     cb.info(f"Sampled {len(sample.values)} of {sample.valid_count} valid pixels ({len(selection.bands)} bands).")
     cb.stage(f"Fitting {built.name}")
     fitted = fit(sample.values, built, selection.band_names, sampling.standardize,
@@ -104,6 +107,13 @@ def read_reference(selection: RasterSelection, layer: ReferenceLayer, seed: int,
     """
     cb = callbacks or Callbacks()
     src = selection.source
+    if not src.georeferenced or src.gcps:
+        what = "is georeferenced by ground control points only" if src.gcps else "has no georeferencing"
+        raise TrainingDataError(
+            f"The raster {src.path} {what} (no geotransform), so the {layer.role}'s map coordinates cannot be placed "
+            "on its pixels. Georeference or warp the raster first (Georeferencer, Raster > Projections > Warp, or "
+            "gdalwarp), or use a georeferenced copy of it."
+        )
     ref = reference_pixels(layer.features, src.geotransform, (src.width, src.height), layer.points, layer.labelled,
                            layer.per_polygon, seed, layer.role, cb.is_cancelled)
     values, valid = values_at_points(src, selection.bands, ref.cols, ref.rows)
@@ -163,7 +173,7 @@ def similarity_map(selection: RasterSelection, ref: ReferencePixels, labels: Seq
     mean = None
     if centre:
         sample = sample_valid_pixels(selection.source, selection.bands, CENTRE_SAMPLE, seed, selection.region,
-                                     sub_callbacks(cb, 0.0, 0.2))
+                                     sub_callbacks(cb, 0.0, 0.2), allow_fewer=True)
         mean = sample.values.astype("float64").mean(axis=0)
     prototypes = class_prototypes(ref.values, labels, mean)
     cb.info("Reference pixels per class: " + ", ".join(

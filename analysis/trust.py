@@ -27,6 +27,7 @@ import numpy as np
 
 from ..tiling.checksums import sha256_of
 from ..tiling.outputs import ClassInfo
+from ..tiling.transaction import Move, stage
 from ..tiling.writer import check_writable
 from .errors import ModelFileError
 from .fitted import FittedModel
@@ -115,13 +116,15 @@ def save_model(fitted: FittedModel, path: str | os.PathLike[str]) -> Path:
         meta = {**describe(fitted), "file": target.name, "sha256": sha256_of(temp)}
         meta["hmac_sha256"] = _signature(meta)
         side_temp.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(temp, target)
-        os.replace(side_temp, sidecar_path(target))
-    except OSError as exc:
-        raise ModelFileError(f"Cannot write the model {target}: {exc}") from exc
-    finally:
+        # model and sidecar renamed together (with the run's other outputs, at the end of a Processing run)
+        stage([Move(temp, target), Move(side_temp, sidecar_path(target))])
+    except BaseException as exc:
         temp.unlink(missing_ok=True)
         side_temp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ModelFileError(f"Cannot write the model {target}: {exc.strerror or exc}. Choose a folder you "
+                                 f"can write to.") from exc
+        raise
     return target
 
 
@@ -149,6 +152,9 @@ def load_model(path: str | os.PathLike[str], trusted: bool = False) -> tuple[Fit
     import joblib
 
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a model file. Choose the .joblib file saved by \"Reduce "
+                             "dimensions\", \"Cluster pixels\" or \"Train a classifier or regressor\".")
     if not path.is_file():
         raise ModelFileError(f"No model file at {path}. Choose a .joblib file saved by a Deep Raster algorithm.")
     ok, reason = verify(path)
@@ -160,7 +166,11 @@ def load_model(path: str | os.PathLike[str], trusted: bool = False) -> tuple[Fit
     try:
         estimator = joblib.load(path)
     except Exception as exc:  # noqa: BLE001 (unpickling raises anything; every case means an unusable file)
-        raise ModelFileError(f"Cannot load the model {path}: {type(exc).__name__}: {exc}") from exc
+        raise ModelFileError(
+            f"{path.name} is not a saved model of this plugin, or it is damaged: it cannot be read as a joblib file "
+            f"({type(exc).__name__}: {str(exc)[:200]}). Choose the .joblib file saved by \"Reduce dimensions\", "
+            "\"Cluster pixels\" or \"Train a classifier or regressor\", or save the model again."
+        ) from exc
     side = sidecar_path(path)
     meta = _read_meta(side) if side.is_file() else None
     if meta is None:

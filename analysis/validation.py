@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..tiling.transaction import write_together
 from .errors import TrainingDataError
 
 SCHEMES = ("random", "group", "spatial", "test_set", "none")
@@ -101,6 +102,15 @@ def check_classes(codes: np.ndarray, names: list[str], plan: ValidationPlan,
     return warnings
 
 
+def fewer_folds(limit: int, fix: str) -> str:
+    """Advice that can be followed when at most ``limit`` folds are possible: fewer folds only when that is at
+    least the 2 that cross-validation needs; otherwise what really helps (``fix``), or another validation."""
+    if limit >= 2:
+        return f"lower the number of folds to at most {limit}, or {fix}."
+    return (f"cross-validation needs at least 2, and no number of folds works here: {fix}, or choose "
+            f"'{SCHEME_TITLES['test_set']}' or '{SCHEME_TITLES['none']}' as the validation.")
+
+
 def make_folds(plan: ValidationPlan, task: str, y: np.ndarray, groups: np.ndarray | None = None,
                xy: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train indices, test indices) per fold; every sample is in exactly one test fold.
@@ -119,15 +129,16 @@ def make_folds(plan: ValidationPlan, task: str, y: np.ndarray, groups: np.ndarra
     if k < 2:
         raise TrainingDataError(f"Cross-validation needs at least 2 folds (got {k}).")
     if n < k:
-        raise TrainingDataError(f"{n} samples are too few for {k} folds: lower the number of folds to at most {n}, "
-                                "or add reference data.")
+        raise TrainingDataError(f"{n} samples are too few for {k} folds: "
+                                + fewer_folds(n, "add reference points or polygons over valid pixels"))
     classify = task == "classification"
     if plan.scheme == "random":
         if classify:
             largest = int(np.bincount(y.astype(np.int64)).max())
             if largest < k:
-                raise TrainingDataError(f"No class has {k} samples, so {k} stratified folds are impossible: lower "
-                                        f"the number of folds to at most {largest}.")
+                raise TrainingDataError(f"No class has {k} samples, so {k} stratified folds are impossible: "
+                                        + fewer_folds(largest, "add reference data (several samples per class), "
+                                                      "or use fewer classes"))
             splitter = StratifiedKFold(k, shuffle=True, random_state=plan.seed)
         else:
             splitter = KFold(k, shuffle=True, random_state=plan.seed)
@@ -147,8 +158,8 @@ def make_folds(plan: ValidationPlan, task: str, y: np.ndarray, groups: np.ndarra
             fix = "add reference polygons"
         n_groups = int(g.max()) + 1
         if n_groups < k:
-            raise TrainingDataError(f"The samples fall in only {n_groups} {unit}, too few for {k} folds: lower the "
-                                    f"number of folds to at most {n_groups}, or {fix}.")
+            raise TrainingDataError(f"The samples fall in only {n_groups} {unit}, too few for {k} folds: "
+                                    + fewer_folds(n_groups, fix))
         splitter = (StratifiedGroupKFold(k, shuffle=True, random_state=plan.seed) if classify
                     else GroupKFold(k, shuffle=True, random_state=plan.seed))
     folds = [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(np.zeros((n, 1)), y, g)]
@@ -221,14 +232,19 @@ class ValidationReport:
         return f"{self.estimator}, {self.validation}: {values} (n = {self.metrics['n']})."
 
     def write_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
-        return path
+        return self.write(json_path=path)[0]
 
     def write_html(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(report_html(self), encoding="utf-8")
-        return path
+        return self.write(html_path=path)[0]
+
+    def write(self, html_path: str | Path | None = None, json_path: str | Path | None = None) -> list[Path]:
+        """Write the HTML and/or JSON report together (both or neither: temporary names renamed at the end)."""
+        contents: dict[str | Path, str] = {}
+        if html_path:
+            contents[html_path] = report_html(self)
+        if json_path:
+            contents[json_path] = json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+        return write_together(contents)
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:

@@ -100,7 +100,9 @@ def describe_smp_module(module) -> tuple[str, str, int, int]:
 def _read_weights(request: PackageRequest, n_bands: int) -> _Weights:
     path = request.weights
     if not path.is_file():
-        raise ModelPackageError(f"The weights file {path} does not exist.")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ModelPackageError(f"The weights file {path} {what}. Choose the file that holds the trained model or "
+                                "its weights (.pt, .pth, .ckpt or .safetensors).")
     if is_torchscript(path):
         return _Weights("torchscript", "", "", n_bands, request.out_channels or len(request.classes), None,
                         "torchscript")

@@ -28,6 +28,7 @@ from .spec import (
     ClassSpec,
     ModelPackage,
     Normalization,
+    TrainingConditions,
 )
 
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -121,6 +122,10 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
         p.add("$.inference.output_stride", f"must be ≥ 1 and divide tile_size {tile_size}, found {output_stride}")
     overlap = p.get(inf, "overlap", "$.inference", int, required=False, default=max(tile_size // 4, 0))
     size_divisor = p.get(inf, "size_divisor", "$.inference", int, required=False, default=1)
+    edge_margin = p.get(inf, "edge_margin", "$.inference", int, required=False, default=0)
+    if not 0 <= edge_margin < max(tile_size - overlap, 1):
+        p.add("$.inference.edge_margin", f"must be between 0 and tile_size − overlap − 1, found {edge_margin}")
+        edge_margin = 0
     activation = p.get(inf, "activation", "$.inference", str, required=task == "pixel_classification",
                        default="none")
     if activation not in ACTIVATIONS:
@@ -131,6 +136,11 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
         p.add("$.inference.tile_size", f"must be a positive multiple of size_divisor {size_divisor}, found {tile_size}")
     if not 0 <= overlap < tile_size:
         p.add("$.inference.overlap", f"must be between 0 and tile_size − 1, found {overlap}")
+
+    training = _parse_training(p.get(raw, "training", "$", dict, required=False, default={}), p)
+    if training.tile_size is not None and tile_size != training.tile_size:
+        p.add("$.inference.tile_size", f"the default tile must be the training tile ({training.tile_size} px), "
+                                       f"found {tile_size}")
 
     classes: tuple[ClassSpec, ...] = ()
     if task == "pixel_classification":
@@ -163,8 +173,10 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
         license=p.get(raw, "license", "$", str, default=""),
         attribution=p.get(raw, "attribution", "$", str, required=False, default=""),
         output_stride=output_stride,
+        edge_margin=edge_margin,
         authors=tuple(_string_list(raw, "authors", "$", p)),
         resolution_m=resolution,
+        training=training,
         provenance=p.get(raw, "provenance", "$", dict, required=False, default={}),
         raw=raw,
     )
@@ -241,14 +253,27 @@ def _parse_bands(items: Sequence[Any], p: _Problems) -> tuple[BandSpec, ...]:
     return tuple(bands)
 
 
-def _parse_range(rng: Any, p: _Problems) -> tuple[float, float] | None:
+def _parse_range(rng: Any, p: _Problems, path: str = "$.input.expected_range") -> tuple[float, float] | None:
     if rng is None:
         return None
-    if len(rng) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng) \
-            or rng[0] >= rng[1]:
-        p.add("$.input.expected_range", f"expected [low, high] with low < high, found {rng!r:.60}")
+    if not isinstance(rng, list) or len(rng) != 2 \
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng) or rng[0] >= rng[1]:
+        p.add(path, f"expected [low, high] with low < high, found {rng!r:.60}")
         return None
     return float(rng[0]), float(rng[1])
+
+
+def _parse_training(raw: Mapping[str, Any], p: _Problems) -> TrainingConditions:
+    """The optional ``training`` object: ``tile_size`` (px), ``pixel_size_m`` and ``value_range`` ([low, high])."""
+    tile = p.get(raw, "tile_size", "$.training", int, required=False)
+    if tile is not None and tile < 1:
+        p.add("$.training.tile_size", f"must be a positive number of pixels, found {tile}")
+        tile = None
+    pixel = _parse_range(raw.get("pixel_size_m"), p, "$.training.pixel_size_m")
+    if pixel is not None and pixel[0] <= 0:
+        p.add("$.training.pixel_size_m", "expected positive sizes in metres")
+        pixel = None
+    return TrainingConditions(tile, pixel, _parse_range(raw.get("value_range"), p, "$.training.value_range"))
 
 
 def _number_list(obj: Mapping[str, Any], key: str, path: str, n: int, p: _Problems) -> tuple[float, ...]:

@@ -30,20 +30,20 @@ class Preset:
 
 
 PRESETS: tuple[Preset, ...] = (
-    Preset("DINOv2 ViT-S/14 (384 features, stride 14)", "vit_small_patch14_dinov2.lvd142m",
+    Preset("DINOv2 ViT-S/14 (384 features)", "vit_small_patch14_dinov2.lvd142m",
            "Meta DINOv2 self-supervised ViT-S/14; weights: timm/vit_small_patch14_dinov2.lvd142m on Hugging Face."),
-    Preset("DINOv2 ViT-B/14 (768 features, stride 14)", "vit_base_patch14_dinov2.lvd142m",
+    Preset("DINOv2 ViT-B/14 (768 features)", "vit_base_patch14_dinov2.lvd142m",
            "Meta DINOv2 ViT-B/14; weights: timm/vit_base_patch14_dinov2.lvd142m."),
-    Preset("DINOv2 ViT-S/14 with 4 registers (384 features, stride 14)", "vit_small_patch14_reg4_dinov2.lvd142m",
+    Preset("DINOv2 ViT-S/14 reg4 (384 features)", "vit_small_patch14_reg4_dinov2.lvd142m",
            "DINOv2 with register tokens (dropped with the class token); weights: "
            "timm/vit_small_patch14_reg4_dinov2.lvd142m."),
-    Preset("DINO ViT-S/16 (384 features, stride 16)", "vit_small_patch16_224.dino",
+    Preset("DINO ViT-S/16 (384 features)", "vit_small_patch16_224.dino",
            "Facebook DINO ViT-S/16; weights: timm/vit_small_patch16_224.dino, or dino_deitsmall16_pretrain.pth."),
-    Preset("DINO ViT-B/16 (768 features, stride 16)", "vit_base_patch16_224.dino",
+    Preset("DINO ViT-B/16 (768 features)", "vit_base_patch16_224.dino",
            "Facebook DINO ViT-B/16; weights: timm/vit_base_patch16_224.dino, or dino_vitbase16_pretrain.pth."),
-    Preset("ResNet-50 ImageNet (1024 features at stride 16)", "resnet50.a1_in1k",
+    Preset("ResNet-50 ImageNet (1024 features)", "resnet50.a1_in1k",
            "timm ResNet-50 trained on ImageNet-1k; weights: timm/resnet50.a1_in1k."),
-    Preset("SSL4EO-S12 ResNet-50 MoCo, Sentinel-2 13 bands", "resnet50",
+    Preset("SSL4EO-S12 ResNet-50 (S2, 13 bands)", "resnet50",
            "Self-supervised on Sentinel-2 L1C (13 bands, B01…B12 with B8A); weights: torchgeo "
            "ResNet50_Weights.SENTINEL2_ALL_MOCO (a timm resnet50 state dict with in_chans=13); give the 13 bands in "
            "that order, value scale 0.0001 and normalisation 'none'."),

@@ -23,6 +23,7 @@ from ..tiling.engine import RunStats, TiledRun
 from ..tiling.errors import DeepRasterError, OutputError, RasterInputError
 from ..tiling.grid import TileGrid, output_shape
 from ..tiling.outputs import FeatureHead
+from ..tiling.pixel_sampling import require_valid_pixel
 from ..tiling.reader import InputTransform, StripReader
 from ..tiling.source import RasterSource, sample_pixels
 from ..tiling.window import Window
@@ -30,8 +31,18 @@ from ..tiling.writer import check_writable
 from .encoder_registry import get_encoder, resolve_encoder
 from .encoders import EncoderInfo, quantize_int8
 from .errors import BandMappingError, EncoderError
-from .inputs import check_overlap, check_value_range, package_bands, round_tile
+from .inputs import (
+    available_memory,
+    check_overlap,
+    check_tile_memory,
+    check_value_range,
+    check_value_scale,
+    fit_tile_to_region,
+    package_bands,
+    round_tile,
+)
 from .spec import ModelPackage
+from .weights import unchecked_weights_warning
 
 NORMALIZATION_SOURCES = ("auto", "model", "raster", "none")
 ENGINE_VERSION = 1  # part of the resume key: bump when a change alters results
@@ -143,6 +154,7 @@ def resolve_transform(request: FeatureRequest, source: RasterSource, bands: list
     if scale is None and all(source.dtypes[b - 1] == "Byte" for b in bands):
         scale = 1.0 / 255.0
     offset = request.value_offset if request.value_offset is not None else (package.value_offset if package else 0.0)
+    check_value_scale(1.0 if scale is None else scale, offset)
     mode = request.normalization
     if mode not in NORMALIZATION_SOURCES:
         raise DeepRasterError(f"Unknown normalisation {mode!r}: choose one of {', '.join(NORMALIZATION_SOURCES)}.")
@@ -203,8 +215,9 @@ def _pca_transform(request: FeatureRequest, source: RasterSource, bands: list[in
                           mix=tuple(tuple(float(v) for v in row) for row in components))
 
 
-def resolve_tiling(request: FeatureRequest, enc: EncoderInfo, info) -> tuple[int, int]:
-    """Tile size (a multiple of the encoder's size multiple, rounded up with a message) and overlap in pixels."""
+def resolve_tiling(request: FeatureRequest, enc: EncoderInfo, info, region: Window | None = None) -> tuple[int, int]:
+    """Tile size (a multiple of the encoder's size multiple, rounded up with a message; no larger than ``region``
+    needs) and overlap in pixels."""
     tile = request.tile_size or enc.default_tile
     package = request.package
     if not request.tile_size and enc.kind == "cnn" and (package is None or package.task != "feature_extraction"):
@@ -217,13 +230,15 @@ def resolve_tiling(request: FeatureRequest, enc: EncoderInfo, info) -> tuple[int
         tile = enc.fixed_tile
     what = "encoder's patch size" if enc.kind == "vit" else "encoder's size multiple"
     tile = round_tile(tile, enc.size_multiple, what, info)
+    if region is not None and request.tile_size and not enc.fixed_tile:  # a tile the user chose
+        tile = fit_tile_to_region(tile, region, max(enc.size_multiple, enc.stride), enc.default_tile, info)
     if request.overlap is not None:
         overlap = request.overlap
     elif package is not None and package.task == "feature_extraction" and package.tile_size == tile:
         overlap = package.overlap
     else:
-        # a segmentation package's overlap is chosen for its class output (ukis-csmask: 384 px of 640 px tiles, for
-        # tiling invariance of the classes); its encoder's features get a quarter of the tile, as other CNNs do
+        # a segmentation package's overlap is chosen for its class output (ukis-csmask: 52 px of 256 px tiles, as its
+        # authors tile); its encoder's features get a quarter of the tile, as other CNNs do
         overlap = tile // 4
     check_overlap(overlap, tile)
     s = enc.stride
@@ -299,6 +314,11 @@ def extract_features(request: FeatureRequest, callbacks: Callbacks | None = None
     check_writable(request.output)
     source = RasterSource.open(request.raster)
     region = request.region or source.window
+    package = request.package
+    for warning in (source.gcp_warning, package and unchecked_weights_warning(package.name, package.weights_file,
+                                                                               package.weights_sha256)):
+        if warning:
+            callbacks.warning(warning)
     bands = resolve_bands(request, source)
     in_channels = 3 if request.reduce_to_rgb else len(bands)
     if request.package is not None and request.reduce_to_rgb and request.package.architecture.in_channels != 3:
@@ -310,14 +330,16 @@ def extract_features(request: FeatureRequest, callbacks: Callbacks | None = None
     module, enc = build_encoder(request, in_channels, info)
     if enc.in_channels != in_channels:
         raise BandMappingError(f"The encoder takes {enc.in_channels} bands but {in_channels} were selected.")
+    require_valid_pixel(source, bands, region, callbacks)  # an all-nodata raster stops here, in seconds
     transform = resolve_transform(request, source, bands, enc, region, info)
     if request.package is not None:
         check_value_range(source, transform, request.package, info)
-    tile, overlap = resolve_tiling(request, enc, info)
+    tile, overlap = resolve_tiling(request, enc, info, region)
     rows, cols = output_shape(region, enc.stride)
     check_disk_space(request.output, rows, cols, enc.channels, 2 if request.float16 else 4)
 
     device = resolve_device(request.device)
+    check_tile_memory(tile, request.batch_size, device.type, enc.size_multiple, available_memory(device.type))
     if request.int8:
         if device.type == "cpu":
             module = quantize_int8(module, info)

@@ -14,6 +14,7 @@ from typing import Any
 from ..tiling.checksums import sha256_of
 from ..tiling.errors import DeepRasterError
 from .spec import ModelPackage
+from .weights import unchecked_weights_warning
 
 
 def _package_summary(package: ModelPackage) -> dict[str, Any]:
@@ -84,6 +85,9 @@ def inspect_model(path: str | Path, trusted: bool = False, dry_run: bool = True)
         return report
     report["package"] = _package_summary(package)
     report["checksum"] = _checksum(package)
+    unchecked = unchecked_weights_warning(package.name, package.weights_file, package.weights_sha256)
+    if unchecked:
+        report["warnings"] = [unchecked]
     if report["checksum"]["status"] in ("missing", "mismatch"):
         report["status"] = "failed"
         report["problems"].append(f"weights checksum: {report['checksum']['status']}")
@@ -99,7 +103,14 @@ def inspect_model(path: str | Path, trusted: bool = False, dry_run: bool = True)
             report["status"] = "failed"
             report["problems"].append(f"dry run gave {report['dry_run']['output_shape']}, expected "
                                       f"{report['dry_run']['expected_output_shape']}")
+    if report["status"] == "valid" and unchecked:
+        report["summary"] = "valid, but weights not checksummed"
     return report
+
+
+def status_text(report: dict[str, Any]) -> str:
+    """The status in words: "valid", "valid, but weights not checksummed", "invalid" or "failed"."""
+    return report.get("summary", report["status"])
 
 
 def _table(rows: list[tuple[str, Any]]) -> str:
@@ -111,7 +122,9 @@ def report_html(report: dict[str, Any]) -> str:
     """The report as a self-contained HTML page (every value escaped)."""
     e = html.escape
     parts = [f"<h1>Model package: {e(report.get('package', {}).get('name', report['source']))}</h1>",
-             f"<p class='{e(report['status'])}'>Status: <b>{e(report['status'])}</b> — {e(report['source'])}</p>"]
+             f"<p class='{e(report['status'])}'>Status: <b>{e(status_text(report))}</b> — {e(report['source'])}</p>"]
+    if report.get("warnings"):
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{e(w)}</li>" for w in report["warnings"]) + "</ul>")
     if report["problems"]:
         parts.append("<h2>Problems</h2><ul>" + "".join(f"<li>{e(p)}</li>" for p in report["problems"]) + "</ul>")
     package = report.get("package")

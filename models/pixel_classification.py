@@ -13,12 +13,23 @@ from ..tiling.engine import RunStats, TiledRun
 from ..tiling.errors import DeepRasterError
 from ..tiling.grid import TileGrid
 from ..tiling.outputs import ClassHead, ClassInfo, OutputHead, ProbabilityHead
+from ..tiling.pixel_sampling import require_valid_pixel
 from ..tiling.reader import InputTransform, StripReader, ndwi_rule
 from ..tiling.source import RasterSource
 from ..tiling.window import Window
 from ..tiling.writer import check_writable
-from .inputs import check_overlap, check_value_range, package_bands, round_tile
+from .inputs import (
+    check_overlap,
+    check_training_tile,
+    check_value_range,
+    check_value_scale,
+    fit_tile_to_region,
+    package_bands,
+    round_tile,
+)
+from .runtimes import coverage_factor, make_predictor, sample_tile
 from .spec import ModelPackage
+from .weights import unchecked_weights_warning
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,10 @@ class ClassifyRequest:
     Sizes are in pixels. ``value_scale``/``value_offset`` convert raster values into the model's units.
     ``grid_offset`` and ``blend`` exist for tests and benchmarks (shifted grids, centre-crop stitching).
     ``trusted`` allows a package whose weights are a whole pickled model (pickles can run code when loaded).
+    ``edge_margin``: the tile grid starts this many pixels before the region's top and left edges (the reader
+    fills them by reflection) and runs on past its bottom and right edges (``None``: the package's ``edge_margin``).
+    ``tta``: test-time augmentation, the eight flips / quarter turns of each tile averaged (8× the model time).
+    ``runtime``: ``auto`` (ONNX Runtime when installed, else PyTorch), ``torch`` or ``onnxruntime`` (models.runtimes).
     """
 
     raster: str
@@ -58,6 +73,9 @@ class ClassifyRequest:
     blend: str = "hann"
     grid_offset: tuple[int, int] = (0, 0)
     trusted: bool = False
+    tta: bool = False
+    edge_margin: int | None = None
+    runtime: str = "auto"
 
 
 def resolve_bands(request: ClassifyRequest, source: RasterSource) -> list[int]:
@@ -65,10 +83,16 @@ def resolve_bands(request: ClassifyRequest, source: RasterSource) -> list[int]:
     return package_bands(request.package, source, request.bands)
 
 
-def resolve_tiling(request: ClassifyRequest, info) -> tuple[int, int]:
-    """Tile size and overlap in pixels, with the tile rounded up to the model's size divisor."""
+def resolve_tiling(request: ClassifyRequest, info, warning=None, region: Window | None = None) -> tuple[int, int]:
+    """Tile size and overlap in pixels, with the tile rounded up to the model's size divisor and, given ``region``,
+    no larger than the region needs (see :func:`inputs.fit_tile_to_region`); ``warning`` gets a message when the
+    tile is not the one the model was trained on (see :func:`inputs.check_training_tile`)."""
     package = request.package
     tile = round_tile(request.tile_size or package.tile_size, package.size_divisor, "model's size divisor", info)
+    if region is not None:
+        tile = fit_tile_to_region(tile, region, package.size_divisor, package.tile_size, info)
+    if warning is not None:
+        check_training_tile(package, tile, warning)
     return tile, check_overlap(package.overlap if request.overlap is None else request.overlap, tile)
 
 
@@ -76,12 +100,10 @@ def input_transform(request: ClassifyRequest, bands: list[int]) -> InputTransfor
     """Raw → model-input conversion from the package's scale and normalisation (or the request's override)."""
     package = request.package
     shift, divisor = package.normalization.shift_and_divisor(len(bands))
-    return InputTransform(
-        bands=tuple(bands),
-        scale=package.value_scale if request.value_scale is None else request.value_scale,
-        offset=package.value_offset if request.value_offset is None else request.value_offset,
-        shift=tuple(shift), divisor=tuple(divisor),
-    )
+    scale = package.value_scale if request.value_scale is None else request.value_scale
+    offset = package.value_offset if request.value_offset is None else request.value_offset
+    check_value_scale(scale, offset)
+    return InputTransform(bands=tuple(bands), scale=scale, offset=offset, shift=tuple(shift), divisor=tuple(divisor))
 
 
 def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None) -> RunStats:
@@ -95,23 +117,40 @@ def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None
             check_writable(path)
     source = RasterSource.open(request.raster)
     bands = resolve_bands(request, source)
-    tile, overlap = resolve_tiling(request, callbacks.info)
     region = request.region or source.window
+    for warning in (source.gcp_warning, unchecked_weights_warning(package.name, package.weights_file,
+                                                                  package.weights_sha256)):
+        if warning:
+            callbacks.warning(warning)
+    tile, overlap = resolve_tiling(request, callbacks.info, callbacks.warning, region)
     transform = input_transform(request, bands)
     check_value_range(source, transform, package, callbacks.info)
+    require_valid_pixel(source, bands, region, callbacks)  # an all-nodata raster stops here, in seconds
     rules = []
     if request.ndwi is not None:
         m = request.ndwi
         rules.append(ndwi_rule(m.green_band, m.nir_band, m.threshold, m.keep))
 
-    from ..tiling.predictor import TorchPredictor, resolve_device  # torch is imported only when running
-    from .loaders import load_model
+    predictor, device = make_predictor(
+        package, request.runtime, request.device, tile=tile, batch_size=request.batch_size, half=request.half,
+        trusted=request.trusted, sample=lambda: sample_tile(source, region, tile, transform), info=callbacks.info,
+        warning=callbacks.warning)
+    if request.tta:
+        from ..tiling.predictor import TTAPredictor
 
-    device = resolve_device(request.device)
-    predictor = TorchPredictor(load_model(package, trusted=request.trusted), device, package.activation, request.half)
-    callbacks.info(f"Model {package.name} on {device}; bands {bands}; tiles {tile} px, overlap {overlap} px.")
+        predictor = TTAPredictor(predictor)
+    callbacks.info(f"Model {package.name} on {device}; bands {bands}; tiles {tile} px, overlap {overlap} px"
+                   f"{'; test-time augmentation (8 flips / rotations)' if request.tta else ''}.")
 
-    grid = TileGrid(region, tile, overlap, offset=request.grid_offset)
+    margin = package.edge_margin if request.edge_margin is None else request.edge_margin
+    offset = request.grid_offset
+    if not 0 <= margin < tile - overlap:
+        raise DeepRasterError(f"Edge margin {margin} px does not fit tiles of {tile} px with {overlap} px overlap: "
+                              f"choose 0 to {tile - overlap - 1} px.")
+    if offset == (0, 0) and margin > 0:
+        offset = (margin, margin)  # as ukis-csmask pads its input: the grid starts before the top and left edges
+    grid = TileGrid(region, tile, overlap, offset=offset)
+    callbacks.info(f"Coverage factor {coverage_factor(grid):.2f} (pixels computed ÷ pixels output, {len(grid)} tiles).")
     reader = StripReader(source, grid, transform, rules)
     heads = _make_heads(request, source, region)
     channels = package.architecture.out_channels

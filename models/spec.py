@@ -85,6 +85,17 @@ class Architecture:
 
 
 @dataclass(frozen=True)
+class TrainingConditions:
+    """The conditions a model was trained under (``training`` in model.json, optional): square tile size (px),
+    pixel size range ``(min, max)`` in metres, and the range of the model-unit input values. ``None``: not declared.
+    A package's inference defaults stay inside them; a run outside them goes ahead with a warning."""
+
+    tile_size: int | None = None
+    pixel_size_m: tuple[float, float] | None = None
+    value_range: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
 class ModelPackage:
     """A validated model package. Paths are absolute."""
 
@@ -110,8 +121,10 @@ class ModelPackage:
     license: str
     attribution: str
     output_stride: int = 1
+    edge_margin: int = 0
     authors: tuple[str, ...] = ()
     resolution_m: Mapping[str, float] = field(default_factory=dict, compare=False)
+    training: TrainingConditions = field(default_factory=TrainingConditions)
     provenance: Mapping[str, Any] = field(default_factory=dict, compare=False)
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 

@@ -16,6 +16,7 @@ any prefix of :data:`KEY_PREFIXES` that every key shares, repeatedly (``module.m
 
 from __future__ import annotations
 
+import re
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +36,15 @@ PICKLE_RISK = (
     "tool offers one; better, convert it once into a package with safetensors weights (\"Create model package\" does "
     "this)."
 )
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+
+def plain_error(exc: BaseException, limit: int = 300) -> str:
+    """``exc`` as one plain text for a message: terminal colour codes (torch puts some in its errors) removed,
+    at most ``limit`` characters."""
+    return ANSI_ESCAPE.sub("", str(exc)).strip()[:limit]
 
 
 def is_torchscript(path: Path) -> bool:
@@ -72,10 +82,10 @@ def read_state_dict(path: str | Path, fmt: str | None = None) -> dict[str, Any]:
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 (safetensors, zipfile and the unpickler raise many types; all mean this)
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        if "weights_only" in plain_error(exc, 10**6) or "Unsupported global" in plain_error(exc, 10**6):
             raise WeightsError(f"{path} is not a plain state dict. {PICKLE_RISK}", needs_trust=True) from exc
         raise WeightsError(
-            f"Cannot read the weights file {path} ({type(exc).__name__}: {str(exc)[:300]}). The file is corrupt, or "
+            f"Cannot read the weights file {path} ({type(exc).__name__}: {plain_error(exc)}). The file is corrupt, or "
             f"it is not a {fmt} file: give a safetensors file or a plain PyTorch state dict."
         ) from exc
     return unwrap_state_dict(state, path)
@@ -121,7 +131,7 @@ def load_torchscript(path: Path):
     try:
         return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # noqa: BLE001 (TorchScript deserialisation raises RuntimeError and others)
-        raise WeightsError(f"Cannot load the TorchScript model {path} ({exc}).") from exc
+        raise WeightsError(f"Cannot load the TorchScript model {path} ({plain_error(exc)}).") from exc
 
 
 def load_pickled_module(path: Path, trusted: bool):
@@ -133,7 +143,19 @@ def load_pickled_module(path: Path, trusted: bool):
     try:
         module = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 (unpickling raises anything the pickle's code raises)
-        raise WeightsError(f"Cannot load the pickled model {path} ({type(exc).__name__}: {exc}).") from exc
+        raise WeightsError(f"Cannot load the pickled model {path} ({type(exc).__name__}: {plain_error(exc)}): it "
+                           "is damaged or not a PyTorch file. Choose the file torch.save wrote, a TorchScript "
+                           "file or a safetensors file.") from exc
     if not isinstance(module, torch.nn.Module):
         raise WeightsError(f"{path} holds a {type(module).__name__}, not a PyTorch model (torch.nn.Module).")
     return module
+
+
+def unchecked_weights_warning(name: str, weights_file: Path, sha256: str | None) -> str | None:
+    """The warning for a package whose description records no checksum of its weights (None when it does):
+    replaced or damaged weights would then run unnoticed."""
+    if sha256:
+        return None
+    return (f"The package {name!r} records no checksum (sha256) of its weights {weights_file.name}: a damaged or "
+            "replaced weights file cannot be detected. Use packages from a source you trust; re-create it with "
+            "\"Create model package\" to record the checksum.")

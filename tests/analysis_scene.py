@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import write_raster, write_vector
+from helpers import recording_feedback, write_raster, write_vector
 from osgeo import osr
 
 GT = (500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0)
@@ -21,24 +21,9 @@ def private_config(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("DEEPRASTER_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
 
 
-class Feedback:
-    """A QgsProcessingFeedback that keeps the messages (made lazily: QGIS must be initialised first)."""
-
-    def __new__(cls):
-        from qgis.core import QgsProcessingFeedback
-
-        class Recording(QgsProcessingFeedback):
-            def __init__(self):
-                super().__init__()
-                self.messages: list[str] = []
-
-            def pushInfo(self, info):  # noqa: N802 (QGIS API)
-                self.messages.append(info)
-
-            def reportError(self, error, fatalError=False):  # noqa: N802, N803 (QGIS API)
-                self.messages.append(error)
-
-        return Recording()
+def Feedback():  # noqa: N802 (used like a class: Feedback())
+    """A QgsProcessingFeedback that keeps the messages (see helpers.recording_feedback)."""
+    return recording_feedback()
 
 
 def run(alg: str, params: dict, feedback=None) -> dict:

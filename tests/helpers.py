@@ -147,3 +147,24 @@ def analysis_chain_model(package: Path | None = None):
         model.addChildAlgorithm(child)
         previous = QgsProcessingModelChildParameterSource.fromChildOutput(child_id, "OUTPUT")
     return model
+
+
+def recording_feedback():
+    """A QgsProcessingFeedback that keeps every info, warning and error line in ``messages``."""
+    from qgis.core import QgsProcessingFeedback
+
+    class Recording(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.messages: list[str] = []
+
+        def pushInfo(self, info):  # noqa: N802 (QGIS API)
+            self.messages.append(info)
+
+        def pushWarning(self, warning):  # noqa: N802 (QGIS API)
+            self.messages.append(warning)
+
+        def reportError(self, error, fatalError=False):  # noqa: N802, N803 (QGIS API)
+            self.messages.append(error)
+
+    return Recording()

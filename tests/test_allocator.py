@@ -70,13 +70,22 @@ def test_cpu_predictor_splits_batches_without_changing_results() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 2, 1))
     predictor = TorchPredictor(model, torch.device("cpu"), "softmax")
-    tile = 256
+    tile = 128
     batch = np.random.default_rng(1).normal(size=(6, 3, tile, tile)).astype(np.float32)
     calls: list[int] = []
     model.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
     split = predictor(batch)
-    assert calls == [CPU_PIXELS_PER_CALL // tile**2, 6 - CPU_PIXELS_PER_CALL // tile**2]
+    per_call = CPU_PIXELS_PER_CALL // tile**2
+    assert 1 < per_call < 6 and calls == [per_call, 6 - per_call]
     np.testing.assert_allclose(split, predictor._forward(batch), atol=1e-6)
     calls.clear()
     predictor(np.zeros((2, 3, 1024, 1024), np.float32))  # a tile above the budget still goes whole
     assert calls == [1, 1]
+
+
+def test_cpu_predictor_leaves_ieee_arithmetic_to_the_caller() -> None:
+    """Denormals are flushed only inside the forward call: after it this thread computes subnormals again."""
+    predictor = TorchPredictor(torch.nn.Conv2d(1, 2, 1), torch.device("cpu"), "softmax")
+    predictor(np.zeros((1, 1, 8, 8), np.float32))
+    tiny = np.array([1e-38], np.float32) * np.float32(1e-3)  # 1e-41: a subnormal float32
+    assert tiny[0] != 0

@@ -46,7 +46,7 @@ def test_names_and_aliases(kind, name, canonical):
 
 @pytest.mark.parametrize(("kind", "name", "message"), [
     ("classifier", "RandomForst", r"Unknown classifier 'RandomForst'\. Did you mean RandomForestClassifier\? "
-                                  r"Valid names .*KNeighborsClassifier.*SVC"),
+                                  r"Choose one of these names .*KNeighborsClassifier.*SVC"),
     ("cluster", "kmens", r"Did you mean KMeans\?"),
     ("classifier", "KMeans", r"KMeans is a clustering method, not a classifier"),
     ("classifier", "StackingClassifier", r"cannot be used .* needs other estimators"),

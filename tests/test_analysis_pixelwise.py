@@ -182,8 +182,8 @@ def test_sample_uniform_reproducible_and_window_independent(raster):
 def test_sample_region_and_too_large(raster):
     source, data = raster
     region = Window(100, 40, 80, 50)  # exactly the nodata block
-    with pytest.raises(SampleSizeError, match=r"larger than the number of valid pixels in the processing extent \(0\)"):
-        sample_valid_pixels(source, [1], 10, region=region)
+    with pytest.raises(SampleSizeError, match=r"processing extent has no valid pixel .*Check the raster's nodata"):
+        sample_valid_pixels(source, [1], 10, region=region)  # no "lower the sample size to at most 0" (issue 12)
     region = Window(0, 0, 50, 20)
     s = sample_valid_pixels(source, [1], 1000, region=region)
     assert s.valid_count == 1000 and s.rows.max() < 20 and s.cols.max() < 50

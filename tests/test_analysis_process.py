@@ -90,5 +90,5 @@ def test_without_scikit_learn(s2_30m, tmp_path):
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("(False, 'Missing Python package(s): scikit-learn.") == 4
-    assert 'pip install "scikit-learn" "numpy<2"' in result.stdout
+    assert 'pip install "scikit-learn" "numpy==1.' in result.stdout and "--target" in result.stdout  # installer.md
     assert f"SIMILARITY {out}" in result.stdout and gdal.Open(str(out)).RasterCount == 1

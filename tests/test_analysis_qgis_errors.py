@@ -16,7 +16,7 @@ __all__ = ["private_config", "scene"]  # fixtures used by the tests below
 def bad_cases():
     base = {"LABEL_FIELD": "fclass", "PIXELS_PER_POLYGON": 10, "KWARGS": '{"n_estimators": 5}'}
     return [
-        ("train_classifier", {**base, "METHOD_NAME": "RandomForst"}, r"Did you mean RandomForestClassifier\?.*Valid"),
+        ("train_classifier", {**base, "METHOD_NAME": "RandomForst"}, r"Did you mean RandomForestClassifier\?"),
         ("train_classifier", {**base, "KWARGS": '{"n_trees": 5}'},
          r"does not accept the keyword argument\(s\) n_trees"),
         ("train_classifier", {**base, "LABEL_FIELD": "landcover"},
@@ -25,8 +25,8 @@ def bad_cases():
         ("train_classifier", {**base, "VALIDATION": 3}, r"needs a test layer"),
         ("train_classifier", {**base, "METHOD": "SVM", "KWARGS": "",
                               "OUTPUT_PROBABILITIES": "TMP/p.tif"}, r'SVC gives no class probabilities \(add \{"prob'),
-        ("cluster_pixels", {"SAMPLE_SIZE": 100000}, r"sample size \(100000 pixels\) is larger than the number of "
-                                                    r"valid pixels in the raster \(21199\)"),
+        # a sample larger than the raster is no error since issue 12 (all valid pixels are used)
+        ("cluster_pixels", {"METHOD_NAME": "KMeens"}, r"Did you mean KMeans\?.*Choose one"),
         ("reduce_dimensions", {"METHOD_NAME": "KMeans"}, r"KMeans is a clustering method, not a reduction method"),
         ("reduce_dimensions", {"KWARGS": "{bad json"}, r"not valid JSON"),
     ]

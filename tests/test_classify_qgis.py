@@ -231,3 +231,29 @@ def test_model_builder_model(qgis_app, s2_30m, model_6b_l1c, tmp_path):
     assert loaded.fromFile(str(path))
     result = processing.run(loaded, {"scene": str(s2_30m), "classify:mask": str(tmp_path / "mask.tif")})
     assert gdal.Open(result["classify:mask"]).RasterXSize == 512
+
+
+def test_tta_parameter_and_tile_size_warning(qgis_app, s2_30m, model_4b_l1c, tmp_path):
+    """"Test-time augmentation" is an advanced boolean (off by default); a tile size other than the package's
+    training tile runs and reports a non-fatal error (a warning) in the log."""
+    from qgis.core import QgsApplication, QgsProcessingFeedback, QgsProcessingParameterDefinition
+
+    alg = QgsApplication.processingRegistry().algorithmById(ALG)
+    tta = alg.parameterDefinition("TTA")
+    assert tta.type() == "boolean" and tta.defaultValue() is False and tta.description() == "Test-time augmentation"
+    assert tta.flags() & QgsProcessingParameterDefinition.FlagAdvanced
+
+    class Recorder(QgsProcessingFeedback):
+        errors: list[tuple[str, bool]] = []
+
+        def reportError(self, error, fatalError=False):  # noqa: N802, N803 (QGIS API)
+            self.errors.append((error, fatalError))
+
+        def pushWarning(self, warning):  # noqa: N802 (QGIS API; warnings are logged as warnings, issue 11)
+            self.errors.append((warning, False))
+
+    feedback = Recorder()
+    out = run({"INPUT": str(s2_30m), "MODEL": str(model_4b_l1c), "OUTPUT_CLASSES": str(tmp_path / "c.tif"),
+               "TILE_SIZE": 320, "OVERLAP": 64}, feedback)
+    assert gdal.Open(out["OUTPUT_CLASSES"]).RasterXSize == 512
+    assert [fatal for message, fatal in feedback.errors if "trained on" in message] == [False]

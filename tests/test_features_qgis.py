@@ -48,7 +48,7 @@ def test_preset_with_local_weights(qgis_app, make_raster, tmp_path: Path) -> Non
     save_file({k: v.contiguous() for k, v in timm.create_model("vit_small_patch16_224").state_dict().items()},
               str(weights))
     preset = 2 + [s.split(": ", 1)[-1] for s in ExtractFeaturesAlgorithm.SOURCES[2:]].index(
-        "DINO ViT-S/16 (384 features, stride 16)")
+        "DINO ViT-S/16 (384 features)")
     raster = make_raster("in.tif", smooth_field(5, 200, 240, seed=1))
     out = run({"INPUT": str(raster), "ENCODER": preset, "WEIGHTS": str(weights), "VALUE_SCALE": 1e-4,
                "OUTPUT": str(tmp_path / "features.tif")})

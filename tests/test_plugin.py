@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import configparser
+import ctypes.util
+import importlib.machinery
 import os
 import subprocess
 import sys
@@ -130,3 +132,92 @@ def test_device_choice():
             resolve_device("cuda")
     with pytest.raises(DeepRasterError, match="Unknown device"):
         resolve_device("tpu")
+
+
+GUARD_SCRIPT = """
+import ctypes, importlib.util, sys
+if sys.argv[1] == "mesa":  # what QGIS desktop has loaded for OpenGL before any plugin runs
+    ctypes.CDLL("libLLVM-15.so.1", mode=ctypes.RTLD_GLOBAL)
+import deepraster
+plugin = deepraster.classFactory(None)  # installs the guard, as QGIS does when it loads the plugin
+print("FIND_SPEC", importlib.util.find_spec("triton"))
+import segmentation_models_pytorch as smp, timm, torch
+model = smp.Unet("resnet18", encoder_weights=None, in_channels=4, classes=2).eval()
+with torch.no_grad():
+    print("FORWARD", tuple(model(torch.zeros(1, 4, 64, 64)).shape))
+from torch.utils._triton import has_triton_package
+print("HAS_TRITON", has_triton_package(), repr(sys.modules.get("triton", "absent")))
+del sys.modules["triton"]  # whoever drops the marker: the finder blocks the name and puts the marker back
+try:
+    import triton
+except ImportError as exc:
+    print("BLOCKED", type(exc).__name__, "DEEPRASTER_ALLOW_TRITON" in str(exc), importlib.util.find_spec("triton"))
+"""
+
+
+def _triton_installed() -> bool:
+    """On sys.path, whatever the guard (once the plugin is loaded in this process) says to importlib."""
+    return importlib.machinery.PathFinder.find_spec("triton") is not None
+
+
+def _guard_run(*args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != "DEEPRASTER_ALLOW_TRITON"}
+    environment.update(QT_QPA_PLATFORM="offscreen", **env)
+    environment["PYTHONPATH"] = str(REPO / ".build" / "plugins")
+    return subprocess.run([sys.executable, "-X", "faulthandler", "-c", GUARD_SCRIPT, *args], capture_output=True,
+                          text=True, env=environment, timeout=180)
+
+
+def test_import_guard_keeps_triton_out():
+    """Loading the plugin blocks triton (its LLVM clashes with Mesa's: QGIS desktop segfaulted on the first Classify
+    pixels run); torch, timm and smp import and run without it, even with Mesa's libLLVM loaded (docs in
+    algorithms/import_guard.py; the desktop itself: tests/test_desktop_smoke.py)."""
+    if not _triton_installed():
+        pytest.skip("triton is not installed here: nothing to guard against")
+    mesa = "mesa" if ctypes.util.find_library("LLVM-15") or os.path.exists(
+        "/usr/lib/x86_64-linux-gnu/libLLVM-15.so.1") else "plain"
+    result = _guard_run(mesa)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "FIND_SPEC None" in result.stdout
+    assert "FORWARD (1, 2, 64, 64)" in result.stdout
+    assert "HAS_TRITON False None" in result.stdout
+    assert "BLOCKED ModuleNotFoundError True None" in result.stdout
+
+
+def test_import_guard_can_be_turned_off():
+    """DEEPRASTER_ALLOW_TRITON=1: the guard does nothing (without Mesa's libLLVM triton loads fine)."""
+    if not _triton_installed():
+        pytest.skip("triton is not installed here")
+    result = _guard_run("plain", DEEPRASTER_ALLOW_TRITON="1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "HAS_TRITON True <module 'triton'" in result.stdout
+
+
+@pytest.mark.parametrize("classes_name, probabilities_name", [("a_classes.tif", "b_probabilities.tif"),
+                                                              ("b_classes.tif", "a_probabilities.tif")])
+def test_loaded_layers_order_names_and_visibility(qgis_app, s2_30m, model_6b_l1c, tmp_path, classes_name,
+                                                   probabilities_name):
+    """QGIS 3.22 loads a run's layers in the order of their paths, each on top of the last: whichever order, the class
+    layer ends up above the probability layer, which is hidden; both are named after the input and the model."""
+    import processing
+    from osgeo import gdal
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    raster = tmp_path / "Lake scene.tif"
+    gdal.Translate(str(raster), str(s2_30m), srcWin=[0, 0, 128, 96])
+    project = QgsProject.instance()
+    project.clear()
+    layer = QgsRasterLayer(str(raster), "Lake scene")
+    project.addMapLayer(layer)
+    processing.runAndLoadResults("deepraster:classify_pixels", {
+        "INPUT": layer.id(), "MODEL": str(model_6b_l1c), "DEVICE": 1,
+        "OUTPUT_CLASSES": str(tmp_path / classes_name), "OUTPUT_PROBABILITIES": str(tmp_path / probabilities_name)})
+    names = [child.name() for child in project.layerTreeRoot().children()]
+    assert names[:2] == ["Lake scene — ukis-csmask-6b-l1c classes", "Lake scene — ukis-csmask-6b-l1c probabilities"]
+    nodes = project.layerTreeRoot().children()
+    assert nodes[0].isVisible() and not nodes[1].itemVisibilityChecked()
+    probabilities = nodes[1].layer()
+    assert probabilities.renderer().type() == "singlebandpseudocolor" and probabilities.renderer().band() == 2
+    palette = {c.label: c.color.name() for c in nodes[0].layer().renderer().classes()}
+    assert palette["cloud"] == "#26a4e3"  # readable on the white canvas, unlike the old #f0f0f0
+    project.clear()

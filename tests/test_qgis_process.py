@@ -41,11 +41,27 @@ def test_run_classify(s2_30m, model_6b_l1c, tmp_path):
 
 
 def test_run_reports_bad_input(s2_30m, model_6b_l1c, tmp_path):
+    """Issue 12 item 10: the comma form is read as four band numbers (QGIS 3.22 alone made it band 0, and this test
+    passed for that wrong reason); four bands for a six-band model is the error."""
     result = qgis_process("run", "deepraster:classify_pixels", "--", f"INPUT={s2_30m}", f"MODEL={model_6b_l1c}",
                           "BANDS=1,2,3,4", f"OUTPUT_CLASSES={tmp_path / 'c.tif'}")
     assert result.returncode != 0
     assert "The model expects 6 bands" in result.stdout + result.stderr
+    assert "4 band number(s) were given (1, 2, 3, 4)" in result.stdout + result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_bands_with_commas(s2_30m, model_6b_l1c, tmp_path):
+    """``BANDS=1,2,3,7,9,10`` and ``BANDS=1;2;3;7;9;10`` give the same bands (issue 12 item 10)."""
+    out = {}
+    for sep in (",", ";"):
+        path = tmp_path / f"c{len(out)}.tif"
+        result = qgis_process("run", "deepraster:classify_pixels", "--", f"INPUT={s2_30m}", f"MODEL={model_6b_l1c}",
+                              f"BANDS={sep.join(['1', '2', '3', '7', '9', '10'])}", f"OUTPUT_CLASSES={path}")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "bands [1, 2, 3, 7, 9, 10]" in result.stdout
+        out[sep] = gdal.Open(str(path)).ReadAsArray()
+    assert np.array_equal(out[","], out[";"])
 
 
 def test_run_model3(qgis_app, s2_30m, model_6b_l1c, tmp_path):

@@ -66,21 +66,30 @@ def test_pytorch_conversion_matches_onnxruntime(s2_30m, model_6b_l1c):
     assert max_diff < 0.05
 
 
-def test_end_to_end_against_ukis_csmask(s2_30m, model_6b_l1c, tmp_path):
-    """Our class raster vs ukis-csmask's own CSmask (onnxruntime, its own tiling) on the 30 m scene."""
+def csmask(img: np.ndarray) -> np.ndarray:
+    """ukis-csmask's own CSmask (onnxruntime, its own tiling) on a (rows, cols, 6) reflectance image."""
     from ukis_csmask.mask import CSmask
 
+    return CSmask(img, band_order=["blue", "green", "red", "nir", "swir16", "swir22"], product_level="l1c",
+                  providers=["CPUExecutionProvider"]).csm[..., 0]
+
+
+def test_end_to_end_against_ukis_csmask(s2_30m, model_6b_l1c, tmp_path):
+    """At the package's defaults (the training tile, placed as CSmask places it) the class raster is within 2
+    points of CSmask's per class on the 30 m scene, and the pixels agree at least as well as CSmask agrees with
+    itself when its tiles move by half a tile (input reflect-padded by 128 px, result cropped back)."""
     ours, _ = classify(tmp_path, s2_30m, model_6b_l1c, "ours")
     img = np.moveaxis(reflectance(s2_30m), 0, -1).copy()
-    theirs = CSmask(img, band_order=["blue", "green", "red", "nir", "swir16", "swir22"], product_level="l1c",
-                    providers=["CPUExecutionProvider"]).csm[..., 0]
+    theirs = csmask(img)
+    self_shifted = csmask(np.pad(img, ((128, 0), (128, 0), (0, 0)), mode="reflect"))[128:, 128:]
     agreement = float((ours == theirs).mean())
+    bar = float((self_shifted == theirs).mean())
     ours_f = np.bincount(ours.ravel(), minlength=3)[:3] / ours.size
     theirs_f = np.bincount(theirs.ravel(), minlength=3)[:3] / theirs.size
-    print(f"\n[end to end] agreement with CSmask {agreement:.2%}; fractions clear/cloud/shadow: "
-          f"ours {np.round(ours_f, 3).tolist()} CSmask {np.round(theirs_f, 3).tolist()}")
-    assert agreement >= 0.90
-    np.testing.assert_allclose(ours_f, theirs_f, atol=0.06)
+    print(f"\n[end to end] agreement with CSmask {agreement:.2%} (CSmask with itself, shifted: {bar:.2%}); "
+          f"fractions clear/cloud/shadow: ours {np.round(ours_f, 3).tolist()} CSmask {np.round(theirs_f, 3).tolist()}")
+    assert agreement >= bar
+    np.testing.assert_allclose(ours_f, theirs_f, atol=0.02)
 
 
 def seam_ratio(prob: np.ndarray, row_lines: set[int], col_lines: set[int]) -> float:
@@ -113,7 +122,7 @@ def runs_10m(s2_10m, model_6b_l1c, tmp_path_factory):
     stitching."""
     tmp = tmp_path_factory.mktemp("runs10m")
     package = load_package(model_6b_l1c)
-    half = (package.tile_size - package.overlap) // 2
+    half = package.edge_margin + (package.tile_size - package.overlap) // 2  # the default grid starts at -margin
     return {
         "hann": classify(tmp, s2_10m, model_6b_l1c, "hann"),
         "shifted": classify(tmp, s2_10m, model_6b_l1c, "shifted", grid_offset=(half, half)),
@@ -123,32 +132,34 @@ def runs_10m(s2_10m, model_6b_l1c, tmp_path_factory):
 
 
 def test_shifted_grids_agree(runs_10m, s2_30m, model_6b_l1c, tmp_path):
-    """Default tile size and overlap: grids offset by half a stride agree on ≥ 97 % of pixels, at 10 m and at 30 m.
+    """Default tiling: grids offset by half a stride agree on ≥ 85 % of pixels at 10 m and ≥ 93 % at 30 m.
 
-    The model's predictions depend on the tile context, so the package's tiling is chosen for this: 640 px tiles,
-    384 px overlap, measured 97.3 % at 10 m and 99.7 % at 30 m. ukis-csmask's own 256 px tiles with 64 px overlap
-    give 90.1 % and 96.5 % (512 / 320: 97.1 % and 99.3 %; 256 / 192: 97.1 % and 97.3 % at 2.5–3× the cost).
+    The model's predictions depend on the tile context, at 10 m (finer than it is made for) much more than at
+    30 m: ukis-csmask's own CSmask agrees with itself shifted by half a tile on 91.6 % (10 m) and 96.5 % (30 m) of
+    the pixels. Larger tiles would be steadier but leave the training conditions (640 px tiles: 25.7 % cloud on the
+    10 m scene where CSmask says 22.4 %); see bench/bench_fidelity.py.
     """
     package = runs_10m["package"]
-    half = (package.tile_size - package.overlap) // 2
+    half = package.edge_margin + (package.tile_size - package.overlap) // 2  # the default grid starts at -margin
     at_10m = float((runs_10m["hann"][0] == runs_10m["shifted"][0]).mean())
     a, _ = classify(tmp_path, s2_30m, model_6b_l1c, "a30")
     b, _ = classify(tmp_path, s2_30m, model_6b_l1c, "b30", grid_offset=(half, half))
     at_30m = float((a == b).mean())
     print(f"\n[tiling invariance] default {package.tile_size}/{package.overlap} px: grids shifted by half a stride "
           f"agree on {at_10m:.2%} (10 m) and {at_30m:.2%} (30 m)")
-    assert at_10m >= 0.97
-    assert at_30m >= 0.97
+    assert at_10m >= 0.85
+    assert at_30m >= 0.93
 
 
 def test_seam_ratio(runs_10m, s2_10m):
     """Seam ratio ≤ 2 with the Hann blending, and at most half that of centre-crop stitching on the same scene
-    (measured 0.95 and 2.52 at the default 640 / 384 px; 1.05 and 6.5 with 256 / 64 px tiles)."""
+    (measured 0.95 and 2.52 with 640 / 384 px tiles; 1.05 and 6.5 with 256 / 64 px tiles)."""
     package = runs_10m["package"]
     ds = gdal.Open(str(s2_10m))
     from deepraster.tiling.window import Window
 
-    grid = TileGrid(Window(0, 0, ds.RasterXSize, ds.RasterYSize), package.tile_size, package.overlap)
+    grid = TileGrid(Window(0, 0, ds.RasterXSize, ds.RasterYSize), package.tile_size, package.overlap,
+                    offset=(package.edge_margin, package.edge_margin))
     hann = seam_ratio(runs_10m["hann"][1], *tile_lines(grid, "hann"))
     crop = seam_ratio(runs_10m["crop"][1], *tile_lines(grid, "centre_crop"))
     print(f"\n[seams] {package.tile_size}/{package.overlap} px: seam ratio: Hann blending {hann:.2f}, centre-crop "

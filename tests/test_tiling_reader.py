@@ -185,7 +185,7 @@ def test_reader_stops_its_thread_when_left_early(make_raster: Callable[..., Path
 
 
 @pytest.mark.parametrize(("raised", "expected", "message"), [
-    (RuntimeError("bad block"), RasterInputError, "Reading .*b.tif failed: bad block"),
+    (RuntimeError("bad block"), RasterInputError, r"Cannot read the pixels of .*b\.tif \(bad block\)"),
     (ValueError("a bug"), ValueError, "a bug"),
     (SystemExit(1), RasterInputError, "Reading .*b.tif stopped unexpectedly"),
 ])

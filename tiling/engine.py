@@ -31,6 +31,7 @@ from .grid import Tile, TileGrid
 from .outputs import OutputHead
 from .panels import DEFAULT_PANEL_WIDTH, Panel, plan_panels
 from .reader import Strip, StripReader
+from .transaction import commit_all
 from .writer import DEFAULT_BLOCK_SIZE
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -110,6 +111,10 @@ class TiledRun:
         self.blender: StripBlender | None = None  # the current panel's
         self._blended_row = -1  # last grid row whose tiles reached the blender
         self._out_tile = grid.tile_size // output_stride
+        self._batch_tiles = 0  # tiles in the batch being predicted
+        self._eta = ProgressClock()
+        if hasattr(predict, "poll"):  # a predictor that calls the model several times per batch (the CPU's)
+            predict.poll = self._poll
 
     def run(self) -> RunStats:
         """Process every tile, commit the outputs and return the statistics. Nothing is left behind on failure,
@@ -119,6 +124,7 @@ class TiledRun:
 
     def _run(self) -> RunStats:
         start = time.perf_counter()
+        self._eta = ProgressClock()
         reader = self.reader
         committed = False
         try:
@@ -134,7 +140,7 @@ class TiledRun:
                     "The raster has no valid pixel in the processed area (all nodata, or all removed by the mask). "
                     "Check the nodata value, the extent and the mask settings."
                 )
-            self.stats.outputs = [head.commit() for head in self.heads]
+            self.stats.outputs = commit_all(self.heads)  # all renamed together, or none
             committed = True
         finally:
             if not committed:  # left by an exception, whichever (KeyboardInterrupt and SystemExit too)
@@ -196,9 +202,22 @@ class TiledRun:
                             f"rows{where} were already written; continuing from tile row {first + 1} of "
                             f"{grid.shape[0]}.")
 
-    def _report(self) -> None:
+    def _report(self, batch_fraction: float = 0.0) -> None:
+        """Progress in tiles (a batch being predicted counts by the share ``batch_fraction`` done), and the tile
+        count with the estimated time left as the progress text."""
         done = self.stats.tiles_predicted + self.stats.tiles_skipped + self.stats.tiles_resumed
-        self.callbacks.progress(min(done / max(self.stats.tiles_total, 1), 1.0))
+        done += batch_fraction * self._batch_tiles
+        total = max(self.stats.tiles_total, 1)
+        self.callbacks.progress(min(done / total, 1.0))
+        left = self._eta.seconds_left(self.stats.tiles_predicted + batch_fraction * self._batch_tiles,
+                                      done, total)
+        text = f"Tile {min(round(done), total)} of {total}"
+        self._eta.stage(self.callbacks, text if left is None else f"{text}, about {format_duration(left)} left")
+
+    def _poll(self, batch_fraction: float) -> None:
+        """Between two model calls of one batch: report the tiles done and stop if the user cancelled."""
+        self._report(batch_fraction)
+        check_cancel(self.callbacks)
 
     def _cut(self, strip: Strip, tile: Tile) -> _Pending | None:
         """The tile's input and validity from its strip, or None when it has no valid pixel in the region."""
@@ -212,8 +231,10 @@ class TiledRun:
     def _predict_and_blend(self, pending: list[_Pending]) -> None:
         check_cancel(self.callbacks)
         batch = np.stack([p.data for p in pending])
+        self._batch_tiles = len(pending)
         t0 = time.perf_counter()
         out = self.predict(batch)
+        self._batch_tiles = 0
         self.stats.predict_seconds += time.perf_counter() - t0
         self.stats.batches += 1
         n = self._out_tile
@@ -252,6 +273,38 @@ class TiledRun:
                     head.write(chunk)
                 else:
                     head.write(Chunk(chunk.row_off + skip, chunk.values[:, skip:], chunk.valid[skip:], chunk.col_off))
+
+
+class ProgressClock:
+    """Estimates the time left from the rate of predicted tiles (skipped and resumed tiles cost next to nothing)."""
+
+    STAGE_EVERY_S = 2.0
+    """Seconds between two progress texts (``qgis_process`` prints each one as a log line)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self._last_stage = -self.STAGE_EVERY_S
+
+    def stage(self, callbacks: Callbacks, text: str) -> None:
+        """Show ``text`` as the progress text unless one was shown less than :attr:`STAGE_EVERY_S` ago."""
+        now = time.perf_counter()
+        if now - self._last_stage >= self.STAGE_EVERY_S:
+            self._last_stage = now
+            callbacks.stage(text)
+
+    def seconds_left(self, predicted: float, done: float, total: int) -> float | None:
+        """Seconds left for the ``total - done`` tiles still to go, or None before the first tile is predicted."""
+        if predicted < 0.5:
+            return None
+        return (time.perf_counter() - self.start) / predicted * max(total - done, 0.0)
+
+
+def format_duration(seconds: float) -> str:
+    """``"40 s"``, ``"3 min"`` or ``"1 h 05 min"``."""
+    if seconds < 90:
+        return f"{max(round(seconds), 1)} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _resume_position(head: OutputHead) -> tuple[int, int]:

@@ -16,6 +16,7 @@ import numpy as np
 from .blend import Chunk
 from .grid import output_shape
 from .source import RasterSource
+from .transaction import Move
 from .window import Window, strided_geotransform, window_geotransform
 from .writer import DEFAULT_BLOCK_SIZE, GeoTiffWriter, RasterSpec
 
@@ -44,6 +45,16 @@ class OutputHead(abc.ABC):
     @abc.abstractmethod
     def abort(self) -> None:
         """Remove what was written (idempotent); an older file at the target path stays as it was."""
+
+    def prepare(self) -> list[Move] | None:
+        """First phase of a commit with other outputs (:func:`~tiling.transaction.commit_all`): finish the file under
+        its temporary name and return the moves that publish it; then :meth:`published` is called. The default
+        (None) commits on its own, with :meth:`commit`."""
+        return None
+
+    def published(self) -> Path:
+        """After the moves of :meth:`prepare` were published: the final path."""
+        raise NotImplementedError
 
     def suspend(self) -> bool:
         """Stop, keeping what a later run needs to resume; False when nothing was kept (the head is then aborted).
@@ -80,6 +91,12 @@ class GeoTiffHead(OutputHead):
     def commit(self) -> Path:
         return self.writer.commit()
 
+    def prepare(self) -> list[Move]:
+        return self.writer.prepare()
+
+    def published(self) -> Path:
+        return self.writer.published()
+
     def abort(self) -> None:
         self.writer.abort()
 
@@ -104,7 +121,7 @@ class ClassInfo:
 def _spec(source: RasterSource, region: Window, bands: int, dtype: type, nodata: float, **extra) -> RasterSpec:
     return RasterSpec(width=region.width, height=region.height, bands=bands, dtype=np.dtype(dtype),
                       geotransform=window_geotransform(source.geotransform, region), projection=source.projection,
-                      nodata=nodata, **extra)
+                      nodata=nodata, gcps=source.window_gcps(region), gcp_projection=source.gcp_projection, **extra)
 
 
 def _with_nan(chunk: Chunk) -> np.ndarray:
@@ -200,7 +217,8 @@ class FeatureHead(GeoTiffHead):
         geotransform = strided_geotransform(window_geotransform(source.geotransform, region), stride)
         spec = RasterSpec(width=cols, height=rows, bands=len(names), dtype=dtype, geotransform=geotransform,
                           projection=source.projection, nodata=float("nan"), band_descriptions=list(names),
-                          metadata=dict(metadata or {}), interleave="band", threads=True)
+                          metadata=dict(metadata or {}), interleave="band", threads=True,
+                          gcps=source.window_gcps(region, stride), gcp_projection=source.gcp_projection)
         block = block_size or feature_block_size(cols, len(names), 4)
         self.writer = GeoTiffWriter(path, spec, block, resume_key=resume_key, track_statistics=True)
 

@@ -15,7 +15,7 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import RasterInputError
-from .source import RasterSource, pixel_validity
+from .source import RasterSource, pixel_validity, read_failure
 from .window import Window
 
 gdal.UseExceptions()
@@ -121,10 +121,10 @@ class PixelReader:
         try:
             raw = self.ds.ReadAsArray(window.col_off, window.row_off, window.width, window.height,
                                       band_list=self.bands)
+            raw = raw.reshape(len(self.bands), window.height, window.width)
+            valid = valid_mask(self.source, self.ds, window, raw, self.bands)  # may read the mask band
         except RuntimeError as exc:
-            raise RasterInputError(f"Reading {self.source.path} failed: {exc}") from exc
-        raw = raw.reshape(len(self.bands), window.height, window.width)
-        valid = valid_mask(self.source, self.ds, window, raw, self.bands)
+            raise read_failure(self.source.path, exc) from exc
         data = raw.astype(np.float32)
         if raw.dtype.kind == "f":  # float64 values beyond float32's range became inf
             valid &= np.isfinite(data).all(axis=0)

@@ -14,7 +14,7 @@ import numpy as np
 from .callbacks import Callbacks, check_cancel
 from .errors import RasterInputError
 from .pixel_reader import DEFAULT_BUDGET, PixelReader
-from .source import RasterSource
+from .source import RasterSource, pixel_validity, read_failure, sample_pixels
 from .window import Window
 
 
@@ -93,15 +93,71 @@ def sample_valid_pixels(source: RasterSource, bands: Sequence[int], n: int, seed
                 cb.progress(done / total)
                 reader.window_done()
             reader.strip_done()
-    if count < n and not (allow_fewer and count):
+    if count == 0:
+        where = "processing extent" if region and region != source.window else "raster"
+        raise SampleSizeError(
+            f"The {where} has no valid pixel in the chosen bands: every pixel is nodata, NaN or masked. Check the "
+            f"raster's nodata value and the bands, or choose an extent that holds data."
+        )
+    if count < n and not allow_fewer:
         where = "in the processing extent" if region and region != source.window else "in the raster"
         raise SampleSizeError(
             f"The sample size ({n} pixels) is larger than the number of valid pixels {where} ({count}). Lower the "
-            f"sample size to at most {count}" + (", or check the nodata value and the bands." if count else
-                                                  "; the raster has no valid pixel: check the nodata value.")
+            f"sample size to at most {count}, or choose a larger raster or extent."
         )
     order = np.lexsort((cols, rows))
     return PixelSample(values[order], rows[order], cols[order], count)
+
+
+def require_valid_pixel(source: RasterSource, bands: Sequence[int], region: Window | None = None,
+                        callbacks: Callbacks | None = None, budget_bytes: int = DEFAULT_BUDGET) -> None:
+    """Raise :class:`RasterInputError` when ``region`` holds no valid pixel, before any work is done on it.
+
+    Fast where it matters: a small decimated sample finds a valid pixel in one read on most rasters; otherwise the
+    windows are read in order until one holds a valid pixel, and windows GDAL reports as never written (sparse
+    files) are skipped when every band has a nodata value (they read as nodata).
+    """
+    if sample_pixels(source, bands, region, size=64).size:
+        return
+    cb = callbacks or Callbacks()
+    skip_empty = all(source.nodata[b - 1] is not None for b in bands)
+    # a pixel is valid only where the first band is: that band alone is read, and every band only in windows where
+    # it has a valid pixel (an all-nodata raster is then read once, one band)
+    with PixelReader(source, bands[:1], region, budget_bytes) as first, \
+            PixelReader(source, bands, region, budget_bytes) as every:
+        for _, windows in first.strips():
+            for window in windows:
+                check_cancel(cb)
+                if skip_empty and _never_written(first.ds, bands, window):
+                    continue
+                if _first_band_valid(first, window) and every.read_array(window)[1].any():
+                    return
+    where = "processing extent" if region and region != source.window else "raster"
+    raise RasterInputError(f"The {where} has no valid pixel in the chosen bands: every pixel is nodata, NaN or masked, "
+                           "so there is nothing to process. Check the raster's nodata value, the bands and the extent.")
+
+
+def _first_band_valid(reader: PixelReader, window: Window) -> bool:
+    """Whether the reader's one band has a valid pixel in ``window`` (raw values, no conversion: a fast scan)."""
+    try:
+        raw = reader.ds.GetRasterBand(reader.bands[0]).ReadAsArray(window.col_off, window.row_off, window.width,
+                                                                    window.height)
+    except RuntimeError as exc:
+        raise read_failure(reader.source.path, exc) from exc
+    return bool(pixel_validity(reader.source, reader.ds, window, {reader.bands[0]: raw}).any())
+
+
+def _never_written(ds, bands: Sequence[int], window: Window) -> bool:
+    """True when GDAL reports no data block of ``window`` as ever written, in every band (a sparse file)."""
+    from osgeo import gdal
+
+    empty = gdal.GDAL_DATA_COVERAGE_STATUS_EMPTY  # alone: no block written (DATA or UNIMPLEMENTED: read it)
+    for b in bands:
+        flags, _ = ds.GetRasterBand(b).GetDataCoverageStatus(window.col_off, window.row_off, window.width,
+                                                            window.height)
+        if flags != empty:
+            return False
+    return True
 
 
 def values_at_points(source: RasterSource, bands: Sequence[int], cols: np.ndarray, rows: np.ndarray,

@@ -30,7 +30,9 @@ from .allocator import freed_memory_kept
 from .callbacks import Callbacks, check_cancel
 from .errors import RasterInputError
 from .pixel_reader import DEFAULT_BUDGET, PixelReader
+from .pixel_sampling import require_valid_pixel
 from .source import RasterSource
+from .transaction import commit_all
 from .window import Window, window_geotransform
 from .writer import GeoTiffWriter, RasterSpec
 
@@ -95,12 +97,15 @@ def _writer(out: PixelOutput, region: Window, source: RasterSource) -> GeoTiffWr
         width=region.width, height=region.height, bands=out.bands, dtype=np.dtype(out.dtype),
         geotransform=window_geotransform(source.geotransform, region), projection=source.projection,
         nodata=out.nodata, band_descriptions=out.descriptions, color_table=out.color_table,
-        category_names=out.category_names))
+        category_names=out.category_names, gcps=source.window_gcps(region), gcp_projection=source.gcp_projection))
 
 
 def _map_pixels(source: RasterSource, bands: Sequence[int], fn: PixelFunction, outputs: Sequence[PixelOutput],
                 region: Window | None, callbacks: Callbacks | None, budget_bytes: int) -> PixelRunStats:
     cb = callbacks or Callbacks()
+    if source.gcp_warning:
+        cb.warning(source.gcp_warning)
+    require_valid_pixel(source, bands, region, cb)  # an all-nodata raster stops here, before outputs are made
     region = region or source.window
     stats = PixelRunStats()
     start = time.perf_counter()
@@ -132,7 +137,7 @@ def _map_pixels(source: RasterSource, bands: Sequence[int], fn: PixelFunction, o
                 "The raster has no valid pixel in the processed area (all nodata). Check the nodata value, the "
                 "bands and the extent."
             )
-        stats.outputs = [w.commit() for w in writers]  # a committed writer leaves its context without aborting
+        stats.outputs = commit_all(writers)  # all renamed together or none; committed writers leave without aborting
     stats.seconds = time.perf_counter() - start
     cb.progress(1.0)
     return stats

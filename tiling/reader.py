@@ -22,7 +22,7 @@ from osgeo import gdal
 
 from .errors import RasterInputError
 from .grid import TileGrid
-from .source import RasterSource, pixel_validity
+from .source import RasterSource, pixel_validity, read_failure
 from .window import Window
 
 gdal.UseExceptions()
@@ -174,7 +174,7 @@ class StripReader:
                 ds.FlushCache()  # drop this handle's cached blocks: memory must not grow with the raster
             last = _END
         except RuntimeError as exc:  # GDAL's errors
-            last = RasterInputError(f"Reading {self.source.path} failed: {exc}")
+            last = read_failure(self.source.path, exc)
         except Exception as exc:  # not handled here: handed to the consumer thread, raised there as it is
             last = exc
         finally:

@@ -17,6 +17,7 @@ from .errors import ExtentError, RasterInputError
 from .window import Window, window_from_bounds, window_geotransform
 
 gdal.UseExceptions()
+IDENTITY = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # what GDAL reports for a raster without georeferencing
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class RasterSource:
     nodata: tuple[float | None, ...]
     dtypes: tuple[str, ...]
     has_dataset_mask: bool
+    georeferenced: bool = True
+    """False when the file has no geotransform: map coordinates cannot be placed on its pixels."""
+    gcps: tuple[tuple[float, float, float, float, float], ...] = ()
+    """Ground control points ``(pixel, line, x, y, z)`` of a raster georeferenced by GCPs only."""
+    gcp_projection: str = ""
 
     @classmethod
     def open(cls, path: str) -> RasterSource:
@@ -46,18 +52,24 @@ class RasterSource:
             raise RasterInputError(f"{path} holds no raster bands. Choose a raster file (GeoTIFF, JP2, VRT, ...).")
         bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
         flags = bands[0].GetMaskFlags()
+        geotransform = ds.GetGeoTransform(can_return_null=True)
+        gcps = () if geotransform else tuple((g.GCPPixel, g.GCPLine, g.GCPX, g.GCPY, g.GCPZ) for g in ds.GetGCPs())
         return cls(
             path=str(path),
             width=ds.RasterXSize,
             height=ds.RasterYSize,
             band_count=ds.RasterCount,
-            geotransform=tuple(ds.GetGeoTransform(can_return_null=True) or (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)),
+            geotransform=tuple(geotransform or IDENTITY),
             projection=ds.GetProjection() or "",
             descriptions=tuple(b.GetDescription() or "" for b in bands),
             nodata=tuple(b.GetNoDataValue() for b in bands),
             dtypes=tuple(gdal.GetDataTypeName(b.DataType) for b in bands),
             has_dataset_mask=bool(flags & (gdal.GMF_PER_DATASET | gdal.GMF_ALPHA))
             and not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA),
+            georeferenced=bool(gcps) or bool(geotransform) and not (tuple(geotransform) == IDENTITY
+                                                                     and not ds.GetProjection()),
+            gcps=gcps,
+            gcp_projection=ds.GetGCPProjection() if gcps else "",
         )
 
     @property
@@ -90,9 +102,34 @@ class RasterSource:
             )
         return window
 
+    def window_gcps(self, window: Window, stride: int = 1) -> tuple[tuple[float, float, float, float, float], ...]:
+        """The raster's GCPs on the pixel grid of an output covering ``window`` with ``stride`` input pixels per
+        output pixel (the same ground points, their pixel positions shifted and scaled)."""
+        return tuple(((p - window.col_off) / stride, (line - window.row_off) / stride, x, y, z)
+                     for p, line, x, y, z in self.gcps)
+
+    @property
+    def gcp_warning(self) -> str | None:
+        """What to tell the user about a raster georeferenced by GCPs only (None for any other raster)."""
+        if not self.gcps:
+            return None
+        return (f"{self.path} is georeferenced by {len(self.gcps)} ground control points only (no geotransform): "
+                "the outputs get the same points, on the input's pixel grid, and are not warped. For map-aligned "
+                "outputs, warp the input first (Raster > Projections > Warp, or gdalwarp).")
+
     def window_geotransform(self, window: Window) -> tuple[float, ...]:
         """The geotransform of a window of this raster (same pixel size, shifted origin)."""
         return window_geotransform(self.geotransform, window)
+
+
+def read_failure(path: str, exc: Exception) -> RasterInputError:
+    """The error for a GDAL read that failed on a raster that opened: a damaged file or a missing part of it."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return RasterInputError(
+        f"Cannot read the pixels of {path} ({detail}). The file is damaged or incomplete (e.g. an interrupted copy or "
+        "download), or a file it refers to (a VRT's source) is missing. Check it with gdalinfo -checksum, then copy "
+        "or create it again."
+    )
 
 
 def pixel_validity(source: RasterSource, ds: gdal.Dataset, window: Window, by_band: dict[int, np.ndarray],
@@ -130,9 +167,12 @@ def sample_pixels(source: RasterSource, bands: Sequence[int], region: Window | N
     source.check_bands(bands)
     region = region or source.window
     bx, by = min(size, region.width), min(size, region.height)
-    ds = gdal.Open(source.path, gdal.GA_ReadOnly)
     args = (region.col_off, region.row_off, region.width, region.height)
-    raw = ds.ReadAsArray(*args, buf_xsize=bx, buf_ysize=by, band_list=list(bands)).reshape(len(bands), by, bx)
-    valid = pixel_validity(source, ds, region, {b: raw[i] for i, b in enumerate(bands)}, (bx, by)).reshape(-1)
+    try:
+        ds = gdal.Open(source.path, gdal.GA_ReadOnly)
+        raw = ds.ReadAsArray(*args, buf_xsize=bx, buf_ysize=by, band_list=list(bands)).reshape(len(bands), by, bx)
+        valid = pixel_validity(source, ds, region, {b: raw[i] for i, b in enumerate(bands)}, (bx, by)).reshape(-1)
+    except RuntimeError as exc:  # GDAL's errors: a truncated file, a VRT whose source is gone
+        raise read_failure(source.path, exc) from exc
     values = raw.astype(np.float64).reshape(len(bands), -1)
     return values[:, valid]

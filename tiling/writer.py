@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import OutputError
+from .statistics import BandStatistics
+from .transaction import Move, publish
 
 gdal.UseExceptions()
 
@@ -61,6 +64,8 @@ class RasterSpec:
     metadata: Mapping[str, str] = field(default_factory=dict)
     interleave: str = "pixel"  # "band" suits many bands: faster compression, blocks compressed in parallel
     threads: bool = False  # compress blocks on all CPUs (GDAL NUM_THREADS; the bytes written are the same)
+    gcps: Sequence[tuple[float, float, float, float, float]] = ()  # (pixel, line, x, y, z), replace geotransform
+    gcp_projection: str = ""
 
 
 def check_writable(path: str | os.PathLike[str]) -> Path:
@@ -89,7 +94,7 @@ class GeoTiffWriter:
         self.resume_key = resume_key
         self.resumed_rows = 0  # rows of the panel at resumed_col an earlier run wrote
         self.resumed_col = 0  # first column of the panel an earlier run was writing (columns left of it are done)
-        self._stats = _BandStatistics(spec.bands) if track_statistics else None
+        self._stats = BandStatistics(spec.bands) if track_statistics else None
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
         self._next_row = 0  # next row of the current panel
@@ -125,7 +130,10 @@ class GeoTiffWriter:
                                                             _GDAL_TYPES[dtype], options)
         except RuntimeError as exc:
             raise OutputError(f"Cannot create {self.target}: {exc}. Check the folder and free disk space.") from exc
-        self._ds.SetGeoTransform(spec.geotransform)
+        if spec.gcps:  # an input georeferenced by GCPs only: the output keeps them
+            self._ds.SetGCPs([gdal.GCP(x, y, z, p, line) for p, line, x, y, z in spec.gcps], spec.gcp_projection)
+        else:
+            self._ds.SetGeoTransform(spec.geotransform)
         if spec.projection:
             self._ds.SetProjection(spec.projection)
         for i in range(spec.bands):
@@ -178,7 +186,7 @@ class GeoTiffWriter:
         if self._stats is not None:
             if state["statistics"] is None:
                 return False
-            self._stats = _BandStatistics.from_json(state["statistics"])
+            self._stats = BandStatistics.from_json(state["statistics"])
         self._ds = ds
         self._col_off = self.resumed_col = state["col_off"]
         self._next_row = self.resumed_rows = state["rows_done"]
@@ -193,7 +201,9 @@ class GeoTiffWriter:
     def _checkpoint(self) -> None:
         """Make the rows written so far durable (close and reopen: GDAL writes the TIFF directory on close) and
         record them in the state file (written to a temporary name, then renamed)."""
-        self._ds = None
+        error = self._close_quietly()
+        if error is not None:
+            raise self._failed(error)
         try:
             self._ds = self._open_update()
         except RuntimeError as exc:
@@ -253,7 +263,7 @@ class GeoTiffWriter:
                 self._ds.GetRasterBand(1).WriteArray(data[0, :n], self._col_off, start)
             self._ds.FlushCache()
         except RuntimeError as exc:
-            raise OutputError(f"Writing {self.target} failed: {exc}. Check free disk space.") from exc
+            raise self._failed(exc) from exc
         if self._stats is not None:
             self._stats.add(data[:, :n])
         rest = data[:, n:]
@@ -262,38 +272,77 @@ class GeoTiffWriter:
         if self.resume_key is not None and whole_blocks_only:
             self._checkpoint()
 
-    def commit(self) -> Path:
-        """Write what is left, close, and move the file to its final name (replacing an older one)."""
+    def prepare(self) -> list[Move]:
+        """Write what is left and close the file, still under its temporary name; returns the moves that publish
+        it (see :func:`~tiling.transaction.publish`), so that several outputs can be renamed together."""
         if self._col_off != self.spec.width:
             where = f" of the panel starting at column {self._col_off}" if self._col_off else ""
             self.abort()
             raise OutputError(f"{self.target}: only {self._next_row} of {self.spec.height} rows{where} were "
                               f"produced.")
-        if self._stats is not None:
-            for i, stats in enumerate(self._stats.summary()):
-                if stats is not None:
-                    self._ds.GetRasterBand(i + 1).SetStatistics(*stats)
-        self._ds.FlushCache()
-        self._ds = None  # closes the file
-        aux_temp, aux_target = Path(f"{self.temp}.aux.xml"), Path(f"{self.target}.aux.xml")
-        try:
-            os.replace(self.temp, self.target)
-            if aux_temp.exists():
-                os.replace(aux_temp, aux_target)
-            else:
-                aux_target.unlink(missing_ok=True)  # stale statistics or styles of an older file
-        except OSError as exc:
-            self._remove_temp()
-            raise OutputError(f"Cannot move the result to {self.target}: {exc}") from exc
+        if self._ds is not None:
+            if self._stats is not None:
+                for i, stats in enumerate(self._stats.summary()):
+                    if stats is not None:
+                        self._ds.GetRasterBand(i + 1).SetStatistics(*stats)
+            try:
+                self._ds.FlushCache()
+            except RuntimeError as exc:
+                raise self._failed(exc) from exc
+            error = self._close_quietly()  # closing writes the TIFF directory: it can fail too
+            if error is not None:
+                self._remove_temp()
+                raise self._failed(error)
+        # no statistics file of the new one: the older file's (stale statistics or styles) goes
+        return [Move(self.temp, self.target), Move(Path(f"{self.temp}.aux.xml"), Path(f"{self.target}.aux.xml"))]
+
+    def published(self) -> Path:
+        """After the moves of :meth:`prepare` were published: forget the resume state; returns the target."""
         if self.state_path is not None:
             self.state_path.unlink(missing_ok=True)
         return self.target
 
+    def commit(self) -> Path:
+        """Write what is left, close, and move the file to its final name (replacing an older one)."""
+        moves = self.prepare()
+        try:
+            publish(moves)
+        except OutputError:
+            self._remove_temp()
+            raise
+        return self.published()
+
     def abort(self) -> None:
         """Close and delete the temporary file (and a resume state); the target path is left as it was."""
-        self._ds = None
+        self._close_quietly()
         self._pending = []
         self._remove_temp()
+
+    def _close_quietly(self) -> RuntimeError | None:
+        """Close the dataset; returns what closing failed on (a full disk) instead of letting GDAL print an
+        "Exception ignored" traceback from the destructor, where Python cannot raise it."""
+        if self._ds is None:
+            return None
+        errors: list[RuntimeError] = []
+        hook = sys.unraisablehook
+
+        def keep(report) -> None:
+            errors.append(report.exc_value) if isinstance(report.exc_value, RuntimeError) else hook(report)
+
+        sys.unraisablehook = keep
+        try:
+            self._ds = None
+        finally:
+            sys.unraisablehook = hook
+            gdal.ErrorReset()
+        return errors[0] if errors else None
+
+    def _failed(self, exc: RuntimeError) -> OutputError:
+        """The error for a failed write, after closing the dataset (its traceback's frames hold the dataset: it
+        must close now, quietly, not when the traceback goes)."""
+        exc.__traceback__ = None
+        self._close_quietly()
+        return OutputError(f"Writing {self.target} failed: {str(exc).rstrip('.')}. Check free disk space.")
 
     def suspend(self) -> bool:
         """Stop, keeping what a later run with the same key needs to continue (resumable writers; others abort).
@@ -330,49 +379,3 @@ class GeoTiffWriter:
 def _storage_dtype(dtype: np.dtype) -> np.dtype:
     """The numpy type handed to GDAL (half floats travel as float32)."""
     return np.dtype(np.float32) if np.dtype(dtype) == np.float16 else np.dtype(dtype)
-
-
-class _BandStatistics:
-    """Running per-band count, sum, sum of squares, min and max of the finite values written (float64)."""
-
-    def __init__(self, bands: int) -> None:
-        self.count = np.zeros(bands, np.float64)
-        self.sum = np.zeros(bands, np.float64)
-        self.sumsq = np.zeros(bands, np.float64)
-        self.min = np.full(bands, np.inf)
-        self.max = np.full(bands, -np.inf)
-
-    def add(self, data: np.ndarray) -> None:
-        """Add rows ``(bands, rows, width)``; NaN (nodata) is left out."""
-        x = data.reshape(data.shape[0], -1).astype(np.float64)
-        finite = np.isfinite(x)
-        self.count += finite.sum(axis=1)
-        x = np.where(finite, x, 0.0)
-        self.sum += x.sum(axis=1)
-        self.sumsq += (x * x).sum(axis=1)
-        if finite.any():
-            self.min = np.minimum(self.min, np.where(finite, x, np.inf).min(axis=1))
-            self.max = np.maximum(self.max, np.where(finite, x, -np.inf).max(axis=1))
-
-    def summary(self) -> list[tuple[float, float, float, float] | None]:
-        """Per band ``(min, max, mean, std)``, or None for a band without a finite value."""
-        out: list[tuple[float, float, float, float] | None] = []
-        for i in range(len(self.count)):
-            n = self.count[i]
-            if n == 0:
-                out.append(None)
-                continue
-            mean = self.sum[i] / n
-            std = float(np.sqrt(max(self.sumsq[i] / n - mean * mean, 0.0)))
-            out.append((float(self.min[i]), float(self.max[i]), float(mean), std))
-        return out
-
-    def to_json(self) -> dict:
-        return {k: getattr(self, k).tolist() for k in ("count", "sum", "sumsq", "min", "max")}
-
-    @classmethod
-    def from_json(cls, data: dict) -> _BandStatistics:
-        stats = cls(len(data["count"]))
-        for k in ("count", "sum", "sumsq", "min", "max"):
-            setattr(stats, k, np.asarray(data[k], np.float64))
-        return stats

@@ -43,14 +43,19 @@ UNUSED_KEY_PREFIXES = ("encoder._conv_head.", "encoder._bn1.")
 UNUSED_KEY_SUFFIX = ".num_batches_tracked"
 ENCODER = "efficientnet-b4"
 N_CLASSES = 3
-#: Default inference tiling (px). ukis-csmask trains and runs the model on 256 px tiles (``target_size``; its ONNX
-#: graph is fixed at 256 x 256, the PyTorch network takes any multiple of 32). The predictions depend on the tile
-#: context, so with 256 px tiles and 64 px overlap two runs whose grids are offset by half a stride agree on only
-#: 90.1 % of the pixels of the real 10 m scene. 640 px tiles with 384 px overlap reach 97.3 % (30 m scene: 99.7 %),
-#: the cheapest setting measured that reaches 97 % on both scenes (512 / 320: 97.1 % at 1.3 times its pixels
-#: predicted; 256 / 192: 97.1 % at 3 times); see tests/test_real_model.py.
-INFERENCE_TILE = 640
-INFERENCE_OVERLAP = 384
+#: Training conditions: ukis-csmask trains and runs the model on 256 px tiles (``target_size``; its ONNX graph is
+#: fixed at 256 x 256, the PyTorch network takes any multiple of 32), at about 10-30 m (Sentinel-2, Landsat).
+TRAINING_PIXEL_SIZE_M = (10, 30)
+#: Default inference tiling (px): the training tile (``tile_h`` below), never larger (640 px tiles called 28.6 %
+#: cloud shadow on the 10 m scene where CSmask says 13.2 %), placed as ukis-csmask places it: ``CSmask`` tiles with
+#: 20 % overlap (a stride of int(0.8 x 256) = 204 px, so 52 px overlap) over the image padded by int(0.2 x 256) = 51 px
+#: before its top and left edges. At 10 m the model's output depends strongly on where the tiles fall (CSmask agrees
+#: with itself shifted by half a tile on 86.6 % / 91.6 % of the pixels, 4 / 6 bands), and of the overlaps measured
+#: (32-128 px, with and without an edge margin) only this placement kept both packages within 2 points of CSmask
+#: per class on both scenes (10 m, 6 bands: 5-7 points more cloud with every other grid); on it the class rasters
+#: agree on >= 99.5 % of the pixels. bench/bench_fidelity.py; figures in the README.
+INFERENCE_OVERLAP = 52
+EDGE_MARGIN = 51
 
 #: Band name (as in the ukis JSON) -> (Sentinel-2 aliases, nominal Sentinel-2 central wavelength in nm).
 BANDS: dict[str, tuple[list[str], int]] = {
@@ -64,7 +69,7 @@ BANDS: dict[str, tuple[list[str], int]] = {
 
 CLASSES = [
     {"value": 0, "name": "clear", "color": "#3a9d23"},
-    {"value": 1, "name": "cloud", "color": "#f0f0f0"},
+    {"value": 1, "name": "cloud", "color": "#26a4e3"},
     {"value": 2, "name": "cloud shadow", "color": "#4b3f8f"},
 ]
 
@@ -241,8 +246,9 @@ def build_description(variant: str, meta: Mapping[str, Any], onnx_sha256: str) -
             "normalization": {"type": "mean_std", "mean": mean, "std": std},
             "resolution_m": {"min": 10, "max": 60, "recommended": 30},
         },
-        "inference": {"tile_size": INFERENCE_TILE, "overlap": INFERENCE_OVERLAP, "size_divisor": 32,
-                      "activation": "softmax"},
+        "inference": {"tile_size": tile_h, "overlap": INFERENCE_OVERLAP, "edge_margin": EDGE_MARGIN,
+                      "size_divisor": 32, "activation": "softmax"},
+        "training": {"tile_size": tile_h, "pixel_size_m": list(TRAINING_PIXEL_SIZE_M), "value_range": [0.0, 1.0]},
         "classes": [dict(c) for c in CLASSES],
         "provenance": {
             "source": f"PyPI ukis-csmask {UKIS_VERSION} ({PYPI_URL}), file ukis_csmask/model_{variant}.onnx "
@@ -258,9 +264,9 @@ def build_description(variant: str, meta: Mapping[str, Any], onnx_sha256: str) -
                 "float32 segmentation-models-pytorch Unet state dict; keys smp does not use "
                 "(encoder._conv_head.*, encoder._bn1.*, *.num_batches_tracked) set to zeros. The ONNX graph "
                 "outputs logits; softmax over channels gives the class probabilities as in ukis-csmask. "
-                f"Inference tiles {INFERENCE_TILE} px with {INFERENCE_OVERLAP} px overlap (ukis-csmask: {tile_h} px "
-                "with 20 % overlap): the predictions depend on the tile context, and larger, more overlapping tiles "
-                "make them nearly independent of where the tile grid falls."
+                f"Inference tiles {tile_h} px as in training, {INFERENCE_OVERLAP} px overlap, the grid starting "
+                f"{EDGE_MARGIN} px before the top and left edges (reflection-padded): the tile placement of "
+                "ukis-csmask's CSmask (20 % overlap), chosen by agreement with CSmask on 10 m and 30 m scenes."
             ),
             "training_data": TRAINING_DATA,
             "training_loss": meta["model"].get("loss_fn"),

@@ -1,0 +1,171 @@
+"""The ONNX Runtime path of "Classify pixels": export checked against PyTorch, cache, no torch at run time.
+
+Real data: the ukis-csmask 6-band U-Net (a copy, made read-only) and the Sentinel-2 scenes. The export goes into a
+temporary user cache (XDG_CACHE_HOME), exported once for the module (about 15 s on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from deepraster.models.onnx_export import FOLDER_NAME, MIN_AGREEMENT, cached_onnx, ensure_onnx, user_cache_dir
+from deepraster.models.package import load_package
+from deepraster.models.pixel_classification import ClassifyRequest, input_transform, resolve_bands
+from deepraster.models.runtimes import choose_runtime, sample_tile
+from deepraster.tiling.errors import DeepRasterError
+from deepraster.tiling.onnx_predictor import OnnxPredictor
+from deepraster.tiling.source import RasterSource
+from osgeo import gdal
+
+ALG = "deepraster:classify_pixels"
+
+
+def make_read_only(folder: Path) -> bool:
+    """Make ``folder`` unwritable, for root too (``chattr +i``); False when that is impossible here."""
+    folder.chmod(0o555)
+    if os.geteuid() != 0:
+        return True
+    return subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+
+
+def make_writable(folder: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    folder.chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Iterator[Path]:
+    """A fresh user cache for this module (XDG_CACHE_HOME), restored afterwards."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield user_cache_dir()
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def package_copy(tmp_path_factory, model_6b_l1c) -> Iterator[tuple[Path, bool]]:
+    """A read-only copy of the 6-band package and whether it really is read-only here."""
+    folder = tmp_path_factory.mktemp("pkg") / "ukis-6b"
+    shutil.copytree(model_6b_l1c, folder, ignore=shutil.ignore_patterns(FOLDER_NAME))  # no shipped export
+    read_only = make_read_only(folder)
+    yield folder, read_only
+    make_writable(folder)
+
+
+@pytest.fixture(scope="module")
+def exported(cache, package_copy, s2_10m) -> tuple[Path, list[str]]:
+    """The package exported once (checked on a random tile and a real 10 m tile); the export's log lines."""
+    package = load_package(package_copy[0])
+    source = RasterSource.open(str(s2_10m))
+    request = ClassifyRequest(raster=str(s2_10m), package=package)
+    transform = input_transform(request, resolve_bands(request, source))
+    sample = sample_tile(source, source.window, package.tile_size, transform)
+    lines: list[str] = []
+    path = ensure_onnx(package, sample=sample, info=lines.append)
+    return path, lines
+
+
+def test_export_agrees_with_pytorch(exported):
+    """Class agreement ≥ 99.9 % with PyTorch on a random and a real tile, max |Δp| in the log."""
+    path, lines = exported
+    check = next(line for line in lines if "class agreement" in line)
+    agreement = float(check.split("class agreement ")[1].split(" %")[0])
+    assert agreement >= 100 * MIN_AGREEMENT, check
+    assert "max |Δp|" in check and "131072 px" in check  # two 256 px tiles
+    assert path.is_file() and path.stat().st_size > 10_000_000
+
+
+def test_read_only_package_goes_to_cache(exported, package_copy, cache):
+    """Nothing is written into a read-only package folder: the export lies in the user's cache."""
+    folder, read_only = package_copy
+    if not read_only:
+        pytest.skip("cannot make a folder read-only for root here (chattr failed)")
+    path, _ = exported
+    assert path.parent == cache
+    assert not (folder / FOLDER_NAME).exists()
+    assert sorted(p.name for p in folder.iterdir()) == ["LICENSE.ukis-csmask", "model.json", "weights.safetensors"]
+
+
+def test_cache_reused(exported, package_copy):
+    """A second request finds the export: same file, not rewritten, no export logged."""
+    path, _ = exported
+    mtime = path.stat().st_mtime_ns
+    lines: list[str] = []
+    assert ensure_onnx(load_package(package_copy[0]), info=lines.append) == path
+    assert lines == [] and path.stat().st_mtime_ns == mtime
+    assert not list(path.parent.glob("*.part"))  # no temporary file left behind
+
+
+def test_predictor_contract(exported, s2_10m, package_copy):
+    """(N, C, H, W) float32 → (N, K, H, W) probabilities summing to 1; one call per 256 px tile, polled."""
+    package = load_package(package_copy[0])
+    predictor = OnnxPredictor(exported[0], ["CPUExecutionProvider"], package.activation, threads=2)
+    batch = np.random.default_rng(1).standard_normal((2, 6, 256, 256), dtype=np.float32)
+    polled: list[float] = []
+    predictor.poll = polled.append
+    out = predictor(batch)
+    assert out.shape == (2, 3, 256, 256) and out.dtype == np.float32
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    assert polled == [0.5, 1.0]
+
+
+def test_unknown_runtime_is_explained():
+    with pytest.raises(DeepRasterError, match="choose one of auto, torch, onnxruntime"):
+        choose_runtime("tensorflow")
+
+
+def test_onnx_run_imports_no_torch(exported, package_copy, s2_30m, cache, tmp_path):
+    """A run on ONNX Runtime with the export cached never imports torch (fresh interpreter)."""
+    script = (
+        "import json, sys\n"
+        "from deepraster.models.package import load_package\n"
+        "from deepraster.models.pixel_classification import ClassifyRequest, classify_raster\n"
+        "from deepraster.tiling.callbacks import Callbacks\n"
+        "lines = []\n"
+        f"request = ClassifyRequest(raster={str(s2_30m)!r}, package=load_package({str(package_copy[0])!r}),\n"
+        f"                          classes_path={str(tmp_path / 'c.tif')!r}, runtime='onnxruntime')\n"
+        "classify_raster(request, Callbacks(info=lines.append))\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'lines': lines}))\n"
+    )
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache.parent.parent), PYTHONPATH=os.pathsep.join(sys.path))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["torch"] is False
+    assert any("ONNX Runtime (CPU" in line for line in result["lines"]), result["lines"]
+    assert any(line.startswith("Coverage factor ") for line in result["lines"]), result["lines"]
+    assert not any("ONNX export" in line for line in result["lines"])  # found in the cache, not exported again
+
+
+def test_processing_run_onnx_matches_torch(qgis_app, exported, package_copy, s2_10m, tmp_path):
+    """processing.run with RUNTIME=onnxruntime and RUNTIME=torch on 768 × 512 px of the real 10 m scene (12 tiles,
+    cloud, shadow and clear): ≥ 99.9 % equal classes."""
+    import processing
+    from qgis.core import QgsProcessingFeedback
+
+    x0, px, _, y0, _, py = gdal.Open(str(s2_10m)).GetGeoTransform()
+    extent = f"{x0 + 384 * px},{x0 + 1152 * px},{y0 + 640 * py},{y0 + 128 * py} [EPSG:32633]"
+    classes = {}
+    for index, runtime in ((2, "onnxruntime"), (1, "torch")):
+        out = processing.run(ALG, {"INPUT": str(s2_10m), "MODEL": str(package_copy[0]), "RUNTIME": index,
+                                   "EXTENT": extent,
+                                   "OUTPUT_CLASSES": str(tmp_path / f"{runtime}.tif"), "OUTPUT_PROBABILITIES": None},
+                             feedback=QgsProcessingFeedback())
+        classes[runtime] = gdal.Open(out["OUTPUT_CLASSES"]).ReadAsArray()
+    assert classes["onnxruntime"].shape == (512, 768)
+    assert len(np.unique(classes["torch"])) >= 2
+    agreement = float((classes["onnxruntime"] == classes["torch"]).mean())
+    assert agreement >= MIN_AGREEMENT, f"class agreement ONNX vs torch {100 * agreement:.3f} %"
+    assert cached_onnx(load_package(package_copy[0])) == exported[0]
