@@ -16,7 +16,9 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
+from qgis.PyQt.QtCore import NULL
 
+from ..models.class_tables import read_class_table
 from ..models.create import PackageRequest, create_package
 from ..models.errors import ModelPackageError
 from ..models.spec import ACTIVATIONS
@@ -38,7 +40,8 @@ def parse_numbers(text: str, what: str) -> list[float] | None:
 def parse_classes(table: list) -> list[dict]:
     """Rows of (value, name, colour) from a Processing matrix (a flat list, 3 cells per row)."""
     if not table or len(table) % 3:
-        raise ModelPackageError("Classes: give rows of value, name and colour (#rrggbb), e.g. 0, clear, #3a9d23.")
+        raise ModelPackageError("Classes: give rows of value, name and colour (#rrggbb), e.g. 0, clear, #3a9d23, or a "
+                                "class file (CSV, QGIS colour map export or .qml).")
     classes = []
     for i in range(0, len(table), 3):
         value, name, color = (str(c).strip() for c in table[i:i + 3])
@@ -62,6 +65,7 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
     ENCODER = "ENCODER"
     BANDS = "BANDS"
     CLASSES = "CLASSES"
+    CLASSES_FILE = "CLASSES_FILE"
     ACTIVATION = "ACTIVATION"
     VALUE_SCALE = "VALUE_SCALE"
     VALUE_OFFSET = "VALUE_OFFSET"
@@ -109,7 +113,8 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
             "Normalisation: per-band mean and std in model units (raster value × scale + offset), given or computed "
             "from a bounded random sample of a raster's valid pixels.\n"
             "Classes: one row per class (value 0–254, name, colour #rrggbb), in the order of the model's output "
-            "channels; a binary model with one sigmoid output lists two classes.\n"
+            "channels; a binary model with one sigmoid output lists two classes. Or a file: a CSV of value, name, "
+            "colour; a QGIS colour map export (.txt); or the .qml style of a class raster.\n"
             "The network is built, loaded strictly and run once before anything is written."
         )
 
@@ -126,7 +131,10 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
         self.addParameter(string(self.BANDS, self.tr("Bands in model order (e.g. B04,B03,B02)")))
         self.addParameter(QgsProcessingParameterMatrix(self.CLASSES, self.tr("Classes (value, name, #rrggbb)"),
                                                        numberRows=2, hasFixedNumberRows=False,
-                                                       headers=["value", "name", "color"]))
+                                                       headers=["value", "name", "color"], optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.CLASSES_FILE, self.tr("or classes from a file (CSV, colour map, .qml)"), optional=True,
+            fileFilter="Class tables (*.csv *.txt *.qml);;All (*)"))
         self.addParameter(number(self.VALUE_SCALE, self.tr("Value scale (raster × scale + offset)"),
                                  number.Double, 1.0))
         self.addParameter(string(self.NAME, self.tr("Package name")))
@@ -161,6 +169,15 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
 
+    def classes(self, parameters, context) -> list[dict]:
+        """The class table from the matrix or from the class file (exactly one of them)."""
+        table = [cell for cell in self.parameterAsMatrix(parameters, self.CLASSES, context)
+                 if not (cell is None or cell == NULL or str(cell).strip() == "")]  # an unset matrix gives [NULL]
+        path = self.parameterAsFile(parameters, self.CLASSES_FILE, context)
+        if path and table:
+            raise ModelPackageError("Classes are given twice, in the table and in a file: empty one of them.")
+        return read_class_table(path) if path else parse_classes(table)
+
     def run_algorithm(self, parameters, context, feedback) -> dict:
         string = lambda key: self.parameterAsString(parameters, key, context).strip()  # noqa: E731
         framework = self.parameterAsEnum(parameters, self.FRAMEWORK, context)
@@ -177,7 +194,7 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
             description=string(self.DESCRIPTION), attribution=string(self.ATTRIBUTION),
             authors=[a.strip() for a in string(self.AUTHORS).split(",") if a.strip()],
             bands=[b.strip() for b in string(self.BANDS).split(",") if b.strip()],
-            classes=parse_classes(self.parameterAsMatrix(parameters, self.CLASSES, context)),
+            classes=self.classes(parameters, context),
             framework=(None, "smp", "timm")[framework], arch=string(self.ARCH) or None,
             encoder=string(self.ENCODER) or None,
             activation=ACTIVATIONS[self.parameterAsEnum(parameters, self.ACTIVATION, context)],
