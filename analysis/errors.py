@@ -15,3 +15,8 @@ class TrainingDataError(DeepRasterError):
 
 class ModelFileError(DeepRasterError):
     """A saved model is missing, not trusted, damaged, or does not fit the raster it is applied to."""
+
+
+class EvaluationError(DeepRasterError):
+    """A class map cannot be evaluated against the reference as given (no overlap, no reference pixel, a class
+    field or class names that do not fit the class raster)."""

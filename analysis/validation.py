@@ -27,6 +27,7 @@ import numpy as np
 
 from ..tiling.transaction import write_together
 from .errors import TrainingDataError
+from .metrics import class_scores, confusion_matrix
 
 SCHEMES = ("random", "group", "spatial", "test_set", "none")
 SCHEME_TITLES = {
@@ -171,21 +172,17 @@ def make_folds(plan: ValidationPlan, task: str, y: np.ndarray, groups: np.ndarra
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> dict[str, Any]:
     """Overall accuracy, Cohen's kappa, macro F1 (over classes present in ``y_true``), per-class precision, recall,
-    F1 and support, and the confusion matrix (rows: reference, columns: predicted), for codes 0..len(names)-1."""
-    from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, precision_recall_fscore_support
-
+    F1 and support, and the confusion matrix (rows: reference, columns: predicted), for codes 0..len(names)-1
+    (computed by :mod:`analysis.metrics`)."""
     labels = list(range(len(names)))
-    present = sorted(set(np.asarray(y_true).tolist()))
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    kappa = cohen_kappa_score(y_true, y_pred, labels=labels)
+    scores = class_scores(confusion_matrix(y_true, y_pred, labels), labels, names)
     return {
-        "overall_accuracy": float(accuracy_score(y_true, y_pred)),
-        "kappa": 0.0 if np.isnan(kappa) else float(kappa),
-        "macro_f1": float(np.mean([f[i] for i in present])),
-        "per_class": [{"class": names[i], "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                       "support": int(s[i])} for i in labels],
-        "confusion_matrix": {"labels": list(names), "rows": "reference", "columns": "predicted",
-                             "matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist()},
+        "overall_accuracy": scores["overall_accuracy"],
+        "kappa": scores["kappa"] if scores["kappa"] is not None else 0.0,
+        "macro_f1": scores["macro_f1"],
+        "per_class": [{k: c[k] for k in ("class", "precision", "recall", "f1", "support")}
+                      for c in scores["per_class"]],
+        "confusion_matrix": {k: scores["confusion_matrix"][k] for k in ("labels", "rows", "columns", "matrix")},
         "n": int(len(y_true)),
     }
 

@@ -13,7 +13,8 @@ import pytest
 from helpers import REPO
 
 ALGORITHMS = ("classify_pixels", "apply_model", "extract_features", "reduce_dimensions", "cluster_pixels",
-              "similarity_map", "train_classifier", "create_package", "inspect_package")
+              "similarity_map", "train_classifier", "create_package", "inspect_package", "evaluate_classes",
+              "export_training_data")
 DOCS_PREFIX = "https://github.com/deepraster/deepraster/blob/main/"
 
 

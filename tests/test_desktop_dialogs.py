@@ -13,7 +13,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 import screenshots  # noqa: E402
 
 ALGORITHMS = ("classify_pixels", "apply_model", "extract_features", "reduce_dimensions", "cluster_pixels",
-              "similarity_map", "train_classifier", "create_package", "inspect_package", "install_packages")
+              "similarity_map", "train_classifier", "create_package", "inspect_package", "install_packages",
+              "evaluate_classes", "export_training_data")
 
 
 def test_every_dialog_fits_at_its_default_size(tmp_path):

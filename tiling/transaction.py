@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -34,6 +35,15 @@ class Move:
     target: Path
 
 
+def _remove(path: Path) -> None:
+    """Remove a file, or a folder output with its contents (a folder of chips); nothing when absent."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def publish(moves: Sequence[Move]) -> None:
     """Rename every temporary file to its target, all or nothing (see the module docstring)."""
     tag = uuid.uuid4().hex[:8]
@@ -51,17 +61,17 @@ def publish(moves: Sequence[Move]) -> None:
                 placed.append(target)
     except BaseException as exc:  # a failed rename, or a stop (SIGTERM, Ctrl+C) in the middle: undo
         for target in placed:
-            target.unlink(missing_ok=True)
+            _remove(target)
         for backup, target in reversed(backups):
             os.replace(backup, target)
         for move in moves:
-            Path(move.temp).unlink(missing_ok=True)
+            _remove(move.temp)
         if not isinstance(exc, OSError):
             raise
         raise OutputError(f"Cannot move the result to {exc.filename or move.target}: {exc.strerror or exc}. "
                           f"No output was changed; check the folder's permissions and run again.") from exc
     for backup, _ in backups:
-        backup.unlink(missing_ok=True)
+        _remove(backup)
 
 
 class Committable(Protocol):
@@ -83,7 +93,7 @@ class RunTransaction:
 
     def discard(self) -> None:
         for move in self.moves:
-            Path(move.temp).unlink(missing_ok=True)
+            _remove(move.temp)
 
 
 _CURRENT: ContextVar[RunTransaction | None] = ContextVar("deepraster_run_transaction", default=None)

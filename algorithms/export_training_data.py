@@ -1,0 +1,202 @@
+"""Processing algorithm "Export training data": image and label chips of a raster for training a segmentation model,
+split by spatial blocks, into a folder (ours and Esri's Classified_Tiles layout). The core is
+:func:`training.export.export_training_data`; this adapter reads the parameters and hands it plain geometries in the
+raster's CRS."""
+
+from __future__ import annotations
+
+import os
+
+from qgis.core import (
+    QgsFeatureRequest,
+    QgsProcessing,
+    QgsProcessingOutputFile,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingUtils,
+    QgsWkbTypes,
+)
+
+from ..models.class_tables import read_class_table
+from ..tiling.destinations import Destination
+from ..training.errors import TrainingDataError
+from ..training.export import ExportRequest, export_training_data
+from .analysis_common import reference_features
+from .band_parameters import band_numbers
+from .base import DeepRasterAlgorithm, callbacks_for
+
+
+class ExportTrainingDataAlgorithm(DeepRasterAlgorithm):
+    search_tags = ("training data", "chips", "tiles", "labels", "segmentation", "deep learning", "export",
+                   "classified tiles", "arcgis", "validation split", "spatial blocks", "unet")
+    summary = "Exports image and label chips with a spatial-block validation split, for training a segmentation model."
+    required_packages: dict[str, str] = {}  # GDAL and numpy only
+    LABELS = "LABELS"
+    LABEL_FIELD = "LABEL_FIELD"
+    LABEL_RASTER = "LABEL_RASTER"
+    CLASS_TABLE = "CLASS_TABLE"
+    BANDS = "BANDS"
+    CHIP_SIZE = "CHIP_SIZE"
+    STRIDE = "STRIDE"
+    MIN_LABELLED = "MIN_LABELLED"
+    BACKGROUND = "BACKGROUND"
+    BLOCK_SIZE = "BLOCK_SIZE"
+    VALIDATION_FRACTION = "VALIDATION_FRACTION"
+    SEED = "SEED"
+    OVERWRITE = "OVERWRITE"
+    OUTPUT = "OUTPUT"
+    MANIFEST = "MANIFEST"
+    TRAIN_CHIPS = "TRAIN_CHIPS"
+    VALIDATION_CHIPS = "VALIDATION_CHIPS"
+
+    def name(self) -> str:
+        return "export_training_data"
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS API)
+        return self.tr("Export training data")
+
+    def group(self) -> str:
+        return self.tr("Training")
+
+    def groupId(self) -> str:  # noqa: N802 (QGIS API)
+        return "training"
+
+    def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
+        return self.tr(
+            "Cuts a raster and its labels into image and label chips (georeferenced, tiled, DEFLATE-compressed "
+            "GeoTIFFs) for training a segmentation model, and splits them into training and validation by spatial "
+            "blocks, so validation measures how the model does on places it never saw.\n\n"
+            "Labels: a polygon layer with a class field (numbers, or names: sorted names become 0, 1, 2 ...) or a "
+            "class raster (whole numbers 0–254). Polygons in another CRS are reprojected; invalid geometries are "
+            "repaired, or skipped, and counted in the log. Pixels outside every label get the ignore value 255, "
+            "unless 'Unlabelled pixels are background' is ticked (then they are class 0, background).\n"
+            "Class table (optional): a CSV of value, name, #rrggbb, a QGIS colour map export or a .qml; empty: "
+            "derived from the labels.\n"
+            "Chips: full chips of the chip size every stride pixels; a chip is kept when at least the minimum "
+            "labelled fraction of its pixels is labelled.\n"
+            "Split: blocks of the block size (map units; 0: 10 chips) are drawn at random (seed) as validation "
+            "(fraction) or training; chips within one chip of a block of the other split are dropped, so no chip "
+            "lies in both and a gap of one chip separates them. Every class must have pixels in both splits.\n"
+            "Output folder (new or empty; an earlier export is replaced only with 'Overwrite'): images/, labels/, "
+            "manifest.json (bands, class table, mean/std of the training chips, CRS, pixel size, each chip's split "
+            "and window, pixel counts per class and split) and Esri's Classified_Tiles files (world files, "
+            "esri_model_definition.emd, esri_accumulated_stats.json, map.txt, stats.txt). Nothing is written when "
+            "the run fails or is cancelled."
+        )
+
+    def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.LABELS, self.tr("Label polygons"), [QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterField(
+            self.LABEL_FIELD, self.tr("Class field (numbers or names)"), parentLayerParameterName=self.LABELS,
+            optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(
+            self.LABEL_RASTER, self.tr("Class raster (instead of polygons)"), optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.CLASS_TABLE, self.tr("Class table (empty: from the labels)"), optional=True,
+            fileFilter="Class tables (*.csv *.txt *.qml);;All files (*.*)"))
+        self.addParameter(QgsProcessingParameterBand(
+            self.BANDS, self.tr("Bands (empty: all)"), parentLayerParameterName=self.INPUT, optional=True,
+            allowMultiple=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.CHIP_SIZE, self.tr("Chip size, px"), QgsProcessingParameterNumber.Integer, 256, minValue=16,
+            maxValue=8192))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.BACKGROUND, self.tr("Unlabelled pixels are background (class 0)"), False))
+        self.addParameter(QgsProcessingParameterExtent(
+            self.EXTENT, self.tr("Extent (empty: whole raster)"), optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.BLOCK_SIZE, self.tr("Validation block size, map units (0: 10 chips)"),
+            QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.VALIDATION_FRACTION, self.tr("Validation fraction of the blocks"),
+            QgsProcessingParameterNumber.Double, 0.2, minValue=0.01, maxValue=0.99))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.OVERWRITE, self.tr("Overwrite a non-empty output folder"), False))
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, self.tr("Output folder")))
+        for param in (
+            QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride, px (0: the chip size)"),
+                                         QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=8192),
+            QgsProcessingParameterNumber(self.MIN_LABELLED, self.tr("Minimum labelled fraction of a chip"),
+                                         QgsProcessingParameterNumber.Double, 0.05, minValue=0.0, maxValue=1.0),
+            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed (split)"),
+                                         QgsProcessingParameterNumber.Integer, 0, minValue=0),
+        ):
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
+        self.addOutput(QgsProcessingOutputFile(self.MANIFEST, self.tr("Manifest (manifest.json)")))
+        self.addOutput(QgsProcessingOutputNumber(self.TRAIN_CHIPS, self.tr("Training chips")))
+        self.addOutput(QgsProcessingOutputNumber(self.VALIDATION_CHIPS, self.tr("Validation chips")))
+
+    def run_destinations(self, parameters, context) -> list[Destination]:
+        """The output folder; one that does not exist yet is created by the run, so its parent is checked."""
+        out = []
+        for dest in super().run_destinations(parameters, context):
+            path = os.path.expanduser(str(dest.path))
+            if dest.kind == "folder" and not os.path.exists(path):
+                dest = Destination(os.path.dirname(os.path.abspath(path)), dest.label, "folder")
+            out.append(dest)
+        return out
+
+    def run_algorithm(self, parameters, context, feedback) -> dict:
+        layer, source, region = self.input_source(parameters, context)
+        output = self.parameterAsString(parameters, self.OUTPUT, context)
+        output = self.parameterAsFileOutput(parameters, self.OUTPUT, context) or output
+        temp_root = os.path.realpath(QgsProcessingUtils.tempFolder())
+        if os.path.realpath(output).startswith(temp_root + os.sep):
+            os.makedirs(os.path.dirname(output), exist_ok=True)
+        label_raster = self.parameterAsRasterLayer(parameters, self.LABEL_RASTER, context)
+        polygons = None
+        field = self.parameterAsString(parameters, self.LABEL_FIELD, context)
+        if label_raster is None:
+            polygons = self._polygons(parameters, context, layer, field)
+        elif parameters.get(self.LABELS):
+            raise TrainingDataError("Give either label polygons or a class raster, not both.")
+        table = self.parameterAsFile(parameters, self.CLASS_TABLE, context)
+        request = ExportRequest(
+            raster=source.path, output=output, polygons=polygons,
+            label_raster=label_raster.source() if label_raster is not None else None,
+            classes=read_class_table(table) if table else None,
+            bands=tuple(band_numbers(self, parameters, self.BANDS, context)),
+            chip_size=self.parameterAsInt(parameters, self.CHIP_SIZE, context),
+            stride=self.parameterAsInt(parameters, self.STRIDE, context) or None,
+            min_labelled=self.parameterAsDouble(parameters, self.MIN_LABELLED, context),
+            background=self.parameterAsBool(parameters, self.BACKGROUND, context), region=region,
+            block_size=self.parameterAsDouble(parameters, self.BLOCK_SIZE, context) or None,
+            validation_fraction=self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            overwrite=self.parameterAsBool(parameters, self.OVERWRITE, context), label_field=field,
+            inputs=tuple(self.run_inputs(parameters, context)))
+        result = export_training_data(request, callbacks_for(feedback))
+        return {self.OUTPUT: output, self.MANIFEST: os.path.join(output, "manifest.json"),
+                self.TRAIN_CHIPS: result.chips["train"], self.VALIDATION_CHIPS: result.chips["validation"]}
+
+    def _polygons(self, parameters, context, layer, field: str) -> list[tuple[bytes, object]]:
+        """The label polygons as (WKB in the raster's CRS, class value); NULL geometries as empty WKB."""
+        check = context.invalidGeometryCheck()
+        context.setInvalidGeometryCheck(QgsFeatureRequest.GeometryNoCheck)  # repaired or skipped by the core
+        try:
+            labels = self.parameterAsSource(parameters, self.LABELS, context)
+        finally:
+            context.setInvalidGeometryCheck(check)
+        if labels is None:
+            raise TrainingDataError("Give labels: a polygon layer with its class field, or a class raster.")
+        if QgsWkbTypes.geometryType(labels.wkbType()) != QgsWkbTypes.PolygonGeometry:
+            raise TrainingDataError("The label layer must hold polygons (points and lines label no area).")
+        index = labels.fields().lookupField(field) if field else -1
+        if index < 0:
+            names = ", ".join(f.name() for f in labels.fields()) or "none"
+            what = f"The class field {field!r} is not in the label layer" if field else \
+                "Choose the class field of the label layer"
+            raise TrainingDataError(f"{what} (its fields: {names}).")
+        return [(f.wkb or b"", f.label) for f in reference_features(labels, layer.crs(), context, index, -1)]
