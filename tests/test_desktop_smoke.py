@@ -83,6 +83,12 @@ def main():
             "OUTPUT": f"{work}/features.tif"})
         step("cluster_pixels", "deepraster:cluster_pixels", {
             "INPUT": f"{work}/features.tif", "N_CLUSTERS": 3, "SAMPLE_SIZE": 100, "OUTPUT": f"{work}/clusters.tif"})
+        step("export_training_data", "deepraster:export_training_data", {
+            "INPUT": args["raster"], "LABEL_RASTER": args["labels"], "CHIP_SIZE": 32, "BLOCK_SIZE": 1920,
+            "SEED": 0, "OUTPUT": f"{work}/chips"})
+        step("evaluate_classes", "deepraster:evaluate_classes", {
+            "INPUT": f"{work}/classes.tif", "REFERENCE_RASTER": f"{work}/classes.tif",
+            "OUTPUT_REPORT": f"{work}/evaluation.html", "OUTPUT_REPORT_JSON": f"{work}/evaluation.json"})
         step("inspect_package", "deepraster:inspect_package", {
             "MODEL": args["model"], "DRY_RUN": False, "OUTPUT_JSON": f"{work}/inspect.json",
             "OUTPUT_HTML": f"{work}/inspect.html"})
@@ -118,8 +124,8 @@ def _site_packages() -> str:
     return str(next((REPO / ".venv" / "lib").glob("python3*/site-packages")))
 
 
-def run_desktop(tmp_path: Path, raster: Path, model: Path, *,
-                allow_triton: bool | None) -> tuple[subprocess.CompletedProcess, Path]:
+def run_desktop(tmp_path: Path, raster: Path, model: Path, *, allow_triton: bool | None,
+                labels: Path | None = None) -> tuple[subprocess.CompletedProcess, Path]:
     script = tmp_path / "smoke.py"
     script.write_text(DESKTOP_SCRIPT, encoding="utf-8")
     result = tmp_path / "result.json"
@@ -130,7 +136,7 @@ def run_desktop(tmp_path: Path, raster: Path, model: Path, *,
     env.update(QGIS_PLUGINPATH=plugins, PYTHONPATH=_site_packages(),
                XDG_RUNTIME_DIR=str(tmp_path / "runtime"), QT_XCB_GL_INTEGRATION="xcb_glx",
                DEEPRASTER_SMOKE_ARGS=json.dumps({"raster": str(raster), "model": str(model), "work": str(work),
-                                                 "result": str(result)}))
+                                                 "result": str(result), "labels": str(labels)}))
     if allow_triton is not None:  # None: as in this environment (DEEPRASTER_ALLOW_TRITON=1 shows the old crash)
         env.pop("DEEPRASTER_ALLOW_TRITON", None)
         if allow_triton:
@@ -168,6 +174,23 @@ def small_raster(tmp_path_factory, s2_30m) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def stripe_labels(small_raster) -> Path:
+    """Two classes in 4 px stripes on the small raster's grid: every 32 px chip holds both."""
+    import numpy as np
+    from osgeo import gdal
+
+    source = gdal.Open(str(small_raster))
+    out = small_raster.with_name("labels.tif")
+    labels = gdal.GetDriverByName("GTiff").Create(str(out), source.RasterXSize, source.RasterYSize, 1, gdal.GDT_Byte)
+    labels.SetGeoTransform(source.GetGeoTransform())
+    labels.SetProjection(source.GetProjection())
+    stripes = (np.arange(source.RasterXSize) // 4) % 2
+    labels.GetRasterBand(1).WriteArray(np.repeat(stripes[None].astype(np.uint8), source.RasterYSize, axis=0))
+    labels = None
+    return out
+
+
 def _require_desktop() -> None:
     if XVFB_RUN is None:
         pytest.skip("no X server can be started: xvfb-run is missing (scripts/setup.sh installs the xvfb package)")
@@ -175,9 +198,9 @@ def _require_desktop() -> None:
         pytest.skip(f"{QGIS} (QGIS desktop) is not installed")
 
 
-def test_desktop_runs_every_family_and_quits(tmp_path, small_raster, model_6b_l1c):
+def test_desktop_runs_every_family_and_quits(tmp_path, small_raster, stripe_labels, model_6b_l1c):
     _require_desktop()
-    proc, result_path = run_desktop(tmp_path, small_raster, model_6b_l1c, allow_triton=None)
+    proc, result_path = run_desktop(tmp_path, small_raster, model_6b_l1c, allow_triton=None, labels=stripe_labels)
     log = f"rc={proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     assert proc.returncode == 0, f"QGIS did not exit normally\n{crash_summary(proc)}\n{log}"
     assert result_path.is_file(), f"the desktop script wrote no result\n{log}"
@@ -195,6 +218,8 @@ def test_desktop_runs_every_family_and_quits(tmp_path, small_raster, model_6b_l1
     for name in ("extract_features", "cluster_pixels"):
         assert "OUTPUT" in steps[name]["outputs"] and len(steps[name]["layers"]) == 1, (name, steps[name])
     assert json.loads((tmp_path / "out" / "inspect.json").read_text())["status"] == "valid"
+    assert (tmp_path / "out" / "chips" / "manifest.json").is_file()  # training family
+    assert json.loads((tmp_path / "out" / "evaluation.json").read_text())["metrics"]["overall_accuracy"] == 1.0
 
 
 @pytest.mark.skipif(os.environ.get("DEEPRASTER_SMOKE_RED") != "1",
