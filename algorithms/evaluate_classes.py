@@ -5,6 +5,7 @@ and JSON, and as numbers a Model Builder model can use."""
 from __future__ import annotations
 
 import os
+import uuid
 
 from qgis.core import (
     QgsProcessing,
@@ -12,14 +13,17 @@ from qgis.core import (
     QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
+    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingUtils,
     QgsWkbTypes,
 )
 
 from ..analysis.errors import EvaluationError
 from ..analysis.evaluation import PolygonReference, RasterReference, class_table, evaluate_classes, label_values
 from ..tiling.errors import RasterInputError
+from ..training.chips import read_chip_folder
 from .analysis_common import reference_features
 from .base import DeepRasterAlgorithm, callbacks_for
 
@@ -32,6 +36,7 @@ class EvaluateClassesAlgorithm(DeepRasterAlgorithm):
     REFERENCE = "REFERENCE"
     CLASS_FIELD = "CLASS_FIELD"
     REFERENCE_RASTER = "REFERENCE_RASTER"
+    CHIPS = "CHIPS"
     OUTPUT_REPORT = "OUTPUT_REPORT"
     OUTPUT_REPORT_JSON = "OUTPUT_REPORT_JSON"
     OA = "OA"
@@ -54,7 +59,8 @@ class EvaluateClassesAlgorithm(DeepRasterAlgorithm):
         return self.tr(
             "Measures how well a class raster (from Classify pixels, a random forest of the analysis tools, or any "
             "other source) agrees with reference labels, pixel by pixel.\n\n"
-            "Reference: polygons with a class field, or a reference class raster. The class field holds class "
+            "Reference: polygons with a class field, a reference class raster, or the folder of a training data "
+            "export (its validation chips: the pixels a training report scores). The class field holds class "
             "values, or class names matched (case-insensitive) with the class raster's category names; names that "
             "match no class are reported and skipped. Polygons label the pixels whose centres they contain (where "
             "polygons overlap, the later one counts); layers in another CRS are reprojected. A reference raster on "
@@ -76,6 +82,9 @@ class EvaluateClassesAlgorithm(DeepRasterAlgorithm):
             optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.REFERENCE_RASTER, self.tr("Reference class raster (instead of polygons)"), optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.CHIPS, self.tr("or the validation chips of a training export"),
+            behavior=QgsProcessingParameterFile.Folder, optional=True))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (empty: whole class raster)"),
                                                        optional=True))
         self.addParameter(QgsProcessingParameterFileDestination(
@@ -95,10 +104,13 @@ class EvaluateClassesAlgorithm(DeepRasterAlgorithm):
         polygons = self.parameterAsSource(parameters, self.REFERENCE, context)
         raster = self.parameterAsRasterLayer(parameters, self.REFERENCE_RASTER, context) \
             if parameters.get(self.REFERENCE_RASTER) else None
-        if (polygons is None) == (raster is None):
-            raise EvaluationError("Choose the reference: either reference polygons with their class field, or a "
-                                  "reference class raster (not both).")
-        if raster is not None:
+        chips = self.parameterAsFile(parameters, self.CHIPS, context)
+        if [polygons is not None, raster is not None, bool(chips)].count(True) != 1:
+            raise EvaluationError("Choose one reference: reference polygons with their class field, a reference "
+                                  "class raster, or the folder of a training data export (its validation chips).")
+        if chips:
+            reference = RasterReference(validation_labels(chips, QgsProcessingUtils.tempFolder()))
+        elif raster is not None:
             reference = RasterReference(raster.source())
         else:
             reference = self._polygons(parameters, context, feedback, polygons, layer, source.path)
@@ -138,3 +150,22 @@ class EvaluateClassesAlgorithm(DeepRasterAlgorithm):
                             "skipped.")
         pairs = [(f.wkb, v) for f, v in zip(usable, values, strict=True) if v is not None]
         return PolygonReference(pairs, polygons.sourceName(), name, tuple(warnings))
+
+
+def validation_labels(folder: str, temp_folder: str) -> str:
+    """A VRT mosaic of the validation label chips of a training export (unlabelled pixels and everything outside
+    the chips are nodata), so that exactly the pixels the training report scored are evaluated."""
+    from osgeo import gdal
+
+    chips = read_chip_folder(folder)
+    labels = [str(chip.label) for chip in chips.chips if chip.split == "validation"]
+    if not labels:
+        raise EvaluationError(f"{folder} has no validation chips (an Esri export carries no split). Choose reference "
+                              "polygons or a reference class raster instead.")
+    nodata = 255 if chips.ignore_value is None else chips.ignore_value
+    path = os.path.join(temp_folder, f"validation_labels_{uuid.uuid4().hex[:8]}.vrt")
+    mosaic = gdal.BuildVRT(path, labels, srcNodata=nodata, VRTNodata=nodata)
+    if mosaic is None:
+        raise EvaluationError(f"Cannot mosaic the validation label chips of {folder}: {gdal.GetLastErrorMsg()}")
+    mosaic = None  # written to disk when closed
+    return path

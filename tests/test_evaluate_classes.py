@@ -259,9 +259,9 @@ def bad_cases(tmp: Path, classes: Path) -> list[tuple[dict, str]]:
          r"No name of the class field \(glacier\) matches a class of the class raster \(meadow, wetland"),
         ({"REFERENCE": str(values), "CLASS_FIELD": "cls", "EXTENT": f"{x0},{x0 + 100},{y0 - 100},{y0} [EPSG:32633]"},
          r"No reference pixel lies inside the extent"),
-        ({}, r"Choose the reference: either reference polygons"),
+        ({}, r"Choose one reference: reference polygons"),
         ({"REFERENCE_RASTER": str(classes), "REFERENCE": str(OSM), "CLASS_FIELD": "fclass"},
-         r"Choose the reference: either"),
+         r"Choose one reference:"),
     ]
 
 
@@ -276,3 +276,37 @@ def test_bad_inputs_are_explained_and_nothing_is_written(qgis_app, tmp_path):
             run({"INPUT": str(classes), "OUTPUT_REPORT": str(report),
                  "OUTPUT_REPORT_JSON": str(tmp_path / "out" / "r.json"), **params})
         assert not list(report.parent.iterdir()), params
+
+
+def test_validation_chips_of_an_export_are_the_reference(qgis_app, tmp_path):
+    """CHIPS = an export folder: exactly the labelled pixels of its validation chips are scored (the pixels a
+    training report scores), against a class raster on the raster's grid."""
+    import processing
+
+    rng = np.random.default_rng(5)
+    rows, cols = np.mgrid[0:96, 0:128]
+    stripes = ((rows // 4 + cols // 4) % 3).astype(np.uint8)  # three classes in every chip
+    labels = write_raster(tmp_path / "labels.tif", stripes[None])
+    image = write_raster(tmp_path / "image.tif", rng.integers(0, 1000, (3, 96, 128)).astype(np.uint16))
+    chips = tmp_path / "chips"
+    processing.run("deepraster:export_training_data", {
+        "INPUT": str(image), "LABEL_RASTER": str(labels), "CHIP_SIZE": 32, "BLOCK_SIZE": 640, "SEED": 0,
+        "OUTPUT": str(chips)})
+    manifest = json.loads((chips / "manifest.json").read_text())
+    predicted = stripes.copy()
+    predicted[::2][predicted[::2] == 2] = 0  # class 2 called 0 on every other row
+    classes = write_raster(tmp_path / "classes.tif", predicted[None])
+    report = tmp_path / "r.json"
+    out = run({"INPUT": str(classes), "CHIPS": str(chips), "OUTPUT_REPORT": str(tmp_path / "r.html"),
+               "OUTPUT_REPORT_JSON": str(report)})
+    mask = np.zeros(stripes.shape, bool)
+    for chip in manifest["chips"]:
+        if chip["split"] == "validation":
+            col, row, width, height = chip["window"]
+            mask[row:row + height, col:col + width] = True
+    assert mask.any() and not mask.all()
+    expected_oa = float(np.mean(predicted[mask] == stripes[mask]))
+    result = json.loads(report.read_text())
+    assert result["pixels"]["evaluated"] == mask.sum()
+    assert expected_oa < 1 and out["OA"] == pytest.approx(expected_oa)
+    assert result["metrics"]["overall_accuracy"] == pytest.approx(expected_oa)
