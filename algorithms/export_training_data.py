@@ -53,6 +53,7 @@ class ExportTrainingDataAlgorithm(DeepRasterAlgorithm):
     VALIDATION_FRACTION = "VALIDATION_FRACTION"
     SEED = "SEED"
     OVERWRITE = "OVERWRITE"
+    MASK = "MASK"
     OUTPUT = "OUTPUT"
     MANIFEST = "MANIFEST"
     TRAIN_CHIPS = "TRAIN_CHIPS"
@@ -82,7 +83,8 @@ class ExportTrainingDataAlgorithm(DeepRasterAlgorithm):
             "Class table (optional): a CSV of value, name, #rrggbb, a QGIS colour map export or a .qml; empty: "
             "derived from the labels.\n"
             "Chips: full chips of the chip size every stride pixels; a chip is kept when at least the minimum "
-            "labelled fraction of its pixels is labelled.\n"
+            "labelled fraction of its pixels is labelled; inside the extent, and with mask polygons only where all its "
+            "pixels lie inside them.\n"
             "Split: blocks of the block size (map units; 0: 10 chips) are drawn at random (seed) as validation "
             "(fraction) or training; chips within one chip of a block of the other split are dropped, so no chip "
             "lies in both and a gap of one chip separates them. Every class must have pixels in both splits.\n"
@@ -115,6 +117,8 @@ class ExportTrainingDataAlgorithm(DeepRasterAlgorithm):
             self.BACKGROUND, self.tr("Unlabelled pixels are background (class 0)"), False))
         self.addParameter(QgsProcessingParameterExtent(
             self.EXTENT, self.tr("Extent (empty: whole raster)"), optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.MASK, self.tr("Mask polygons (chips only inside)"), [QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.BLOCK_SIZE, self.tr("Validation block size, map units (0: 10 chips)"),
             QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
@@ -176,10 +180,19 @@ class ExportTrainingDataAlgorithm(DeepRasterAlgorithm):
             validation_fraction=self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context),
             seed=self.parameterAsInt(parameters, self.SEED, context),
             overwrite=self.parameterAsBool(parameters, self.OVERWRITE, context), label_field=field,
-            inputs=tuple(self.run_inputs(parameters, context)))
+            inputs=tuple(self.run_inputs(parameters, context)), mask=self._mask(parameters, context, layer))
         result = export_training_data(request, callbacks_for(feedback))
         return {self.OUTPUT: output, self.MANIFEST: os.path.join(output, "manifest.json"),
                 self.TRAIN_CHIPS: result.chips["train"], self.VALIDATION_CHIPS: result.chips["validation"]}
+
+    def _mask(self, parameters, context, layer) -> list[bytes] | None:
+        """The mask polygons' geometries as WKB in the raster's CRS (None: no mask layer given)."""
+        mask = self.parameterAsSource(parameters, self.MASK, context) if parameters.get(self.MASK) else None
+        if mask is None:
+            return None
+        if QgsWkbTypes.geometryType(mask.wkbType()) != QgsWkbTypes.PolygonGeometry:
+            raise TrainingDataError("The mask layer must hold polygons.")
+        return [f.wkb for f in reference_features(mask, layer.crs(), context, -1, -1) if f.wkb]
 
     def _polygons(self, parameters, context, layer, field: str) -> list[tuple[bytes, object]]:
         """The label polygons as (WKB in the raster's CRS, class value); NULL geometries as empty WKB."""

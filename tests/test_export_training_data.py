@@ -336,3 +336,21 @@ def test_never_overwrites_a_folder_holding_an_input(qgis_app, tmp_path, scene):
     with pytest.raises(QgsProcessingException, match="holds the input"):
         run(small(raster, labels, tmp_path, OVERWRITE=True))
     assert raster.is_file() and labels.is_file()
+
+
+def test_mask_polygons_keep_only_chips_wholly_inside(qgis_app, tmp_path, scene):
+    """As ArcGIS's input mask: a chip is cut only where all its pixels lie inside the mask polygons."""
+    from qgis.core import QgsProcessingException
+
+    raster, labels = scene
+    mask = write_vector(tmp_path / "mask.gpkg", [rect(0, 0, 176, SIZE)])
+    run(small(raster, labels, tmp_path / "all"))
+    run(small(raster, labels, tmp_path / "masked", MASK=str(mask)))
+    every = json.loads((tmp_path / "all" / "manifest.json").read_text(encoding="utf-8"))["chips"]
+    masked = json.loads((tmp_path / "masked" / "manifest.json").read_text(encoding="utf-8"))["chips"]
+    assert masked and all(c["window"][0] + c["window"][2] <= 176 for c in masked)
+    assert len(masked) < len(every)
+    tiny = write_vector(tmp_path / "tiny.gpkg", [rect(0, 0, 20, 20)])
+    with pytest.raises(QgsProcessingException, match="No 32 px chip lies wholly inside the mask"):
+        run(small(raster, labels, tmp_path / "none", MASK=str(tiny)))
+    assert not (tmp_path / "none").exists()

@@ -24,7 +24,7 @@ from ..tiling.source import RasterSource, pixel_validity, read_failure
 from ..tiling.transaction import Move, stage
 from ..tiling.window import Window
 from .errors import TrainingDataError
-from .labels import IGNORE, ClassRasterLabels, PolygonLabels
+from .labels import IGNORE, ChipMask, ClassRasterLabels, PolygonLabels
 from .layout import MANIFEST, ChipStatistics, write_layout
 from .split import TRAIN, VALIDATION, chip_windows, split_by_blocks
 
@@ -66,6 +66,8 @@ class ExportRequest:
     seed: int = 0
     overwrite: bool = False
     label_field: str = ""
+    mask: Sequence[bytes] | None = None
+    """Mask polygons (WKB in the raster's CRS): only chips lying wholly inside them are cut (None: no mask)."""
     inputs: tuple[str, ...] = ()
     """Other files the run reads (the label layer's file): the output folder must not hold them."""
 
@@ -131,6 +133,14 @@ def export_training_data(request: ExportRequest, callbacks: Callbacks | None = N
         raise TrainingDataError(f"The minimum labelled fraction must be 0–1 (got {request.min_labelled}).")
     region = request.region or source.window
     windows = chip_windows(region, chip, stride)
+    if request.mask is not None:
+        mask = ChipMask(request.mask, source, region)
+        inside = [w for w in windows if mask.covers(w)]
+        callbacks.info(f"Mask: {len(inside)} of {len(windows)} chip position(s) lie wholly inside the mask polygons.")
+        if not inside:
+            raise TrainingDataError(f"No {chip} px chip lies wholly inside the mask polygons. Use larger mask "
+                                    "polygons, a smaller chip size, or no mask.")
+        windows = inside
     block = request.block_size or 10 * chip * abs(gt[1])
     plan = split_by_blocks(windows, region, (gt[1], gt[5]), block, request.validation_fraction, request.seed)
     check_disk_space(output, len(plan.chips) * chip * chip *

@@ -215,3 +215,21 @@ class ClassRasterLabels:
         if self.fill != IGNORE:
             data[data == IGNORE] = self.fill
         return data
+
+
+class ChipMask:
+    """Mask polygons (in the raster's CRS): a chip is cut only where every pixel centre lies inside them, as
+    ArcGIS's *input mask polygons* do. The polygons are burnt chip by chip like label polygons."""
+
+    def __init__(self, polygons: Sequence[bytes], source: RasterSource, region: Window) -> None:
+        try:
+            self._burnt = PolygonLabels([(wkb, 1) for wkb in polygons], source,
+                                        [{"value": 1, "name": "mask", "color": "#000000"}], False, region)
+        except TrainingDataError as exc:
+            raise TrainingDataError(f"No mask polygon lies inside the raster (or the extent): {len(polygons)} "
+                                    "given. Check the mask layer (and its CRS), or leave the mask out.") from exc
+        self.counts = self._burnt.counts
+
+    def covers(self, window: Window) -> bool:
+        """True when every pixel centre of ``window`` lies inside the mask polygons."""
+        return bool((self._burnt.read(window) == 1).all())
