@@ -156,23 +156,50 @@ def pixel_validity(source: RasterSource, ds: gdal.Dataset, window: Window, by_ba
     return valid
 
 
+SAMPLE_GRID = 8
+"""Windows per side of the window grid :func:`sample_pixels` reads from large rasters without overviews."""
+
+
 def sample_pixels(source: RasterSource, bands: Sequence[int], region: Window | None = None,
                   size: int = 256) -> np.ndarray:
-    """Raw values of the valid pixels on a regular grid of at most ``size`` × ``size`` points over ``region``.
+    """Raw values of the valid pixels among about ``size`` × ``size`` points spread over ``region``.
 
-    One decimated GDAL read (nearest neighbour; overviews are used when the file has them), so memory is about
-    ``size``² × bands whatever the raster size; the sample is the same on every call (no randomness). Nodata, NaN
-    and masked pixels are left out. Returns ``(len(bands), n)`` float64.
+    A small region, or a file with overviews, is read once, decimated (nearest neighbour, from the overviews when
+    there are some). A large region of a file without overviews is read as a grid of 8 × 8 small full-resolution
+    windows instead: a decimated read would decode every block of the file (3.7 s and the whole raster in GDAL's
+    block cache for 8192² × 4 float bands, against 0.1 s). Memory is about ``size``² × bands whatever the raster
+    size; the sample is the same on every call (no randomness). Nodata, NaN and masked pixels are left out.
+    Returns ``(len(bands), n)`` float64.
     """
     source.check_bands(bands)
     region = region or source.window
-    bx, by = min(size, region.width), min(size, region.height)
-    args = (region.col_off, region.row_off, region.width, region.height)
     try:
         ds = gdal.Open(source.path, gdal.GA_ReadOnly)
-        raw = ds.ReadAsArray(*args, buf_xsize=bx, buf_ysize=by, band_list=list(bands)).reshape(len(bands), by, bx)
-        valid = pixel_validity(source, ds, region, {b: raw[i] for i, b in enumerate(bands)}, (bx, by)).reshape(-1)
+        if region.width * region.height <= 16 * size * size or ds.GetRasterBand(bands[0]).GetOverviewCount():
+            parts = [_sample_window(source, ds, bands, region, min(size, region.width), min(size, region.height))]
+        else:
+            parts = [_sample_window(source, ds, bands, w, w.width, w.height)
+                     for w in grid_windows(region, SAMPLE_GRID, -(-size // SAMPLE_GRID))]
     except RuntimeError as exc:  # GDAL's errors: a truncated file, a VRT whose source is gone
         raise read_failure(source.path, exc) from exc
-    values = raw.astype(np.float64).reshape(len(bands), -1)
-    return values[:, valid]
+    return np.concatenate(parts, axis=1)
+
+
+def grid_windows(region: Window, per_side: int, side: int) -> list[Window]:
+    """``per_side`` × ``per_side`` windows of ``side`` px (less at a small region's edge), centred on a regular
+    grid over ``region``."""
+    width, height = min(side, region.width), min(side, region.height)
+    return [Window(region.col_off + min(region.width - width, max(0, (2 * i + 1) * region.width // (2 * per_side)
+                                                                     - width // 2)),
+                   region.row_off + min(region.height - height, max(0, (2 * j + 1) * region.height // (2 * per_side)
+                                                                      - height // 2)), width, height)
+            for j in range(per_side) for i in range(per_side)]
+
+
+def _sample_window(source: RasterSource, ds: gdal.Dataset, bands: Sequence[int], window: Window, bx: int,
+                   by: int) -> np.ndarray:
+    """The valid pixels of ``window`` read into a ``bx`` × ``by`` buffer, as ``(len(bands), n)`` float64."""
+    args = (window.col_off, window.row_off, window.width, window.height)
+    raw = ds.ReadAsArray(*args, buf_xsize=bx, buf_ysize=by, band_list=list(bands)).reshape(len(bands), by, bx)
+    valid = pixel_validity(source, ds, window, {b: raw[i] for i, b in enumerate(bands)}, (bx, by)).reshape(-1)
+    return raw.astype(np.float64).reshape(len(bands), -1)[:, valid]
