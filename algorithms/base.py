@@ -21,6 +21,7 @@ from qgis.core import (
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterVectorDestination,
     QgsProcessingUtils,
 )
 from qgis.PyQt.QtCore import QCoreApplication
@@ -196,8 +197,11 @@ class DeepRasterAlgorithm(QgsProcessingAlgorithm):
         temp_folder = os.path.realpath(QgsProcessingUtils.tempFolder())
         for definition in self.destinationParameterDefinitions():
             name, label = definition.name(), definition.description() or definition.name()
+            extensions: tuple[str, ...] = ()
             try:
-                if isinstance(definition, QgsProcessingParameterRasterDestination):
+                if isinstance(definition, QgsProcessingParameterVectorDestination):  # written as a GeoPackage
+                    path, kind, extensions = self.parameterAsOutputLayer(parameters, name, context), "file", (".gpkg",)
+                elif isinstance(definition, QgsProcessingParameterRasterDestination):
                     path, kind = self.parameterAsOutputLayer(parameters, name, context), "geotiff"
                 elif isinstance(definition, QgsProcessingParameterFolderDestination):
                     path, kind = self.parameterAsFileOutput(parameters, name, context), "folder"
@@ -209,7 +213,7 @@ class DeepRasterAlgorithm(QgsProcessingAlgorithm):
             except Exception:  # noqa: BLE001 (an invalid value: the algorithm reports it in its own words)
                 continue
             if path and not os.path.realpath(path).startswith(temp_folder + os.sep):
-                out.append(Destination(path, label, kind))
+                out.append(Destination(path, label, kind, extensions))
         return out
 
     def run_inputs(self, parameters, context) -> list[str]:

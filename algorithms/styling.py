@@ -6,13 +6,16 @@ import os
 from collections.abc import Sequence
 
 from qgis.core import (
+    QgsCategorizedSymbolRenderer,
     QgsColorRampShader,
+    QgsFillSymbol,
     QgsLayerTreeLayer,
     QgsPalettedRasterRenderer,
     QgsProcessingContext,
     QgsProcessingLayerPostProcessorInterface,
     QgsProject,
     QgsRasterShader,
+    QgsRendererCategory,
     QgsSingleBandPseudoColorRenderer,
     QgsStyle,
 )
@@ -66,6 +69,24 @@ class ProbabilityStyle(QgsProcessingLayerPostProcessorInterface):
         renderer.setClassificationMin(0.0)
         renderer.setClassificationMax(self.maximum)
         layer.setRenderer(renderer)
+        layer.triggerRepaint()
+
+
+class BoxStyle(QgsProcessingLayerPostProcessorInterface):
+    """Detected boxes drawn as outlines in their class's colour (categories on ``class_value``, named after the
+    classes), so the imagery under them stays visible."""
+
+    def __init__(self, classes: Sequence[ClassInfo]) -> None:
+        super().__init__()
+        self.classes = list(classes)
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
+        categories = []
+        for c in self.classes:
+            symbol = QgsFillSymbol.createSimple({"style": "no", "outline_color": ",".join(map(str, c.rgb)),
+                                                 "outline_width": "0.6"})
+            categories.append(QgsRendererCategory(c.value, symbol, c.name))
+        layer.setRenderer(QgsCategorizedSymbolRenderer("class_value", categories))
         layer.triggerRepaint()
 
 

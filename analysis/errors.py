@@ -20,3 +20,8 @@ class ModelFileError(DeepRasterError):
 class EvaluationError(DeepRasterError):
     """A class map cannot be evaluated against the reference as given (no overlap, no reference pixel, a class
     field or class names that do not fit the class raster)."""
+
+
+class ChangeInputError(DeepRasterError):
+    """Two rasters cannot be compared for change: no overlap, no common grid, different band counts, a threshold
+    out of range."""

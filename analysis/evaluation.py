@@ -23,6 +23,10 @@ from ..tiling.source import RasterSource, pixel_validity, read_failure
 from ..tiling.window import Window, window_geotransform
 from .errors import EvaluationError
 from .evaluation_report import EvaluationReport
+from .grid_match import bounds as _bounds
+from .grid_match import overlaps as _overlaps
+from .grid_match import same_grid as _same_grid
+from .grid_match import srs_of as _srs
 from .metrics import ConfusionMatrix
 
 gdal.UseExceptions()
@@ -115,35 +119,6 @@ def label_values(labels: Sequence[Any], table: dict[int, dict[str, str | None]]
         listed = ", ".join(f"{name} ({n})" for name, n in sorted(unmatched.items()))
         warnings.append(f"Reference names that match no class of the class raster were skipped: {listed}.")
     return values, warnings
-
-
-def _bounds(gt: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
-    xs = [gt[0] + c * gt[1] + r * gt[2] for c, r in ((0, 0), (width, 0), (0, height), (width, height))]
-    ys = [gt[3] + c * gt[4] + r * gt[5] for c, r in ((0, 0), (width, 0), (0, height), (width, height))]
-    return min(xs), min(ys), max(xs), max(ys)
-
-
-def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _srs(wkt: str) -> osr.SpatialReference | None:
-    if not wkt:
-        return None
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(wkt)
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs
-
-
-def _same_grid(ref: gdal.Dataset, target: RasterSource) -> bool:
-    if (ref.RasterXSize, ref.RasterYSize) != (target.width, target.height):
-        return False
-    gt = ref.GetGeoTransform()
-    if not np.allclose(gt, target.geotransform, rtol=0, atol=1e-6 * abs(target.geotransform[1])):
-        return False
-    a, b = _srs(ref.GetProjection()), _srs(target.projection)
-    return a is None or b is None or bool(a.IsSame(b))
 
 
 def _reference_dataset(path: str, target: RasterSource) -> tuple[gdal.Dataset, float | None, bool]:

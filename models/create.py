@@ -64,6 +64,8 @@ class PackageRequest:
     activation: str = "softmax"
     resolution_m: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    """The conditions the model was trained under (``training`` in model.json: tile_size, pixel_size_m ...)."""
     trusted: bool = False
     keep_pickle: bool = False
 
@@ -189,6 +191,7 @@ def build_description(request: PackageRequest, weights: _Weights, weights_name: 
         "inference": {"tile_size": request.tile_size, "overlap": request.overlap,
                       "size_divisor": request.size_divisor, "activation": request.activation},
         "classes": list(request.classes),
+        **({"training": dict(request.training)} if request.training else {}),
         "provenance": {**request.provenance, "weights_source": request.weights.name},
     }
 

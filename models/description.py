@@ -15,6 +15,7 @@ from .errors import ModelPackageError
 from .spec import (
     ACTIVATIONS,
     DESCRIPTION_FILE,
+    DETECTION_FRAMEWORKS,
     FORMAT_NAME,
     FORMAT_VERSION,
     FRAMEWORKS,
@@ -143,10 +144,12 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
                                        f"found {tile_size}")
 
     classes: tuple[ClassSpec, ...] = ()
-    if task == "pixel_classification":
+    if task in ("pixel_classification", "object_detection"):
         classes = _parse_classes(p.get(raw, "classes", "$", list, default=[]), p)
+    if task == "object_detection":
+        _check_detector(architecture, classes, p)
     expected_classes = 2 if (architecture.out_channels == 1 and activation == "sigmoid") else architecture.out_channels
-    if classes and expected_classes and len(classes) != expected_classes:
+    if task == "pixel_classification" and classes and expected_classes and len(classes) != expected_classes:
         p.add("$.classes", f"lists {len(classes)} classes but the model has {architecture.out_channels} output "
                            f"channel(s) with activation {activation!r}: expected {expected_classes}")
 
@@ -182,6 +185,21 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
     )
     p.raise_if_any(folder / DESCRIPTION_FILE)
     return package
+
+
+def _check_detector(architecture: Architecture, classes: tuple[ClassSpec, ...], p: _Problems) -> None:
+    """An ``object_detection`` package: a TorchScript detector (others are not supported yet) whose
+    ``out_channels`` is the number of classes it labels (docs/model-package.md, "Object detection")."""
+    if architecture.framework and architecture.framework not in DETECTION_FRAMEWORKS:
+        named = f" {architecture.arch!r}" if architecture.arch else ""
+        p.add("$.architecture.framework",
+              f"task 'object_detection' with framework {architecture.framework!r}{named} is not supported yet: "
+              "detection packages hold a TorchScript detector for now (torchvision detectors such as Faster R-CNN "
+              "built by name from safetensors weights will follow). Script or trace the detector "
+              "(torch.jit.script) and package it with framework 'torchscript'.")
+    if classes and architecture.out_channels and len(classes) != architecture.out_channels:
+        p.add("$.classes", f"lists {len(classes)} classes but architecture.out_channels is "
+                           f"{architecture.out_channels}: a detector's out_channels is the number of classes it labels")
 
 
 def _format_from_suffix(name: str) -> str:

@@ -18,8 +18,8 @@ from ..tiling.reader import InputTransform
 from ..tiling.source import RasterSource, sample_pixels
 from ..tiling.window import Window
 from .bands import check_band_numbers, match_bands_by_name
-from .errors import BandMappingError
-from .spec import ModelPackage
+from .errors import BandMappingError, ModelPackageError
+from .spec import TASK_TOOLS, ModelPackage
 
 Info = Callable[[str], None]
 RANGE_SAMPLE = 64  # the value-range check reads at most RANGE_SAMPLE × RANGE_SAMPLE pixels, spread over the raster
@@ -51,6 +51,18 @@ def package_bands(package: ModelPackage, source: RasterSource, bands: Sequence[i
         if all(defaults) and all(d <= source.band_count for d in defaults):
             return list(defaults)
         raise
+
+
+def check_task(package: ModelPackage, task: str) -> None:
+    """Raise :class:`ModelPackageError` unless ``package`` is a ``task`` package; the message names the tool that
+    applies the package's own task (a detection package given to Classify pixels, and the reverse)."""
+    if package.task == task:
+        return
+    tool, own = TASK_TOOLS.get(task, task), TASK_TOOLS.get(package.task)
+    hint = f" Use \"{own}\" for it." if own else ""
+    raise ModelPackageError(
+        f"The model package {package.name!r} is a {package.task.replace('_', ' ')} model (task {package.task!r}): "
+        f"\"{tool}\" needs a package of task {task!r}.{hint}")
 
 
 def round_tile(tile: int, multiple: int, what: str, info: Info) -> int:

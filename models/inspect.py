@@ -60,17 +60,28 @@ def _dry_run(package: ModelPackage, trusted: bool) -> dict[str, Any]:
     from .loaders import load_model
 
     net = load_model(package, verify=False, trusted=trusted)
-    size = max(package.size_divisor * 2, 64)
+    size = max(package.size_divisor * 2, 64) if package.task != "object_detection" else package.tile_size
     start = time.perf_counter()
     with torch.inference_mode():
         out = net(torch.randn(1, package.architecture.in_channels, size, size))
     seconds = time.perf_counter() - start
+    if package.task == "object_detection":
+        return _detection_dry_run(package, out, size, seconds)
     stride = package.output_stride
     expected = [1, package.architecture.out_channels, size // stride, size // stride]
     shape = list(out.shape)
     return {"status": "ok" if shape == expected else "wrong shape", "input_shape": [1, package.architecture.in_channels,
             size, size], "output_shape": shape, "expected_output_shape": expected,
             "parameters": int(sum(p.numel() for p in net.parameters())), "seconds": round(seconds, 3)}
+
+
+def _detection_dry_run(package: ModelPackage, out, size: int, seconds: float) -> dict[str, Any]:
+    """A detector's output on one random tile, checked against the detection contract (models.detectors)."""
+    from .detectors import parse_detections
+
+    found = parse_detections(out, 1, f"The detector of {package.name!r}")[0]
+    return {"status": "ok", "input_shape": [1, package.architecture.in_channels, size, size],
+            "output": f"{len(found)} boxes with scores and labels", "seconds": round(seconds, 3)}
 
 
 def inspect_model(path: str | Path, trusted: bool = False, dry_run: bool = True) -> dict[str, Any]:

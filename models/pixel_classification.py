@@ -20,6 +20,7 @@ from ..tiling.window import Window
 from ..tiling.writer import check_writable
 from .inputs import (
     check_overlap,
+    check_task,
     check_training_tile,
     check_value_range,
     check_value_scale,
@@ -106,15 +107,12 @@ def input_transform(request: ClassifyRequest, bands: list[int]) -> InputTransfor
     return InputTransform(bands=tuple(bands), scale=scale, offset=offset, shift=tuple(shift), divisor=tuple(divisor))
 
 
-def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None) -> RunStats:
-    """Run a pixel-classification package over a raster and write the requested outputs."""
-    callbacks = callbacks or Callbacks()
+def prepare_input(request, callbacks: Callbacks) -> tuple[RasterSource, list[int], Window, int, int, InputTransform]:
+    """What every tiled run of a package needs before its first tile: the raster, its bands in model order, the
+    region, tile size and overlap (px), the input transform; warnings (GCPs, unchecked weights, another tile
+    size) and checks (value range, at least one valid pixel) done. ``request`` is a :class:`ClassifyRequest` or
+    any request with the same input fields (raster, package, bands, region, tile_size, overlap, value scale)."""
     package = request.package
-    if not (request.classes_path or request.probabilities_path):
-        raise DeepRasterError("No output was requested: choose a class raster, a probability raster, or both.")
-    for path in (request.classes_path, request.probabilities_path):
-        if path:
-            check_writable(path)
     source = RasterSource.open(request.raster)
     bands = resolve_bands(request, source)
     region = request.region or source.window
@@ -126,6 +124,20 @@ def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None
     transform = input_transform(request, bands)
     check_value_range(source, transform, package, callbacks.info)
     require_valid_pixel(source, bands, region, callbacks)  # an all-nodata raster stops here, in seconds
+    return source, bands, region, tile, overlap, transform
+
+
+def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None) -> RunStats:
+    """Run a pixel-classification package over a raster and write the requested outputs."""
+    callbacks = callbacks or Callbacks()
+    package = request.package
+    check_task(package, "pixel_classification")
+    if not (request.classes_path or request.probabilities_path):
+        raise DeepRasterError("No output was requested: choose a class raster, a probability raster, or both.")
+    for path in (request.classes_path, request.probabilities_path):
+        if path:
+            check_writable(path)
+    source, bands, region, tile, overlap, transform = prepare_input(request, callbacks)
     rules = []
     if request.ndwi is not None:
         m = request.ndwi

@@ -15,8 +15,13 @@ FORMAT_NAME = "deepraster-model-package"
 FORMAT_VERSION = "1.0"
 DESCRIPTION_FILE = "model.json"
 ARCHIVE_SUFFIX = ".drpk"
-TASKS = ("pixel_classification", "feature_extraction")
-RESERVED_TASKS = ("object_detection", "regression")
+TASKS = ("pixel_classification", "feature_extraction", "object_detection")
+RESERVED_TASKS = ("regression",)
+TASK_TOOLS = {"pixel_classification": "Classify pixels", "feature_extraction": "Extract deep features",
+              "object_detection": "Detect objects"}
+"""The tool that applies a package of each task (named in the message when a package meets the wrong tool)."""
+DETECTION_FRAMEWORKS = ("torchscript",)
+"""Frameworks a detection package may use now; torchvision detectors built by name come later."""
 ACTIVATIONS = ("softmax", "sigmoid", "none")
 NORMALIZATION_TYPES = ("mean_std", "min_max", "none")
 FRAMEWORKS = ("smp", "timm", "torchscript")

@@ -14,7 +14,8 @@ from helpers import REPO
 
 ALGORITHMS = ("classify_pixels", "apply_model", "extract_features", "reduce_dimensions", "cluster_pixels",
               "similarity_map", "train_classifier", "create_package", "inspect_package", "evaluate_classes",
-              "export_training_data")
+              "export_training_data", "train_segmentation", "detect_change",
+              "detect_objects")
 DOCS_PREFIX = "https://github.com/deepraster/deepraster/blob/main/"
 
 

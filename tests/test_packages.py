@@ -97,7 +97,7 @@ def test_malformed_json(tmp_path, text):
 
 def test_reserved_task_and_missing_weights(model_6b_l1c, tmp_path):
     raw = ukis_description(model_6b_l1c)
-    raw["task"] = "object_detection"
+    raw["task"] = "regression"
     with pytest.raises(ModelPackageError, match="reserved"):
         parse_description(raw, model_6b_l1c)
     (tmp_path / "model.json").write_text(json.dumps(ukis_description(model_6b_l1c)))

@@ -27,6 +27,8 @@ class Chip:
     image: Path
     label: Path
     split: str | None
+    window: tuple[int, int, int, int] | None = None
+    """(column, row, width, height) in the source raster's pixels; None when not recorded."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class ChipFolder:
     std: list[float] | None
     bands: list[str]
     """Band descriptions (empty when not recorded)."""
+    pixel_counts: dict[str, dict[str, int]] | None = None
+    """Labelled pixels per split ("train", "validation") and class value (as text); None when not recorded."""
 
 
 def read_chip_folder(folder: str | Path) -> ChipFolder:
@@ -88,11 +92,12 @@ def _ours(folder: Path) -> ChipFolder:
         raise ChipFolderError(f"{folder / MANIFEST} has format version {manifest['format_version']}; this plugin "
                               f"reads up to {FORMAT_VERSION}. Update the plugin.")
     try:
-        chips = [Chip(folder / c["image"], folder / c["label"], c["split"]) for c in manifest["chips"]]
+        chips = [Chip(folder / c["image"], folder / c["label"], c["split"],
+                      tuple(c["window"]) if c.get("window") else None) for c in manifest["chips"]]
         stats = manifest["statistics"]
         return ChipFolder("deepraster", _checked(folder, chips), list(manifest["classes"]),
                           manifest["ignore_value"], manifest["chip_size"], stats["mean"], stats["std"],
-                          [b["description"] for b in manifest["bands"]])
+                          [b["description"] for b in manifest["bands"]], manifest.get("pixel_counts"))
     except (KeyError, TypeError) as exc:
         raise ChipFolderError(f"{folder / MANIFEST} lacks {exc}: export the chips again.") from exc
 

@@ -1,0 +1,168 @@
+"""The QGIS-free entry points of change detection between two rasters of the same place (two dates).
+
+:func:`class_change`: two class rasters → a from–to change raster (0 = no change, one code per changed pair, see
+:mod:`analysis.change_classes`) and a from–to area table. :func:`feature_change`: two feature rasters (any bands,
+the same count) → a change score ``1 − cosine similarity`` and a change mask (Otsu's or a given threshold, see
+:mod:`analysis.change_features`). The second raster is put on the first's grid (:mod:`analysis.change_inputs`);
+every pass streams windows through :mod:`tiling.pixel_reader` / :func:`tiling.pixelwise.map_pixels`, so memory
+does not depend on the raster size. Progress: the counting pass 0–40 %, writing 40–100 %.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..tiling.callbacks import Callbacks, check_cancel, sub_callbacks
+from ..tiling.outputs import ClassInfo
+from ..tiling.pixel_reader import PixelReader
+from ..tiling.pixelwise import PixelOutput, map_pixels
+from ..tiling.source import RasterSource
+from .change_classes import ChangeTable, PairCounter, change_codes, change_table
+from .change_features import (
+    ScoreHistogram,
+    change_score,
+    check_threshold,
+    score_and_mask,
+)
+from .change_inputs import paired_rasters
+from .change_report import write_tables
+from .errors import ChangeInputError
+from .evaluation import class_table
+from .fitted import class_output
+from .grid_match import srs_of
+
+MASK_CLASSES = (ClassInfo(0, "no change", (235, 235, 235)), ClassInfo(1, "change", (215, 25, 28)))
+
+
+@dataclass(frozen=True)
+class ClassChange:
+    """What :func:`class_change` found: the from–to table, whether the second raster was resampled, seconds."""
+
+    table: ChangeTable
+    resampled: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FeatureChange:
+    """What :func:`feature_change` found: the threshold used (Otsu's when ``automatic``), changed and compared
+    pixels, whether the second raster was resampled, seconds."""
+
+    threshold: float
+    automatic: bool
+    changed: int
+    compared: int
+    resampled: bool
+    seconds: float
+
+
+def scan_pixels(source: RasterSource, bands: Sequence[int], fn: Callable[[np.ndarray], None],
+                callbacks: Callbacks) -> None:
+    """Hand the valid pixels ``(n, bands)`` of every window to ``fn`` (a counting pass; nothing is written)."""
+    with PixelReader(source, bands) as reader:
+        total, done = reader.window_count, 0
+        for _, windows in reader.strips():
+            for window in windows:
+                check_cancel(callbacks)
+                block = reader.read(window)
+                if len(block.pixels):
+                    fn(block.pixels)
+                done += 1
+                callbacks.progress(done / total)
+                reader.window_done()
+            reader.strip_done()
+
+
+def _no_common_pixel(first: str, second: str) -> ChangeInputError:
+    return ChangeInputError(f"No pixel is valid on both dates: where {first} has values, {second} is nodata or "
+                            "missing. Choose two rasters that cover the same place with data.")
+
+
+def _names(path: str) -> dict[int, str]:
+    return {value: str(info["name"]) for value, info in class_table(path).items() if info["name"]}
+
+
+def _pixel_area(source: RasterSource) -> tuple[float, bool]:
+    """Area of one pixel in map units², and whether the map unit is the metre."""
+    g = source.geotransform
+    srs = srs_of(source.projection)
+    metres = srs is not None and bool(srs.IsProjected()) and abs(srs.GetLinearUnits() - 1.0) < 1e-9
+    return abs(g[1] * g[5] - g[2] * g[4]), metres
+
+
+def class_change(first: str, second: str, output: str, csv_path: str | None = None, html_path: str | None = None,
+                 callbacks: Callbacks | None = None) -> ClassChange:
+    """From–to change of band 1 of two class rasters: change raster ``output`` and the area table (CSV, HTML)."""
+    cb = callbacks or Callbacks()
+    with paired_rasters(first, second, True, cb) as pair:
+        cb.stage("Counting from–to pairs")
+        counter = PairCounter()
+        scan_pixels(pair.source, pair.bands, counter.add, sub_callbacks(cb, 0.0, 0.4))
+        if not counter.counts:
+            raise _no_common_pixel(first, second)
+        table = change_table(counter.counts, _names(first), _names(second), *_pixel_area(pair.first))
+        out = class_output(output, table.classes(), "from–to change (0 = no change)")
+        cb.stage("Writing the change raster")
+        stats = map_pixels(pair.source, pair.bands, change_codes(table, int(out.nodata)), [out], None,
+                           sub_callbacks(cb, 0.4, 1.0))
+        write_tables(table, csv_path, html_path, first, second)
+        changed, total = table.totals()
+        cb.info(f"{changed} of {total} compared pixels changed ({100.0 * changed / total:.2f} %), "
+                f"{len(table.classes()) - 1} from–to pairs; {stats.seconds:.1f} s.")
+        return ClassChange(table, pair.resampled, stats.seconds)
+
+
+def _threshold(pair, bands: int, threshold: float | None, cb: Callbacks) -> tuple[float, bool]:
+    """The given threshold, or Otsu's from a streamed histogram of the scores (a counting pass)."""
+    if threshold is not None:
+        return threshold, False
+    cb.stage("Histogram of the change score")
+    histogram = ScoreHistogram()
+    scan_pixels(pair.source, pair.bands, lambda px: histogram.add(change_score(px, bands)),
+                sub_callbacks(cb, 0.0, 0.4))
+    if histogram.total == 0:
+        raise _no_common_pixel(pair.first.path, pair.second.path)
+    otsu = histogram.otsu()
+    if otsu is None:  # every score in one bin (identical dates): nothing lies above its upper edge
+        top = histogram.edge(int(np.flatnonzero(histogram.counts).max()) + 1)
+        cb.warning(f"Every change score lies in one histogram bin, below {top:.2g}: the dates do not differ enough "
+                   "for an automatic threshold, so no pixel is marked changed.")
+        return top, True
+    return otsu, True
+
+
+def feature_change(first: str, second: str, mask_path: str, score_path: str | None = None,
+                   threshold: float | None = None, callbacks: Callbacks | None = None) -> FeatureChange:
+    """Change score (``score_path``: float32, NaN nodata) and change mask (``mask_path``: uint8 1 changed, 0 not,
+    255 nodata) of two feature rasters; ``threshold`` None: Otsu's, logged."""
+    cb = callbacks or Callbacks()
+    if threshold is not None:
+        check_threshold(threshold)
+    with paired_rasters(first, second, False, cb) as pair:
+        bands = len(pair.first_bands)
+        used, automatic = _threshold(pair, bands, threshold, cb)
+        cb.info(f"Change threshold: {used:.5f} ({'Otsu, automatic' if automatic else 'given'}); a pixel is changed "
+                "when its score 1 − cosine similarity is above it.")
+        both = score_and_mask(bands, used)
+        counts = {"changed": 0, "compared": 0}
+
+        def fn(pixels: np.ndarray) -> list[np.ndarray]:
+            score, mask = both(pixels)
+            counts["changed"] += int((mask == 1).sum())
+            counts["compared"] += int((mask != 255).sum())
+            return [score, mask] if score_path else [mask]
+
+        outputs = [class_output(mask_path, MASK_CLASSES, "change mask (1 = change)")]
+        if score_path:
+            outputs.insert(0, PixelOutput(score_path, 1, np.float32, float("nan"),
+                                          ("change score (1 − cosine similarity)",)))
+        cb.stage("Writing the change score and mask")
+        stats = map_pixels(pair.source, pair.bands, fn, outputs, None, sub_callbacks(cb, 0.4 if automatic else 0.0,
+                                                                                     1.0))
+        share = 100.0 * counts["changed"] / counts["compared"] if counts["compared"] else 0.0
+        cb.info(f"{counts['changed']} of {counts['compared']} compared pixels changed ({share:.2f} %); "
+                f"{stats.seconds:.1f} s.")
+        return FeatureChange(used, automatic, counts["changed"], counts["compared"], pair.resampled, stats.seconds)

@@ -1,0 +1,85 @@
+"""Putting a second raster on a first raster's pixel grid: footprints, CRS comparison and lazy GDAL warped VRTs.
+
+Pure GDAL/OSR, no QGIS. Bounds are ``(xmin, ymin, xmax, ymax)`` in map units of the raster's CRS. A raster that
+already shares the grid (size, geotransform within 1e-6 pixel, same CRS) is read as it is; otherwise it is warped
+(reprojected when both CRS are known and differ) into an in-memory VRT that GDAL reads window by window.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import numpy as np
+from osgeo import gdal, osr
+
+from ..tiling.errors import RasterInputError
+from ..tiling.source import RasterSource
+
+gdal.UseExceptions()
+
+
+def bounds(gt: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
+    """Map bounds of a ``width`` × ``height`` raster with geotransform ``gt``."""
+    xs = [gt[0] + c * gt[1] + r * gt[2] for c, r in ((0, 0), (width, 0), (0, height), (width, height))]
+    ys = [gt[3] + c * gt[4] + r * gt[5] for c, r in ((0, 0), (width, 0), (0, height), (width, height))]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    """Whether two bounds share an area (touching edges do not count)."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def srs_of(wkt: str) -> osr.SpatialReference | None:
+    """The spatial reference of a WKT string, x/y in GIS order (None when empty)."""
+    if not wkt:
+        return None
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def same_grid(ds: gdal.Dataset, target: RasterSource) -> bool:
+    """Whether ``ds`` has ``target``'s size, geotransform (within 1e-6 pixel) and CRS (an unknown CRS matches)."""
+    if (ds.RasterXSize, ds.RasterYSize) != (target.width, target.height):
+        return False
+    gt = ds.GetGeoTransform()
+    if not np.allclose(gt, target.geotransform, rtol=0, atol=1e-6 * abs(target.geotransform[1])):
+        return False
+    a, b = srs_of(ds.GetProjection()), srs_of(target.projection)
+    return a is None or b is None or bool(a.IsSame(b))
+
+
+def footprint_in(ds: gdal.Dataset, target: RasterSource) -> tuple[float, float, float, float]:
+    """Bounds of ``ds`` in ``target``'s CRS (transformed when both CRS are known and differ)."""
+    own = bounds(ds.GetGeoTransform(), ds.RasterXSize, ds.RasterYSize)
+    a, b = srs_of(ds.GetProjection()), srs_of(target.projection)
+    if a is not None and b is not None and not a.IsSame(b):
+        own = osr.CoordinateTransformation(a, b).TransformBounds(*own, 21)
+    return own
+
+
+def warp_onto(ds: gdal.Dataset, target: RasterSource, resampling: str, output_type: int, src_nodata: float | None,
+              dst_nodata: float) -> str:
+    """A warped VRT (in GDAL's memory file system, read lazily) of ``ds`` on ``target``'s grid and CRS; pixels it
+    does not cover are ``dst_nodata``. Returns its /vsimem path (remove it with :func:`release`)."""
+    path = f"/vsimem/deepraster_warp_{uuid.uuid4().hex}.vrt"
+    xmin, ymin, xmax, ymax = bounds(target.geotransform, target.width, target.height)
+    a, b = srs_of(ds.GetProjection()), srs_of(target.projection)
+    options = {"srcSRS": ds.GetProjection(), "dstSRS": target.projection} if a is not None and b is not None else {}
+    warped = gdal.Warp(path, ds, format="VRT", outputBounds=(xmin, ymin, xmax, ymax), width=target.width,
+                       height=target.height, resampleAlg=resampling, outputType=output_type, srcNodata=src_nodata,
+                       dstNodata=dst_nodata, **options)
+    if warped is None:
+        raise RasterInputError(f"Cannot resample {ds.GetDescription()} onto the grid of {target.path}: "
+                               f"{gdal.GetLastErrorMsg()}")
+    warped = None  # the VRT is written when closed
+    return path
+
+
+def release(path: str) -> None:
+    """Remove an in-memory VRT made here (nothing for a real file)."""
+    if path.startswith("/vsimem/"):
+        gdal.Unlink(path)

@@ -1,0 +1,66 @@
+"""Box arithmetic in pixels: intersection over union, greedy non-maximum suppression, the cores that own boxes.
+
+Boxes are ``(K, 4)`` arrays ``x1, y1, x2, y2`` (x to the right, y down; x2 / y2 the far edges).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def centres(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of the boxes' centres (px)."""
+    return (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union of every box of ``a`` (K, 4) with every box of ``b`` (M, 4): ``(K, M)``; 0 for
+    boxes without area."""
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = w * h
+    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
+    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+
+
+def same_class(a: np.ndarray, b: np.ndarray, agnostic: bool) -> np.ndarray:
+    """``(K, M)`` True where labels ``a`` and ``b`` may suppress each other (always, when class-agnostic)."""
+    if agnostic:
+        return np.ones((len(a), len(b)), dtype=bool)
+    return a[:, None] == b[None, :]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float, agnostic: bool = False) -> np.ndarray:
+    """Indexes of the boxes greedy NMS keeps, best score first (ties: the earlier box): a box is dropped when a kept
+    box of the same class (any class when ``agnostic``) overlaps it by IoU > ``iou``."""
+    order = np.lexsort((np.arange(len(scores)), -scores))
+    overlaps = iou_matrix(boxes, boxes) > iou
+    overlaps &= same_class(labels, labels, agnostic)
+    suppressed = np.zeros(len(scores), dtype=bool)
+    keep = []
+    for i in order:
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= overlaps[i]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def core_bounds(starts: Sequence[int], tile: int, low: int, high: int) -> list[tuple[float, float]]:
+    """Along one axis, the core ``[begin, end)`` of each tile (px): the tile less half the overlap on each side
+    that a neighbour shares, clipped to the region ``[low, high)``. The cores split the region without gap or
+    overlap, so every box centre in it has exactly one owner."""
+    cuts = [(nxt + start + tile) / 2 for start, nxt in zip(starts, starts[1:], strict=False)]
+    begins = [float(low), *cuts]
+    ends = [*cuts, float(high)]
+    return [(max(b, low), min(e, high)) for b, e in zip(begins, ends, strict=True)]
+
+
+def overlapping(starts: Sequence[int], tile: int) -> list[list[int]]:
+    """Along one axis, for each tile, the tiles (itself included) whose extents overlap its own."""
+    return [[j for j, other in enumerate(starts) if other < start + tile and start < other + tile]
+            for start in starts]

@@ -1,0 +1,164 @@
+"""Detecting objects in a raster of any size: the pure-Python pipeline behind "Detect objects".
+
+The raster is read strip by strip (:class:`~tiling.reader.StripReader`, the package's bands and normalisation
+resolved by :mod:`models.inputs`), tiles without a valid pixel are skipped, the detector runs on batches of tiles,
+and :class:`~objects.merge.StreamingMerger` merges the boxes of overlapping tiles exactly, handing finished rows to
+the GeoPackage writer. No QGIS here: tests, benchmarks and scripts call :func:`detect_objects` directly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..models.detectors import Detections
+from ..models.inputs import check_task
+from ..models.pixel_classification import prepare_input
+from ..models.spec import ModelPackage
+from ..tiling.callbacks import Callbacks, check_cancel
+from ..tiling.destinations import Destination, check_destinations
+from ..tiling.errors import DeepRasterError
+from ..tiling.grid import Tile, TileGrid
+from ..tiling.panels import DEFAULT_PANEL_WIDTH
+from ..tiling.reader import StripReader
+from ..tiling.window import Window
+from .gpkg import BoxWriter
+from .merge import StreamingMerger
+from .predictor import DetectorPredictor
+
+
+@dataclass(frozen=True)
+class DetectRequest:
+    """One detection run. ``None`` means "take it from the package" (or "all of the raster" for ``region``).
+
+    ``confidence``: boxes scoring below it are dropped (0–1). ``iou``: two boxes of the same class overlapping by
+    more are one object (0–1); ``class_agnostic``: whatever their classes. ``max_detections``: the best boxes kept
+    per tile. Sizes in pixels; ``value_scale`` / ``value_offset`` convert raster values into model units.
+    ``panel_width``: wider regions are read in column panels about this wide (the result is the same).
+    """
+
+    raster: str
+    package: ModelPackage
+    output: str
+    bands: tuple[int, ...] | None = None
+    region: Window | None = None
+    confidence: float = 0.5
+    iou: float = 0.5
+    class_agnostic: bool = False
+    max_detections: int = 300
+    tile_size: int | None = None
+    overlap: int | None = None
+    batch_size: int = 4
+    device: str = "auto"
+    half: bool = False
+    value_scale: float | None = None
+    value_offset: float | None = None
+    panel_width: int = DEFAULT_PANEL_WIDTH
+
+
+@dataclass
+class DetectStats:
+    """What a run did: tiles predicted and skipped (no valid pixel), boxes written, the most boxes held at once,
+    and the wall time (s)."""
+
+    tiles_predicted: int = 0
+    tiles_skipped: int = 0
+    boxes: int = 0
+    boxes_held_max: int = 0
+    seconds: float = 0.0
+
+
+def check_request(request: DetectRequest) -> None:
+    """Raise :class:`DeepRasterError` for thresholds outside 0–1 and counts below 1, naming the parameter."""
+    for label, value in (("confidence threshold", request.confidence), ("NMS IoU threshold", request.iou)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
+            raise DeepRasterError(f"The {label} {value!r} is outside 0–1: give a number from 0 to 1 "
+                                  f"(e.g. 0.5).")
+    if request.max_detections < 1 or request.batch_size < 1:
+        raise DeepRasterError("The maximum detections per tile and the batch size must be at least 1.")
+
+
+def detect_objects(request: DetectRequest, callbacks: Callbacks | None = None) -> DetectStats:
+    """Run a detection package over a raster and write its boxes to ``request.output`` (a GeoPackage)."""
+    callbacks = callbacks or Callbacks()
+    start = time.perf_counter()
+    package = request.package
+    check_task(package, "object_detection")
+    check_request(request)
+    check_destinations([Destination(request.output, "detections", "file", (".gpkg",))])
+    source, bands, region, tile, overlap, transform = prepare_input(request, callbacks)
+    predictor = DetectorPredictor(package, request.device, request.half)
+    grid = TileGrid(region, tile, overlap)
+    callbacks.info(f"Detector {package.name} on {predictor.device}; bands {bands}; tiles {tile} px, overlap "
+                   f"{overlap} px ({len(grid)} tiles); confidence ≥ {request.confidence:g}, NMS IoU "
+                   f"{request.iou:g}{' (class-agnostic)' if request.class_agnostic else ''}.")
+    stats = DetectStats()
+    writer = BoxWriter(request.output, source.geotransform, source.projection, package.classes)
+    try:
+        merger = StreamingMerger(grid, request.iou, request.class_agnostic, writer.write)
+        _run(request, grid, StripReader(source, grid, transform), predictor, merger, stats, callbacks)
+        merger.finish()
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    stats.boxes, stats.boxes_held_max = writer.count, merger.held_max
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def panels(grid: TileGrid, max_width: int = DEFAULT_PANEL_WIDTH) -> list[TileGrid]:
+    """The grid cut into column panels of whole tile columns, about ``max_width`` input pixels wide (at least one
+    tile column), so that a strip (and the memory a run holds) does not grow with the raster's width."""
+    per = max(max_width // grid.step, 1)
+    cols = len(grid.col_starts)
+    if cols <= per:
+        return [grid]
+    count = -(-cols // per)
+    per = -(-cols // count)
+    return [grid.columns(first, min(first + per, cols)) for first in range(0, cols, per)]
+
+
+def _run(request: DetectRequest, grid: TileGrid, reader: StripReader, predictor: DetectorPredictor,
+         merger: StreamingMerger, stats: DetectStats, callbacks: Callbacks) -> None:
+    """Panel by panel, strip by strip: the tiles with a valid pixel through the detector in batches, every tile
+    into the merger (a tile without a valid pixel with no boxes)."""
+    known = np.asarray(sorted(c.value for c in request.package.classes))
+    unknown = 0
+    for panel in panels(grid, request.panel_width):
+        for strip in reader.for_grid(panel):
+            todo: list[tuple[Tile, slice]] = []
+            for t in panel.row(strip.grid_row):
+                cols = slice(t.window.col_off - strip.window.col_off, t.window.col_end - strip.window.col_off)
+                if strip.valid[:, cols].any():
+                    todo.append((t, cols))
+                else:
+                    merger.add(t, Detections.empty())
+                    stats.tiles_skipped += 1
+            for first in range(0, len(todo), request.batch_size):
+                check_cancel(callbacks)
+                part = todo[first:first + request.batch_size]
+                found = predictor(np.stack([strip.data[:, :, cols] for _, cols in part]))
+                for (t, _), tile_found in zip(part, found, strict=True):
+                    labelled = np.isin(tile_found.labels, known)
+                    unknown += int((~labelled).sum())
+                    merger.add(t, in_raster(tile_found.select(labelled), t, request))
+                stats.tiles_predicted += len(part)
+                callbacks.progress((stats.tiles_predicted + stats.tiles_skipped) / len(grid))
+            merger.flush()
+    if unknown:
+        callbacks.warning(f"{unknown} boxes had labels that are not class values of the package's class table "
+                          f"({', '.join(map(str, known))}) and were left out.")
+
+
+def in_raster(found: Detections, tile: Tile, request: DetectRequest) -> Detections:
+    """A tile's detections scoring at least the confidence threshold, the best ``max_detections`` of them, moved
+    from tile pixels to raster pixels."""
+    found = found.select(found.scores >= request.confidence)
+    if len(found) > request.max_detections:
+        found = found.select(np.argsort(-found.scores, kind="stable")[:request.max_detections])
+    shift = np.array([tile.window.col_off, tile.window.row_off] * 2, dtype=np.float64)
+    return Detections(found.boxes + shift, found.scores, found.labels)

@@ -1,0 +1,245 @@
+"""Detect objects: exact, streaming cross-tile merging with a deterministic detector in package form (boxes around
+bright squares, tests/detection_scene.py) on squares placed across tile edges and corners, for several tile /
+overlap settings: every square found once, its box within 0.5 px, georeferenced exactly (metres and degrees);
+the package task checks and bad inputs, with nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from deepraster.models.sources import open_model
+from deepraster.objects.detection import DetectRequest, detect_objects
+from deepraster.tiling.callbacks import Callbacks
+from deepraster.tiling.errors import DeepRasterError, RunCancelled
+from deepraster.tiling.grid import TileGrid
+from deepraster.tiling.window import Window
+from detection_scene import SIZE, detection_package, place_squares, square_raster
+from helpers import write_raster
+from osgeo import ogr
+
+ogr.UseExceptions()
+UTM = (500000.0, 0.5, 0.0, 5800000.0, 0.0, -0.5)
+DEGREES = (13.0, 1e-5, 0.0, 52.5, 0.0, -1e-5)
+BANDS = ("value", "score")
+
+
+@pytest.fixture(scope="module")
+def package_folder(tmp_path_factory) -> Path:
+    return detection_package(tmp_path_factory.mktemp("pkg") / "squares")
+
+
+def scene(folder: Path, tile: int, overlap: int, width: int = 300, height: int = 220, geotransform=UTM,
+          epsg: int = 32633, seed: int = 0, **kwargs) -> tuple[Path, list]:
+    """A raster with squares across the inner tile edges and corners of the grid of ``tile`` / ``overlap``."""
+    grid = TileGrid(Window(0, 0, width, height), tile, overlap)
+    edges_x = sorted({*grid.col_starts[1:], *(s + tile for s in grid.col_starts[:-1])})
+    edges_y = sorted({*grid.row_starts[1:], *(s + tile for s in grid.row_starts[:-1])})
+    data, truth = square_raster(place_squares(edges_x, edges_y, width, height, seed), width, height, seed)
+    path = write_raster(folder / f"scene_{tile}_{overlap}_{epsg}.tif", data, geotransform=geotransform, epsg=epsg,
+                        descriptions=BANDS, **kwargs)
+    return path, truth
+
+
+def read_boxes(path: Path, geotransform) -> list[tuple[float, float, float, float, int, str, float]]:
+    """The output's boxes in pixels (x1, y1, x2, y2), class value, name and confidence; checks every corner lies
+    exactly on the geotransform's image of the box."""
+    g = geotransform
+    ds = ogr.Open(str(path))
+    layer = ds.GetLayer(0)
+    out = []
+    for feature in layer:
+        ring = feature.GetGeometryRef().GetGeometryRef(0)
+        xs, ys = np.array(ring.GetPoints())[:, 0], np.array(ring.GetPoints())[:, 1]
+        px, py = (xs - g[0]) / g[1], (ys - g[3]) / g[5]
+        x1, x2, y1, y2 = px.min(), px.max(), py.min(), py.max()
+        corners = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2], [x1, y1]])
+        expected = np.column_stack([g[0] + np.round(corners[:, 0]) * g[1], g[3] + np.round(corners[:, 1]) * g[5]])
+        assert np.allclose(np.column_stack([xs, ys]), expected, rtol=0, atol=abs(g[1]) * 1e-6)
+        out.append((x1, y1, x2, y2, feature.GetField("class_value"), feature.GetField("class_name"),
+                    feature.GetField("confidence")))
+    return out
+
+
+def assert_exact(found: list, truth: list, threshold: float = 0.0) -> None:
+    """Every square scoring at least ``threshold`` found once (box within 0.5 px, class and score right); no
+    other box."""
+    wanted = [t for t in truth if t[3] >= threshold]
+    matched = set()
+    for x, y, label, score in wanted:
+        hits = [i for i, b in enumerate(found)
+                if max(abs(b[0] - x), abs(b[1] - y), abs(b[2] - x - SIZE), abs(b[3] - y - SIZE)) <= 0.5]
+        assert len(hits) == 1, f"square at {x}, {y}: {len(hits)} boxes"
+        box = found[hits[0]]
+        assert box[4] == label and box[5] == ("dim", "bright")[label - 1] and box[6] == pytest.approx(score, abs=1e-5)
+        matched.add(hits[0])
+    assert len(found) == len(wanted), f"{len(found) - len(wanted)} extra boxes"
+
+
+@pytest.mark.parametrize(("tile", "overlap", "panel"), [(64, 24, 6144), (64, 16, 6144), (100, 30, 6144),
+                                                        (48, 20, 6144), (80, 40, 6144), (64, 24, 90), (48, 20, 60)])
+def test_every_square_once_across_tile_edges_and_corners(tmp_path, package_folder, tile, overlap, panel):
+    """Also read in column panels (``panel`` px wide): the same boxes."""
+    raster, truth = scene(tmp_path, tile, overlap)
+    assert len(truth) > 25
+    out = tmp_path / "boxes.gpkg"
+    stats = detect_objects(DetectRequest(str(raster), open_model(package_folder), str(out), confidence=0.0,
+                                         tile_size=tile, overlap=overlap, device="cpu", panel_width=panel))
+    assert_exact(read_boxes(out, UTM), truth)
+    assert stats.boxes == len(truth) and stats.boxes_held_max < len(truth)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boxes.gpkg", raster.name]
+
+
+def test_threshold_class_agnostic_and_nodata_tiles(tmp_path, package_folder):
+    raster, truth = scene(tmp_path, 64, 24)
+    data = np.stack([np.asarray(b) for b in _bands(raster)])
+    for x, y, _, _ in truth:  # no square across the nodata edge
+        data[:, y:y + SIZE, x:x + SIZE] *= x >= 70
+    data[:, :, :70] = 255  # nodata: the first column of tiles has no valid pixel
+    kept = [t for t in truth if t[0] >= 70]
+    nodata = write_raster(tmp_path / "nodata.tif", data, geotransform=UTM, nodata=255, descriptions=BANDS)
+    out = tmp_path / "boxes.gpkg"
+    stats = detect_objects(DetectRequest(str(nodata), open_model(package_folder), str(out), confidence=0.555,
+                                         class_agnostic=True, device="cpu"))
+    assert_exact(read_boxes(out, UTM), kept, threshold=0.555)
+    assert stats.tiles_skipped >= 4
+
+
+def _bands(path: Path):
+    from osgeo import gdal
+
+    ds = gdal.Open(str(path))
+    return [ds.GetRasterBand(i + 1).ReadAsArray() for i in range(ds.RasterCount)]
+
+
+def test_through_processing_in_degrees(qgis_app, tmp_path, package_folder):
+    """EPSG:4326: the boxes are exact in longitude / latitude, the layer's CRS is the raster's."""
+    import processing
+
+    raster, truth = scene(tmp_path, 64, 24, geotransform=DEGREES, epsg=4326, seed=3)
+    out = tmp_path / "objects.gpkg"
+    result = processing.run("deepraster:detect_objects", {
+        "INPUT": str(raster), "MODEL": str(package_folder / "model.json"), "CONFIDENCE": 0.0, "DEVICE": "cpu",
+        "OUTPUT": str(out)})
+    temporary = processing.run("deepraster:detect_objects", {
+        "INPUT": str(raster), "MODEL": str(package_folder / "model.json"), "OUTPUT": "TEMPORARY_OUTPUT"})
+    assert temporary["OUTPUT"].endswith(".gpkg") and Path(temporary["OUTPUT"]).is_file()
+    assert Path(result["OUTPUT"]) == out
+    assert_exact(read_boxes(out, DEGREES), truth)
+    ds = ogr.Open(str(out))
+    assert ds.GetLayer(0).GetSpatialRef().GetAuthorityCode(None) == "4326"
+    ds = None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([raster.name, "objects.gpkg"])
+
+
+def test_cancel_leaves_nothing(tmp_path, package_folder):
+    raster, _ = scene(tmp_path, 64, 24)
+    out = tmp_path / "boxes.gpkg"
+    calls = []
+    callbacks = Callbacks(is_cancelled=lambda: bool(calls.append(1)) or len(calls) > 2)
+    with pytest.raises(RunCancelled):
+        detect_objects(DetectRequest(str(raster), open_model(package_folder), str(out), device="cpu"), callbacks)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [raster.name]
+
+
+def test_task_of_the_package_and_the_tool(qgis_app, tmp_path, package_folder, model_4b_l1c):
+    """A detection package in Classify pixels, and a pixel-classification package in Detect objects: refused with a
+    message naming the right tool; nothing written."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    raster, _ = scene(tmp_path, 64, 24)
+    with pytest.raises(QgsProcessingException, match="object detection model.*Use \"Detect objects\""):
+        processing.run("deepraster:classify_pixels", {
+            "INPUT": str(raster), "MODEL": str(package_folder / "model.json"), "DEVICE": "cpu",
+            "OUTPUT_CLASSES": str(tmp_path / "c.tif"), "OUTPUT_PROBABILITIES": str(tmp_path / "p.tif")})
+    with pytest.raises(QgsProcessingException, match="pixel classification model.*Use \"Classify pixels\""):
+        processing.run("deepraster:detect_objects", {
+            "INPUT": str(raster), "MODEL": str(model_4b_l1c / "model.json"), "OUTPUT": str(tmp_path / "o.gpkg")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [raster.name]
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"CONFIDENCE": 1.5}, r"Confidence threshold \(0–1\): 1.5 is outside 0–1"),
+    ({"IOU": -0.1}, r"NMS IoU threshold \(0–1\): -0.1 is outside 0–1"),
+    ({"OUTPUT": "missing/o.gpkg"}, "does not exist"),
+    ({"OUTPUT": "o.tif"}, r"\.gpkg"),
+])
+def test_bad_inputs_write_nothing(qgis_app, tmp_path, package_folder, changes, message):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    raster, _ = scene(tmp_path, 64, 24)
+    params = {"INPUT": str(raster), "MODEL": str(package_folder / "model.json"), "DEVICE": "cpu",
+              "OUTPUT": "o.gpkg", **changes}
+    params["OUTPUT"] = str(tmp_path / params["OUTPUT"])
+    with pytest.raises(QgsProcessingException, match=message):
+        processing.run("deepraster:detect_objects", params)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [raster.name]
+
+
+@pytest.mark.parametrize("field", ["confidence", "iou"])
+def test_core_refuses_thresholds_outside_0_1(tmp_path, package_folder, field):
+    request = DetectRequest("x.tif", open_model(package_folder), str(tmp_path / "o.gpkg"), **{field: 1.01})
+    with pytest.raises(DeepRasterError, match="outside 0–1"):
+        detect_objects(request)
+
+
+def test_detection_package_format_schema_and_inspect(package_folder):
+    """The detection package validates (JSON Schema and plugin), Inspect runs the detector against the contract, and
+    detectors other than TorchScript are refused as not supported yet, naming the task and the architecture."""
+    import json
+
+    import jsonschema
+    from deepraster.models.description import parse_description
+    from deepraster.models.errors import ModelPackageError
+    from deepraster.models.inspect import inspect_model
+    from helpers import REPO
+
+    schema = json.loads((REPO / "models" / "schema" / "model-package-1.0.schema.json").read_text())
+    raw = json.loads((package_folder / "model.json").read_text())
+    jsonschema.validate(raw, schema)
+    report = inspect_model(package_folder)
+    assert report["status"] == "valid" and report["dry_run"]["status"] == "ok", report
+    assert report["package"]["task"] == "object_detection" and len(report["package"]["classes"]) == 2
+    torchvision = {**raw, "architecture": {"framework": "smp", "arch": "FasterRCNN", "encoder": "resnet50",
+                                           "in_channels": 2, "out_channels": 2},
+                   "weights": {"file": "weights.safetensors"}, "classes": raw["classes"][:1]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(torchvision, schema)
+    with pytest.raises(ModelPackageError) as info:
+        parse_description(torchvision, package_folder)
+    message = str(info.value)
+    assert "task 'object_detection' with framework 'smp' 'FasterRCNN' is not supported yet" in message
+    assert "$.classes: lists 1 classes but architecture.out_channels is 2" in message
+
+
+def test_merger_suppresses_across_overlapping_tiles_and_streams():
+    """Two boxes of one object from neighbouring tiles, each centred in its own tile's core: the lower score goes
+    (not across classes unless class-agnostic); a row is flushed as soon as no later row overlaps it."""
+    from deepraster.models.detectors import Detections
+    from deepraster.objects.merge import StreamingMerger
+
+    grid = TileGrid(Window(0, 0, 200, 200), 100, 40)
+    assert grid.row_starts == grid.col_starts == [0, 60, 100]
+    tiles = list(grid)
+
+    def box(x1, label, score, y1=10):
+        return Detections(np.array([[x1, y1, x1 + 16, y1 + 16]], float), np.array([score], np.float32),
+                          np.array([label]))
+
+    for agnostic, label_b, expected in ((False, 1, 1), (False, 2, 2), (True, 2, 1)):
+        rows: list = []
+        merger = StreamingMerger(grid, 0.5, agnostic, rows.append)
+        merger.add(tiles[0], box(70, 1, 0.9))  # centre x 78 < 80: tile 0's core
+        merger.add(tiles[1], box(74, label_b, 0.8))  # centre x 82: tile 1's core; IoU 0.6
+        merger.add(tiles[2], Detections.empty())
+        merger.flush()
+        assert rows == []
+        for t in tiles[3:6]:
+            merger.add(t, Detections.empty())
+        merger.flush()  # row 2 does not overlap row 0: row 0's tiles are final
+        assert len(rows) == 1 and len(rows[0]) == expected
+        assert rows[0].scores[0] == pytest.approx(0.9)
+        merger.finish()

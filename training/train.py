@@ -1,0 +1,297 @@
+"""Training a segmentation model from a folder of chips into a model package: the core behind "Train segmentation
+model" (``train_segmentation``).
+
+Start to end: the chips are read back (:func:`training.chips.read_chip_folder`, ours or Esri's Classified_Tiles),
+checked and split (:mod:`training.dataset`); a segmentation-models-pytorch network is built, from scratch or with the
+encoder of an existing package (:mod:`training.network`); every epoch trains on the training chips (flips and 90°
+rotations drawn from the seed), is measured on the validation chips (:mod:`training.loop`) and checkpointed
+(:mod:`training.checkpoint`), so a killed run started again with the same parameters resumes, and on the CPU ends
+with the same weights. The best epoch by validation mIoU becomes the package (:mod:`training.packaging`); a cancel
+keeps the best epoch so far. Early stopping ends the run after ``patience`` epochs without a better mIoU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..tiling.callbacks import Callbacks
+from ..tiling.errors import RunCancelled
+from .checkpoint import (
+    load_checkpoint,
+    random_states,
+    restore_random_states,
+    run_key,
+    save_checkpoint,
+    weights_digest,
+    work_folder,
+)
+from .chips import ChipFolder, read_chip_folder
+from .dataset import (
+    ChipDataset,
+    InputTransform,
+    PreparedChips,
+    batches,
+    chip_statistics,
+    class_lookup,
+    epoch_order,
+    prepare_chips,
+)
+from .errors import TrainingDataError
+from .loop import Cancelled, deterministic, train_epoch, validate
+from .network import StartingPoint, architecture, build, class_weights, make_loss, make_schedule, starting_point
+from .packaging import write_outputs
+
+
+@dataclass
+class TrainRequest:
+    """What to train, from which chips, into which package (see :func:`train_segmentation`)."""
+
+    chips: Path
+    output: Path
+    """The model package to write (``.drpk``)."""
+    report_html: Path | None = None
+    report_json: Path | None = None
+    arch: str = "Unet"
+    encoder: str = "resnet18"
+    initial_package: Path | None = None
+    """A model package whose encoder starts the training (its encoder, bands and normalisation are used)."""
+    loss: str = "ce"
+    class_weighting: bool = False
+    """Weight the cross-entropy by inverse class frequency (training pixel counts)."""
+    epochs: int = 20
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    patience: int = 5
+    """Epochs without a better validation mIoU before the run stops (0: never stop early)."""
+    seed: int = 0
+    device: str = "auto"
+    validation_fraction: float = 0.2
+    """Fraction of the chips drawn as validation when the folder has no split (Esri's layout)."""
+    name: str = ""
+    license: str = "unknown"
+    inputs: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class TrainResult:
+    """What the run wrote and how it went."""
+
+    package: Path
+    best_epoch: int
+    epochs_run: int
+    stopped: str
+    history: list[dict[str, Any]]
+    validation: dict[str, Any]
+    final_weights_sha256: str
+    resumed_from: int
+
+
+def _check(request: TrainRequest) -> None:
+    if request.epochs < 1 or request.batch_size < 1:
+        raise TrainingDataError("Epochs and batch size must be at least 1.")
+    if not request.learning_rate > 0:
+        raise TrainingDataError("The learning rate must be positive (e.g. 0.001).")
+    if Path(request.output).suffix.lower() != ".drpk":
+        raise TrainingDataError(f"The model package must be a .drpk file, not {Path(request.output).name}.")
+
+
+def _transform(folder: ChipFolder, data: PreparedChips, start: StartingPoint | None,
+               callbacks: Callbacks) -> InputTransform:
+    """Model input from chip values: the starting package's scale and normalisation, else the training
+    statistics (the manifest's, Esri's BandStats, or computed from the training chips)."""
+    if start is not None:
+        p = start.package
+        shift, divisor = p.normalization.shift_and_divisor(len(p.bands))
+        return InputTransform(start.bands, p.value_scale, p.value_offset, tuple(shift), tuple(divisor))
+    mean, std = folder.mean, folder.std
+    if not mean or not std or len(mean) != data.band_count or len(std) != data.band_count:
+        callbacks.info("The folder records no band statistics: computing them from the training chips.")
+        mean, std = chip_statistics(data.train)
+    return InputTransform(tuple(range(data.band_count)), 1.0, 0.0, tuple(mean), tuple(std))
+
+
+def _key_parameters(request: TrainRequest, arch, transform: InputTransform) -> dict[str, Any]:
+    return {"chips": str(Path(request.chips).resolve()), "arch": arch.arch, "encoder": arch.encoder,
+            "initial": str(request.initial_package or ""), "loss": request.loss, "weighted": request.class_weighting,
+            "epochs": request.epochs, "batch": request.batch_size, "lr": request.learning_rate,
+            "wd": request.weight_decay, "schedule": request.schedule, "patience": request.patience,
+            "seed": request.seed, "fraction": request.validation_fraction, "mean": transform.mean}
+
+
+def parameters_of(request: TrainRequest, arch) -> dict[str, Any]:
+    """The parameters as the package's provenance and the report record them."""
+    return {"architecture": arch.arch, "encoder": arch.encoder,
+            "initial_weights": str(request.initial_package) if request.initial_package else "none",
+            "loss": request.loss, "class_weighting": request.class_weighting, "epochs": request.epochs,
+            "batch_size": request.batch_size, "learning_rate": request.learning_rate,
+            "weight_decay": request.weight_decay, "optimizer": "AdamW", "schedule": request.schedule,
+            "patience": request.patience, "seed": request.seed, "augmentation": "flips, 90° rotations"}
+
+
+def train_segmentation(request: TrainRequest, callbacks: Callbacks | None = None) -> TrainResult:
+    """Train, then write the package and the report (see the module docstring)."""
+    cb = callbacks or Callbacks()
+    _check(request)
+    cb.stage("Checking the chips")
+    folder = read_chip_folder(request.chips)
+    data = prepare_chips(folder, request.validation_fraction, request.seed)
+    split = "drawn at random by chip" if data.drawn_split else "spatial blocks (from the export)"
+    cb.info(f"{len(data.train)} training and {len(data.validation)} validation chips of {data.chip_size} px, "
+            f"{data.band_count} band(s), {len(folder.classes)} classes; split: {split}"
+            + (f" (seed {request.seed}, fraction {request.validation_fraction})." if data.drawn_split else "."))
+    start = starting_point(str(request.initial_package), folder.bands) if request.initial_package else None
+    transform = _transform(folder, data, start, cb)
+    encoder = start.package.architecture.encoder if start else request.encoder
+    if start and encoder != request.encoder:
+        cb.info(f"Encoder {encoder}, as in {start.package.name} (its weights start the training).")
+    arch = architecture(request.arch, encoder, data.band_count, len(folder.classes))
+    work = work_folder(Path(request.output), run_key(_key_parameters(request, arch, transform)))
+    from ..tiling.predictor import resolve_device
+
+    device = resolve_device(request.device)
+    with deterministic(device.type == "cpu"):
+        run = _Run(request, folder, data, transform, arch, start, device, work, cb)
+        run.train()
+    if run.best_state is None:
+        raise RunCancelled("The run was cancelled before its first epoch ended; no output was written.")
+    return write_outputs(run, parameters_of(request, arch))
+
+
+class _Run:
+    """The state of one training run, epoch by epoch."""
+
+    def __init__(self, request: TrainRequest, folder: ChipFolder, data: PreparedChips, transform: InputTransform,
+                 arch, start: StartingPoint | None, device, work: Path, callbacks: Callbacks) -> None:
+        import torch
+
+        self.request, self.folder, self.data, self.transform = request, folder, data, transform
+        self.arch, self.start, self.device, self.work, self.cb = arch, start, device, work, callbacks
+        self.values = [int(c["value"]) for c in folder.classes]
+        self.names = [str(c["name"]) for c in folder.classes]
+        self.amp = device.type == "cuda"
+        torch.manual_seed(request.seed)
+        np.random.seed(request.seed % 2**32)
+        import random
+
+        random.seed(request.seed)
+        self.net = build(arch, start).to(device)
+        stride = int(getattr(self.net.encoder, "output_stride", 32) or 1)
+        if data.chip_size % stride:
+            size = max(stride, data.chip_size // stride * stride)
+            raise TrainingDataError(f"The chips are {data.chip_size} px but {arch.arch} with {arch.encoder} needs a "
+                                    f"multiple of {stride} px. Export chips of {size} px, or choose another "
+                                    "architecture.")
+        weights = class_weights(data.counts["train"]) if request.class_weighting else None
+        if weights:
+            callbacks.info("Class weights: " + ", ".join(f"{n} {w:.3g}" for n, w in zip(self.names, weights,
+                                                                                        strict=True)) + ".")
+        self.loss = make_loss(request.loss, weights).to(device)
+        lut = class_lookup(self.values)
+        self.train_set = ChipDataset(data.train, transform, lut, True, request.seed)
+        self.validation_set = ChipDataset(data.validation, transform, lut, False, request.seed)
+        n_train = len(data.train) - (1 if len(data.train) % request.batch_size == 1 and len(data.train) > 1 else 0)
+        self.n_train = n_train  # a last batch of one chip is left out (batch norm needs two)
+        self.batches_per_epoch = math.ceil(n_train / request.batch_size)
+        self.validation_batches = math.ceil(len(data.validation) / request.batch_size)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=request.learning_rate,
+                                           weight_decay=request.weight_decay)
+        self.scheduler = make_schedule(request.schedule, self.optimizer, request.learning_rate,
+                                       request.epochs * self.batches_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"epoch": 0, "miou": -1.0, "scores": None}
+        self.best_state: dict[str, Any] | None = None
+        self.stale = 0
+        self.stopped = "completed"
+        self.resumed_from = 0
+        self._resume()
+
+    def _resume(self) -> None:
+        state = load_checkpoint(self.work)
+        if state is None:
+            return
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_random_states(state["random"])
+        self.epoch, self.history, self.best = state["epoch"], list(state["history"]), dict(state["best"])
+        self.best_state, self.stale = state["best_model"], state["stale"]
+        self.resumed_from = self.epoch
+        self.cb.info(f"Resuming after epoch {self.epoch} from the checkpoint in {self.work}.")
+
+    def _checkpoint(self) -> None:
+        save_checkpoint(self.work, {
+            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "random": random_states(),
+            "epoch": self.epoch, "history": self.history, "best": self.best, "best_model": self.best_state,
+            "stale": self.stale})
+
+    def train(self) -> None:
+        """Epochs until the last, early stopping, or a cancel (which keeps the best epoch so far)."""
+        epochs = self.request.epochs
+        per_epoch = self.batches_per_epoch + self.validation_batches
+        done = [0]
+
+        def step() -> None:
+            done[0] += 1
+            self.cb.progress(min((self.epoch + done[0] / per_epoch) / epochs, 1.0))
+
+        if self.epoch >= epochs or (self.request.patience and self.stale >= self.request.patience):
+            return
+        self.cb.stage("Training")
+        while self.epoch < epochs:
+            done[0] = 0
+            began = time.perf_counter()
+            self.train_set.epoch = self.epoch
+            order = epoch_order(len(self.data.train), self.request.seed, self.epoch)[:self.n_train]
+            rate = self.optimizer.param_groups[0]["lr"]
+            try:
+                loss = train_epoch(self.net, batches(self.train_set, order, self.request.batch_size), self.loss,
+                                   self.optimizer, self.scheduler, self.scaler, self.device, self.amp, self.cb, step)
+                val_loss, scores = validate(self.net, batches(self.validation_set, range(len(self.validation_set)),
+                                                              self.request.batch_size), self.loss, self.device,
+                                            self.amp, self.values, self.names, self.cb, step)
+            except Cancelled:
+                self.stopped = "cancelled"
+                self.cb.warning(f"Cancelled during epoch {self.epoch + 1}: the package holds the best epoch so far "
+                                f"({self.best['epoch'] or 'none'}).")
+                return
+            self.epoch += 1
+            self._record(loss, val_loss, scores, rate, time.perf_counter() - began)
+            self._checkpoint()
+            h = self.history[-1]
+            self.cb.info(f"Epoch {self.epoch}/{epochs}: training loss {loss:.4f}, validation loss {val_loss:.4f}, "
+                         f"validation mIoU {h['validation_miou']:.4f}, {h['seconds']:.1f} s"
+                         + (" (best so far)" if self.best["epoch"] == self.epoch else ""))
+            self.cb.progress(self.epoch / epochs)
+            if self.request.patience and self.stale >= self.request.patience:
+                self.stopped = "early stopping"
+                self.cb.info(f"Early stopping: no better validation mIoU for {self.stale} epochs.")
+                return
+
+    def _record(self, loss: float, val_loss: float, scores: dict[str, Any], rate: float, seconds: float) -> None:
+        miou = scores["miou"] if scores["miou"] is not None else 0.0
+        self.history.append({"epoch": self.epoch, "train_loss": loss, "validation_loss": val_loss,
+                             "validation_miou": miou, "validation_overall_accuracy": scores["overall_accuracy"],
+                             "validation_iou": [c["iou"] for c in scores["per_class"]], "learning_rate": rate,
+                             "seconds": seconds})
+        if miou > self.best["miou"]:
+            self.best = {"epoch": self.epoch, "miou": miou, "scores": scores}
+            self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+            self.stale = 0
+        else:
+            self.stale += 1
+
+    def final_digest(self) -> str:
+        """SHA-256 of the last epoch's weights (equal for a resumed and an uninterrupted CPU run)."""
+        return weights_digest(self.net.state_dict())
