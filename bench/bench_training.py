@@ -17,6 +17,7 @@ Run: ``.venv/bin/python bench/bench_training.py [--epochs 15] [--threads 2] [--o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ UKIS = _common.ROOT / ".data" / "models" / "ukis-csmask-4b-l1c"
 
 
 def start_qgis():
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # headless, like the tests
     from qgis.core import QgsApplication
 
     app = QgsApplication([], False)
