@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..tiling.callbacks import Callbacks, check_cancel, sub_callbacks
+from ..tiling.grid_match import srs_of
 from ..tiling.outputs import ClassInfo
 from ..tiling.pixel_reader import PixelReader
 from ..tiling.pixelwise import PixelOutput, map_pixels
@@ -32,7 +33,6 @@ from .change_report import write_tables
 from .errors import ChangeInputError
 from .evaluation import class_table
 from .fitted import class_output
-from .grid_match import srs_of
 
 MASK_CLASSES = (ClassInfo(0, "no change", (235, 235, 235)), ClassInfo(1, "change", (215, 25, 28)))
 

@@ -19,9 +19,9 @@ from osgeo import gdal
 
 from ..tiling.callbacks import Callbacks
 from ..tiling.errors import RasterInputError
+from ..tiling.grid_match import bounds, footprint_in, overlaps, release, same_grid, srs_of, warp_onto
 from ..tiling.source import RasterSource
 from .errors import ChangeInputError
-from .grid_match import bounds, footprint_in, overlaps, release, same_grid, srs_of, warp_onto
 
 gdal.UseExceptions()
 

@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, ogr
 
+from ..tiling.burn import PolygonBurner
 from ..tiling.callbacks import Callbacks, check_cancel
 from ..tiling.errors import RasterInputError
+from ..tiling.grid_match import bounds as _bounds
+from ..tiling.grid_match import footprint_in, same_grid, warped_onto
+from ..tiling.grid_match import overlaps as _overlaps
 from ..tiling.source import RasterSource, pixel_validity, read_failure
 from ..tiling.window import Window, window_geotransform
 from .errors import EvaluationError
 from .evaluation_report import EvaluationReport
-from .grid_match import bounds as _bounds
-from .grid_match import overlaps as _overlaps
-from .grid_match import same_grid as _same_grid
-from .grid_match import srs_of as _srs
 from .metrics import ConfusionMatrix
 
 gdal.UseExceptions()
@@ -128,60 +128,13 @@ def _reference_dataset(path: str, target: RasterSource) -> tuple[gdal.Dataset, f
         ref = gdal.Open(str(path))
     except RuntimeError as exc:
         raise RasterInputError(f"Cannot open the reference raster {path} ({exc}). Choose a class raster.") from exc
-    if _same_grid(ref, target):
-        return ref, ref.GetRasterBand(1).GetNoDataValue(), False
-    ref_srs, target_srs = _srs(ref.GetProjection()), _srs(target.projection)
-    ref_bounds = _bounds(ref.GetGeoTransform(), ref.RasterXSize, ref.RasterYSize)
-    if ref_srs is not None and target_srs is not None and not ref_srs.IsSame(target_srs):
-        ref_bounds = osr.CoordinateTransformation(ref_srs, target_srs).TransformBounds(*ref_bounds, 21)
-    if not _overlaps(ref_bounds, _bounds(target.geotransform, target.width, target.height)):
+    nodata = ref.GetRasterBand(1).GetNoDataValue()
+    if same_grid(ref, target):
+        return ref, nodata, False
+    if not _overlaps(footprint_in(ref, target), _bounds(target.geotransform, target.width, target.height)):
         raise EvaluationError(f"The reference raster {path} does not overlap the class raster {target.path}. "
                               "Choose a reference over the same area.")
-    xmin, ymin, xmax, ymax = _bounds(target.geotransform, target.width, target.height)
-    nodata = ref.GetRasterBand(1).GetNoDataValue()
-    vrt = gdal.Warp("", ref, format="VRT", outputBounds=(xmin, ymin, xmax, ymax), width=target.width,
-                    height=target.height, dstSRS=target.projection or None, resampleAlg="near",
-                    outputType=gdal.GDT_Int32, srcNodata=nodata, dstNodata=NO_LABEL)
-    return vrt, NO_LABEL, True
-
-
-class _Rasteriser:
-    """Polygons burnt into one window at a time (pixel centres inside; a later polygon over an earlier one)."""
-
-    def __init__(self, features: Sequence[tuple[bytes, int]]) -> None:
-        self.srs = osr.SpatialReference()
-        self.srs.SetLocalCS("class raster CRS")
-        driver = ogr.GetDriverByName("Memory") or ogr.GetDriverByName("MEM")
-        self.vector = driver.CreateDataSource("")
-        self.layer = self.vector.CreateLayer("reference", srs=self.srs, geom_type=ogr.wkbUnknown)
-        self.layer.CreateField(ogr.FieldDefn("cls", ogr.OFTInteger))
-        self.envelope: tuple[float, float, float, float] | None = None
-        for wkb, value in features:
-            geom = ogr.CreateGeometryFromWkb(bytes(wkb))
-            if geom is None or geom.IsEmpty():
-                continue
-            feature = ogr.Feature(self.layer.GetLayerDefn())
-            feature.SetGeometry(geom)
-            feature.SetField("cls", int(value))
-            self.layer.CreateFeature(feature)
-            x0, x1, y0, y1 = geom.GetEnvelope()
-            e = self.envelope
-            self.envelope = (x0, y0, x1, y1) if e is None else (min(e[0], x0), min(e[1], y0), max(e[2], x1),
-                                                                 max(e[3], y1))
-
-    def read(self, gt: Sequence[float], width: int, height: int) -> np.ndarray:
-        """Class values of a ``width`` × ``height`` window with geotransform ``gt`` (NO_LABEL where none)."""
-        out = np.full((height, width), NO_LABEL, np.int32)
-        self.layer.SetSpatialFilterRect(*_bounds(gt, width, height))
-        if self.layer.GetFeatureCount() == 0:
-            return out
-        self.layer.ResetReading()
-        mem = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Int32)
-        mem.SetGeoTransform(tuple(gt))
-        mem.SetSpatialRef(self.srs)
-        mem.GetRasterBand(1).Fill(NO_LABEL)
-        gdal.RasterizeLayer(mem, [1], self.layer, options=["ATTRIBUTE=cls"])
-        return mem.GetRasterBand(1).ReadAsArray()
+    return warped_onto(ref, target, "near", gdal.GDT_Int32, nodata, NO_LABEL), NO_LABEL, True
 
 
 def _blocks(region: Window) -> Iterator[Window]:
@@ -201,7 +154,8 @@ def evaluate_classes(class_raster: str, reference: RasterReference | PolygonRefe
     warnings = list(getattr(reference, "warnings", ()))
     rasteriser, ref_ds, ref_nodata = None, None, None
     if isinstance(reference, PolygonReference):
-        rasteriser = _Rasteriser(reference.features)
+        rasteriser = PolygonBurner((ogr.CreateGeometryFromWkb(bytes(wkb)), value)
+                                   for wkb, value in reference.features if wkb)
         if rasteriser.envelope is None or not _overlaps(rasteriser.envelope, _bounds(
                 source.geotransform, source.width, source.height)):
             raise EvaluationError("No reference polygon overlaps the class raster. Choose reference polygons over "
@@ -222,7 +176,7 @@ def evaluate_classes(class_raster: str, reference: RasterReference | PolygonRefe
         try:
             predicted = band.ReadAsArray(w.col_off, w.row_off, w.width, w.height)
             if rasteriser is not None:
-                ref = rasteriser.read(window_geotransform(source.geotransform, w), w.width, w.height)
+                ref = rasteriser.burn(window_geotransform(source.geotransform, w), w.width, w.height, NO_LABEL)
                 ref_valid = ref != NO_LABEL
             else:
                 ref = ref_ds.GetRasterBand(1).ReadAsArray(w.col_off, w.row_off, w.width, w.height)

@@ -15,10 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, ogr
 
+from ..tiling.burn import PolygonBurner
+from ..tiling.grid_match import warped_onto
 from ..tiling.source import RasterSource
-from ..tiling.window import Window
+from ..tiling.window import Window, window_geotransform
 from .errors import TrainingDataError
 
 IGNORE = 255
@@ -145,23 +147,15 @@ class PolygonLabels:
             geoms.append((geom, label))
         self.classes = class_table([label for _, label in geoms], given, background)
         self.fill = BACKGROUND if background else IGNORE
-        self._ds = ogr.GetDriverByName("Memory").CreateDataSource("labels")
-        srs = osr.SpatialReference(wkt=source.projection) if source.projection else None
-        self._layer = self._ds.CreateLayer("labels", srs, ogr.wkbMultiPolygon)
-        self._layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+        self._burner = PolygonBurner(((geom, value_of(label, self.classes)) for geom, label in geoms),
+                                     source.projection)
         gt = source.geotransform
         xs = (gt[0] + region.col_off * gt[1], gt[0] + region.col_end * gt[1])
         ys = (gt[3] + region.row_off * gt[5], gt[3] + region.row_end * gt[5])
         bounds = ogr.CreateGeometryFromWkt(
             f"POLYGON(({min(xs)} {min(ys)},{max(xs)} {min(ys)},{max(xs)} {max(ys)},{min(xs)} {max(ys)},"
             f"{min(xs)} {min(ys)}))")
-        self.inside = 0
-        for geom, label in geoms:
-            feature = ogr.Feature(self._layer.GetLayerDefn())
-            feature.SetGeometry(geom)
-            feature.SetField("value", value_of(label, self.classes))
-            self._layer.CreateFeature(feature)
-            self.inside += bool(geom.Intersects(bounds))
+        self.inside = sum(bool(geom.Intersects(bounds)) for geom, _ in geoms)
         if not self.inside:
             raise TrainingDataError(
                 f"None of the {len(geoms)} label polygon(s) lies inside the raster{' extent' if geoms else ''}. "
@@ -170,19 +164,8 @@ class PolygonLabels:
 
     def read(self, window: Window) -> np.ndarray:
         """Class values of ``window`` (uint8, unlabelled pixels :data:`IGNORE`, or 0 with background)."""
-        gt = self._geotransform
-        mem = gdal.GetDriverByName("MEM").Create("", window.width, window.height, 1, gdal.GDT_Byte)
-        mem.SetGeoTransform((gt[0] + window.col_off * gt[1], gt[1], 0.0, gt[3] + window.row_off * gt[5], 0.0, gt[5]))
-        band = mem.GetRasterBand(1)
-        band.Fill(self.fill)
-        x0, x1 = sorted((gt[0] + window.col_off * gt[1], gt[0] + window.col_end * gt[1]))
-        y0, y1 = sorted((gt[3] + window.row_off * gt[5], gt[3] + window.row_end * gt[5]))
-        self._layer.SetSpatialFilterRect(x0, y0, x1, y1)
-        try:
-            gdal.RasterizeLayer(mem, [1], self._layer, options=["ATTRIBUTE=value"])
-        finally:
-            self._layer.SetSpatialFilter(None)
-        return band.ReadAsArray()
+        return self._burner.burn(window_geotransform(self._geotransform, window), window.width, window.height,
+                                 self.fill, gdal.GDT_Byte)
 
 
 class ClassRasterLabels:
@@ -193,11 +176,7 @@ class ClassRasterLabels:
             src = gdal.Open(str(path))
         except RuntimeError as exc:
             raise TrainingDataError(f"Cannot open the class raster {path} ({exc}).") from exc
-        gt = source.geotransform
-        bounds = (gt[0], gt[3] + source.height * gt[5], gt[0] + source.width * gt[1], gt[3])
-        self._ds = gdal.Warp("", src, format="VRT", outputBounds=bounds, width=source.width, height=source.height,
-                             dstSRS=source.projection or None, resampleAlg="near", dstNodata=IGNORE,
-                             outputType=gdal.GDT_Byte)
+        self._ds = warped_onto(src, source, "near", gdal.GDT_Byte, None, IGNORE)
         band = self._ds.GetRasterBand(1)
         histogram = band.GetHistogram(-0.5, 255.5, 256, include_out_of_range=0, approx_ok=0)
         present = [v for v in range(255) if histogram[v] > 0]

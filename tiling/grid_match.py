@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 from osgeo import gdal, osr
 
-from ..tiling.errors import RasterInputError
-from ..tiling.source import RasterSource
+from .errors import RasterInputError
+from .source import RasterSource
 
 gdal.UseExceptions()
 
@@ -77,6 +77,17 @@ def warp_onto(ds: gdal.Dataset, target: RasterSource, resampling: str, output_ty
                                f"{gdal.GetLastErrorMsg()}")
     warped = None  # the VRT is written when closed
     return path
+
+
+def warped_onto(ds: gdal.Dataset, target: RasterSource, resampling: str, output_type: int,
+                src_nodata: float | None, dst_nodata: float) -> gdal.Dataset:
+    """:func:`warp_onto` opened as a dataset (read lazily); its in-memory VRT file is released at once (the open
+    dataset keeps what it needs)."""
+    path = warp_onto(ds, target, resampling, output_type, src_nodata, dst_nodata)
+    try:
+        return gdal.Open(path)
+    finally:
+        release(path)
 
 
 def release(path: str) -> None:
