@@ -32,8 +32,10 @@ from ..analysis.pipeline import FitFunction, RasterSelection, ReferenceLayer, Sa
 from ..analysis.reference import NOT_REPROJECTABLE, ReferenceFeature, ReferencePixels
 from ..analysis.trust import save_model
 from ..tiling.outputs import ClassInfo
+from ..tiling.pixelwise import map_pixels
 from .band_parameters import band_numbers
 from .base import DeepRasterAlgorithm, callbacks_for
+from .execution import backend_value, execution_parameters
 from .styling import ClassStyle, ProbabilityStyle, style_on_load
 
 MODEL_FILTER = "Deep Raster scikit-learn model (*.joblib)"
@@ -127,10 +129,21 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
             createByDefault=False))
 
     # ------------------------------------------------------------------------------------------------ inputs
+    def add_execution_parameters(self) -> None:
+        """Where every pixel is mapped once the model is fitted: this process or a Dask cluster (advanced)."""
+        for param in execution_parameters(self.tr):
+            self.add_advanced(param)
+
     def raster_input(self, parameters, context) -> RasterInput:
         layer, source, region = self.input_source(parameters, context)
+        backend = backend_value(self, parameters, context)
+        mapper = map_pixels
+        if backend.distributed:
+            from ..scale.pixels import cluster_mapper
+
+            mapper = cluster_mapper(backend)
         return RasterInput(layer, RasterSelection.of(source, band_numbers(self, parameters, self.BANDS, context),
-                                                     region))
+                                                     region, mapper))
 
     def method_name(self, parameters, context) -> str:
         other = self.parameterAsString(parameters, self.METHOD_NAME, context).strip()

@@ -51,6 +51,7 @@ class ApplyModelAlgorithm(AnalysisAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_PROBABILITIES, self.tr("Class probabilities (classifiers)"), optional=True,
             createByDefault=False))
+        self.add_execution_parameters()
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
         raster = self.raster_input(parameters, context)

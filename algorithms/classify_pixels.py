@@ -22,6 +22,7 @@ from ..tiling.outputs import ClassInfo
 from ..tiling.source import RasterSource
 from .band_parameters import band_numbers
 from .base import TiledModelAlgorithm, callbacks_for
+from .execution import backend_value, execution_parameters
 from .styling import ClassStyle, ProbabilityStyle, output_name, style_on_load
 
 GREEN_NAMES = ("B03", "B3", "green")
@@ -120,6 +121,7 @@ class ClassifyPixelsAlgorithm(TiledModelAlgorithm):
             QgsProcessingParameterBoolean(self.TTA, self.tr("Test-time augmentation"), False),
             QgsProcessingParameterEnum(self.RUNTIME, self.tr("Runtime (auto: ONNX Runtime when installed)"),
                                        options=list(RUNTIMES), defaultValue=0),
+            *execution_parameters(self.tr),
         ])
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
@@ -144,7 +146,13 @@ class ClassifyPixelsAlgorithm(TiledModelAlgorithm):
             runtime=RUNTIMES[self.parameterAsEnum(parameters, self.RUNTIME, context)],
             **self.tiling_values(parameters, context),
         )
-        stats = classify_raster(request, callbacks_for(feedback))
+        backend = backend_value(self, parameters, context)
+        if backend.distributed:
+            from ..scale.tiled import classify_on_cluster
+
+            stats = classify_on_cluster(request, backend, callbacks_for(feedback))
+        else:
+            stats = classify_raster(request, callbacks_for(feedback))
         feedback.pushInfo(f"{stats.tiles_predicted} tiles predicted, {stats.tiles_skipped} skipped (no valid "
                           f"pixel); {stats.total_seconds:.1f} s, {100 * stats.efficiency:.0f} % in the model.")
         classes = [ClassInfo(c.value, c.name, c.rgb) for c in package.classes]

@@ -60,6 +60,7 @@ class ClusterPixelsAlgorithm(AnalysisAlgorithm):
             self.NOISE_AS_NODATA, self.tr("Noise pixels become nodata"), False))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Clusters")))
         self.add_model_output()
+        self.add_execution_parameters()
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
         k = self.parameterAsInt(parameters, self.N_CLUSTERS, context)

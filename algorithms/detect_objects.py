@@ -17,6 +17,7 @@ from ..models.sources import MODEL_FILE_FILTER, open_model
 from ..tiling.outputs import ClassInfo
 from .band_parameters import band_numbers
 from .base import TiledModelAlgorithm, callbacks_for
+from .execution import backend_value, execution_parameters
 from .styling import BoxStyle, output_name, style_on_load
 
 
@@ -28,6 +29,7 @@ class DetectObjectsAlgorithm(TiledModelAlgorithm):
     BANDS = "BANDS"
     CONFIDENCE = "CONFIDENCE"
     IOU = "IOU"
+    IOS = "IOS"
     CLASS_AGNOSTIC = "CLASS_AGNOSTIC"
     MAX_DETECTIONS = "MAX_DETECTIONS"
     VALUE_SCALE = "VALUE_SCALE"
@@ -48,7 +50,8 @@ class DetectObjectsAlgorithm(TiledModelAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr(
             "Finds objects (trees, buildings, vehicles, boats ...) in a raster of any size with a detection model "
-            "package (task object_detection: a TorchScript detector and its class table) and writes their boxes as "
+            "package (task object_detection: a TorchScript or torchvision detector and its class table, e.g. from "
+            "Train object detector) and writes their boxes as "
             "polygons in the raster's CRS to a GeoPackage, with class value, class name and confidence, styled "
             "with the package's class colours.\n\n"
             "The raster is read in overlapping tiles. A box is kept only by the tile whose core (the tile less half "
@@ -83,16 +86,19 @@ class DetectObjectsAlgorithm(TiledModelAlgorithm):
         self.add_advanced([
             QgsProcessingParameterBand(self.BANDS, self.tr("Bands, model order (empty: by name)"),
                                        parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True),
+            QgsProcessingParameterNumber(self.IOS, self.tr("Intersection over smaller box threshold (0–1, 0: off)"),
+                                         QgsProcessingParameterNumber.Double, 0.0, minValue=0.0, maxValue=1.0),
             QgsProcessingParameterNumber(self.MAX_DETECTIONS, self.tr("Maximum detections per tile"),
                                          QgsProcessingParameterNumber.Integer, 300, minValue=1, maxValue=100000),
             *self.tiling_parameters("the package's", "the package's"),
             QgsProcessingParameterNumber(self.VALUE_SCALE, self.tr("Input value scale (0: the package's)"),
                                          QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
+            *execution_parameters(self.tr),
         ])
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
         """Thresholds outside 0–1 are refused in words that name the parameter and the range."""
-        for name in (self.CONFIDENCE, self.IOU):
+        for name in (self.CONFIDENCE, self.IOU, self.IOS):
             try:
                 value = float(parameters.get(name))
             except (TypeError, ValueError):
@@ -113,12 +119,19 @@ class DetectObjectsAlgorithm(TiledModelAlgorithm):
             bands=tuple(band_numbers(self, parameters, self.BANDS, context)) or None, region=region,
             confidence=self.parameterAsDouble(parameters, self.CONFIDENCE, context),
             iou=self.parameterAsDouble(parameters, self.IOU, context),
+            ios=self.parameterAsDouble(parameters, self.IOS, context) or None,
             class_agnostic=self.parameterAsBool(parameters, self.CLASS_AGNOSTIC, context),
             max_detections=self.parameterAsInt(parameters, self.MAX_DETECTIONS, context),
             value_scale=self.parameterAsDouble(parameters, self.VALUE_SCALE, context) or None,
             **self.tiling_values(parameters, context),
         )
-        stats = detect_objects(request, callbacks_for(feedback))
+        backend = backend_value(self, parameters, context)
+        if backend.distributed:
+            from ..scale.objects import detect_on_cluster
+
+            stats = detect_on_cluster(request, backend, callbacks_for(feedback))
+        else:
+            stats = detect_objects(request, callbacks_for(feedback))
         feedback.pushInfo(f"{stats.boxes} objects written; {stats.tiles_predicted} tiles predicted, "
                           f"{stats.tiles_skipped} skipped (no valid pixel); {stats.seconds:.1f} s.")
         classes = [ClassInfo(c.value, c.name, c.rgb) for c in package.classes]

@@ -152,13 +152,18 @@ class ExportTrainingDataAlgorithm(DeepRasterAlgorithm):
             out.append(dest)
         return out
 
-    def run_algorithm(self, parameters, context, feedback) -> dict:
-        layer, source, region = self.input_source(parameters, context)
+    def output_folder(self, parameters, context) -> str:
+        """The output folder's path (a temporary output's parent folder created)."""
         output = self.parameterAsString(parameters, self.OUTPUT, context)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context) or output
         temp_root = os.path.realpath(QgsProcessingUtils.tempFolder())
         if os.path.realpath(output).startswith(temp_root + os.sep):
             os.makedirs(os.path.dirname(output), exist_ok=True)
+        return output
+
+    def run_algorithm(self, parameters, context, feedback) -> dict:
+        layer, source, region = self.input_source(parameters, context)
+        output = self.output_folder(parameters, context)
         label_raster = self.parameterAsRasterLayer(parameters, self.LABEL_RASTER, context)
         polygons = None
         field = self.parameterAsString(parameters, self.LABEL_FIELD, context)

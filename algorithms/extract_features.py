@@ -24,6 +24,7 @@ from ..models.feature_extraction import NORMALIZATION_SOURCES, FeatureRequest, e
 from ..models.sources import MODEL_FILE_FILTER, open_model
 from .band_parameters import band_numbers
 from .base import DEEP_LEARNING_PACKAGES, TiledModelAlgorithm, callbacks_for
+from .execution import backend_value, execution_parameters
 from .styling import style_on_load
 
 PACKAGE_SOURCE, TIMM_SOURCE = 0, 1
@@ -162,6 +163,7 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
             QgsProcessingParameterBoolean(self.RESUME, self.tr("Checkpoint, and resume an interrupted run"), True),
             QgsProcessingParameterBoolean(self.DOWNLOAD, self.tr("Download weights (needs a network)"),
                                                   False),
+            *execution_parameters(self.tr),
         ])
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Feature raster")))
 
@@ -204,7 +206,13 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
             resume=self.parameterAsBool(parameters, self.RESUME, context),
             **self.tiling_values(parameters, context),
         )
-        result = extract_features(request, callbacks_for(feedback))
+        backend = backend_value(self, parameters, context)
+        if backend.distributed:
+            from ..scale.tiled import extract_on_cluster
+
+            result = extract_on_cluster(request, backend, callbacks_for(feedback))
+        else:
+            result = extract_features(request, callbacks_for(feedback))
         stats = result.stats
         feedback.pushInfo(
             f"{stats.tiles_predicted} tiles encoded, {stats.tiles_skipped} skipped (no valid pixel)"

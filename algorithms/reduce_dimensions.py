@@ -52,6 +52,7 @@ class ReduceDimensionsAlgorithm(AnalysisAlgorithm):
         self.add_sampling_parameters(10000)
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Reduced raster")))
         self.add_model_output()
+        self.add_execution_parameters()
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
         n = self.parameterAsInt(parameters, self.N_COMPONENTS, context)

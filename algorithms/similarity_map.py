@@ -73,6 +73,7 @@ class SimilarityMapAlgorithm(AnalysisAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_CLASSES, self.tr("Class map (most similar class)"), optional=True,
             createByDefault=False))
+        self.add_execution_parameters()
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
         raster = self.raster_input(parameters, context)

@@ -10,6 +10,8 @@ from qgis.core import (
     QgsColorRampShader,
     QgsFillSymbol,
     QgsLayerTreeLayer,
+    QgsLineSymbol,
+    QgsMarkerSymbol,
     QgsPalettedRasterRenderer,
     QgsProcessingContext,
     QgsProcessingLayerPostProcessorInterface,
@@ -18,6 +20,7 @@ from qgis.core import (
     QgsRendererCategory,
     QgsSingleBandPseudoColorRenderer,
     QgsStyle,
+    QgsWkbTypes,
 )
 from qgis.PyQt.QtGui import QColor
 
@@ -72,22 +75,39 @@ class ProbabilityStyle(QgsProcessingLayerPostProcessorInterface):
         layer.triggerRepaint()
 
 
-class BoxStyle(QgsProcessingLayerPostProcessorInterface):
-    """Detected boxes drawn as outlines in their class's colour (categories on ``class_value``, named after the
-    classes), so the imagery under them stays visible."""
+class CategoryStyle(QgsProcessingLayerPostProcessorInterface):
+    """Features drawn in their class's colour (categories on ``field``, named after the classes): polygons as
+    outlines, so the imagery under them stays visible, points as markers; with ``unclassified`` (a label) the
+    features without a class (NULL) in grey."""
 
-    def __init__(self, classes: Sequence[ClassInfo]) -> None:
+    def __init__(self, classes: Sequence[ClassInfo], field: str = "class_value",
+                 unclassified: str | None = None) -> None:
         super().__init__()
         self.classes = list(classes)
+        self.field = field
+        self.unclassified = unclassified
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
-        categories = []
-        for c in self.classes:
-            symbol = QgsFillSymbol.createSimple({"style": "no", "outline_color": ",".join(map(str, c.rgb)),
-                                                 "outline_width": "0.6"})
-            categories.append(QgsRendererCategory(c.value, symbol, c.name))
-        layer.setRenderer(QgsCategorizedSymbolRenderer("class_value", categories))
+        colours = [(c.value, c.rgb, c.name) for c in self.classes]
+        if self.unclassified:
+            colours.append(("", (150, 150, 150), self.unclassified))  # "": every other value, NULL included
+        categories = [QgsRendererCategory(value, _symbol(layer, rgb), label) for value, rgb, label in colours]
+        layer.setRenderer(QgsCategorizedSymbolRenderer(self.field, categories))
         layer.triggerRepaint()
+
+
+class BoxStyle(CategoryStyle):
+    """Detected boxes drawn as outlines in their class's colour (categories on ``class_value``)."""
+
+
+def _symbol(layer, rgb: tuple[int, int, int]):
+    """A class's symbol: an outline for polygons, a filled marker for points, a line otherwise."""
+    colour = ",".join(map(str, rgb))
+    if layer.geometryType() == QgsWkbTypes.PolygonGeometry:
+        return QgsFillSymbol.createSimple({"style": "no", "outline_color": colour, "outline_width": "0.6"})
+    if layer.geometryType() == QgsWkbTypes.PointGeometry:
+        return QgsMarkerSymbol.createSimple({"color": colour, "outline_color": "35,35,35", "size": "2.6"})
+    return QgsLineSymbol.createSimple({"line_color": colour, "line_width": "0.6"})
 
 
 def stack_above(layer, other_path: str) -> None:

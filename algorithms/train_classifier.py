@@ -119,6 +119,7 @@ class TrainClassifierAlgorithm(AnalysisAlgorithm):
             self.OUTPUT_REPORT_JSON, self.tr("Accuracy report (JSON)"), self.tr("JSON files (*.json)"),
             optional=True))
         self.add_model_output()
+        self.add_execution_parameters()
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
         raster = self.raster_input(parameters, context)

@@ -18,6 +18,7 @@ from qgis.core import (
 )
 
 from ..models.sources import MODEL_FILE_FILTER
+from ..training.adapt import NEW_BAND_INITS
 from ..training.errors import TrainingDataError
 from ..training.network import ARCHITECTURES, LOSSES, SCHEDULES
 from ..training.train import TrainRequest, train_segmentation
@@ -33,6 +34,9 @@ class TrainSegmentationAlgorithm(DeepRasterAlgorithm):
     ENCODER = "ENCODER"
     INITIAL = "INITIAL"
     INITIAL_PACKAGE = "INITIAL_PACKAGE"
+    INITIAL_WEIGHTS = "INITIAL_WEIGHTS"
+    TRUST_WEIGHTS = "TRUST_WEIGHTS"
+    NEW_BANDS = "NEW_BANDS"
     LOSS = "LOSS"
     EPOCHS = "EPOCHS"
     BATCH_SIZE = "BATCH_SIZE"
@@ -50,7 +54,10 @@ class TrainSegmentationAlgorithm(DeepRasterAlgorithm):
     OUTPUT_REPORT_JSON = "OUTPUT_REPORT_JSON"
     BEST_EPOCH = "BEST_EPOCH"
     MIOU = "MIOU"
-    INITIAL_CHOICES = ("none (random)", "encoder of a model package")
+    INITIAL_CHOICES = ("none (random)", "encoder of a model package", "weights file: whole network",
+                       "weights file: encoder only")
+    NEW_BAND_CHOICES = ("mean of the pretrained filters", "zero")
+    WEIGHTS_FILTER = "Weights (*.safetensors *.pt *.pth *.ckpt *.bin);;All files (*.*)"
     DEVICES = ("auto", "cpu", "cuda")
 
     def name(self) -> str:
@@ -70,8 +77,12 @@ class TrainSegmentationAlgorithm(DeepRasterAlgorithm):
             "Trains a segmentation network on a folder of chips (from Export training data, or an Esri "
             "Classified_Tiles export) and writes a model package that Classify pixels runs.\n\n"
             "Network: a segmentation-models-pytorch architecture (default U-Net) with an encoder (default resnet18: "
-            "fast on a CPU); weights start at random, or from the encoder of a model package (fine-tuning: the "
-            "package's encoder, bands and normalisation are used; the chips' band names must be the package's).\n"
+            "fast on a CPU); weights start at random, from the encoder of a model package (fine-tuning: the "
+            "package's encoder and normalisation are used, its bands matched with the chips' band names), or from a "
+            "weights file (safetensors or a state dict; the whole network of the same architecture, or only its "
+            "encoder; a pickle only when you trust the file). When the chips' bands differ from the weights', the "
+            "first convolution is adapted: bands the weights know keep their filters, new bands start from the mean "
+            "of the pretrained filters (or zero), missing bands are dropped; the log says what was done per band.\n"
             "Each epoch trains on the training chips (random flips and 90° rotations), then measures loss and mean "
             "IoU on the validation chips; the log shows both. The best epoch by validation mIoU becomes the package; "
             "training stops early after 'patience' epochs without a better mIoU (0: never). Cancel keeps the best "
@@ -94,6 +105,8 @@ class TrainSegmentationAlgorithm(DeepRasterAlgorithm):
                                                      options=list(self.INITIAL_CHOICES), defaultValue=0))
         self.addParameter(QgsProcessingParameterFile(self.INITIAL_PACKAGE, self.tr("Model package (initial encoder)"),
                                                      optional=True, fileFilter=MODEL_FILE_FILTER))
+        self.addParameter(QgsProcessingParameterFile(self.INITIAL_WEIGHTS, self.tr("Weights file (initial weights)"),
+                                                     optional=True, fileFilter=self.WEIGHTS_FILTER))
         self.addParameter(QgsProcessingParameterEnum(self.LOSS, self.tr("Loss"), options=list(LOSSES),
                                                      defaultValue=0))
         self.addParameter(number(self.EPOCHS, self.tr("Epochs"), number.Integer, 20, minValue=1, maxValue=10000))
@@ -109,6 +122,10 @@ class TrainSegmentationAlgorithm(DeepRasterAlgorithm):
             QgsProcessingParameterFileDestination(self.OUTPUT_REPORT_JSON, self.tr("Training report (JSON)"),
                                                   self.tr("JSON files (*.json)"), optional=True),
             QgsProcessingParameterBoolean(self.CLASS_WEIGHTS, self.tr("Weight classes by inverse frequency"), False),
+            QgsProcessingParameterEnum(self.NEW_BANDS, self.tr("First-layer filters of new bands"),
+                                       options=list(self.NEW_BAND_CHOICES), defaultValue=0),
+            QgsProcessingParameterBoolean(self.TRUST_WEIGHTS, self.tr("I trust the weights file (pickles run code)"),
+                                          False),
             QgsProcessingParameterEnum(self.SCHEDULE, self.tr("Learning-rate schedule"), options=list(SCHEDULES),
                                        defaultValue=0),
             number(self.PATIENCE, self.tr("Early stopping patience, epochs (0: off)"), number.Integer, 5,
@@ -129,10 +146,14 @@ class TrainSegmentationAlgorithm(DeepRasterAlgorithm):
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
         package = self.parameterAsFile(parameters, self.INITIAL_PACKAGE, context)
-        fine_tune = self.parameterAsEnum(parameters, self.INITIAL, context) == 1
-        if fine_tune and not package:
+        weights = self.parameterAsFile(parameters, self.INITIAL_WEIGHTS, context)
+        initial = self.parameterAsEnum(parameters, self.INITIAL, context)
+        if initial == 1 and not package:
             raise TrainingDataError("Choose the model package whose encoder starts the training, or set the initial "
                                     "weights to none.")
+        if initial >= 2 and not weights:
+            raise TrainingDataError("Choose the weights file that starts the training, or set the initial weights to "
+                                    "none.")
         output = Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
         html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context) or None
         json_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT_JSON, context) or None
@@ -142,7 +163,11 @@ class TrainSegmentationAlgorithm(DeepRasterAlgorithm):
             report_html=Path(html_path) if html_path else None, report_json=Path(json_path) if json_path else None,
             arch=ARCHITECTURES[self.parameterAsEnum(parameters, self.ARCH, context)],
             encoder=self.parameterAsString(parameters, self.ENCODER, context).strip() or "resnet18",
-            initial_package=Path(package) if fine_tune else None,
+            initial_package=Path(package) if initial == 1 else None,
+            initial_weights=Path(weights) if initial >= 2 else None,
+            initial_part="network" if initial == 2 else "encoder",
+            trust_weights=self.parameterAsBool(parameters, self.TRUST_WEIGHTS, context),
+            new_bands=NEW_BAND_INITS[self.parameterAsEnum(parameters, self.NEW_BANDS, context)],
             loss=LOSSES[self.parameterAsEnum(parameters, self.LOSS, context)],
             class_weighting=self.parameterAsBool(parameters, self.CLASS_WEIGHTS, context),
             epochs=self.parameterAsInt(parameters, self.EPOCHS, context),

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..tiling.callbacks import Callbacks, sub_callbacks
 from ..tiling.pixel_sampling import sample_valid_pixels, values_at_points
-from ..tiling.pixelwise import PixelOutput, map_pixels
+from ..tiling.pixelwise import PixelOutput, PixelRunStats, map_pixels
 from ..tiling.source import RasterSource
 from ..tiling.window import Window
 from .errors import ModelFileError, TrainingDataError
@@ -38,20 +38,24 @@ FitFunction = Callable[..., FittedModel]
 
 @dataclass(frozen=True)
 class RasterSelection:
-    """The raster an analysis reads: its bands (1-based) and their names, and the region (None: whole raster)."""
+    """The raster an analysis reads: its bands (1-based) and their names, the region (None: whole raster), and how
+    every pixel is mapped once fitted: :func:`~tiling.pixelwise.map_pixels` in this process, or a drop-in with the
+    same arguments (``scale.pixels.cluster_mapper``: on a Dask cluster)."""
 
     source: RasterSource
     bands: tuple[int, ...]
     band_names: tuple[str, ...]
     region: Window | None = None
+    mapper: Callable[..., PixelRunStats] = map_pixels
 
     @classmethod
-    def of(cls, source: RasterSource, bands: Sequence[int] = (), region: Window | None = None) -> RasterSelection:
+    def of(cls, source: RasterSource, bands: Sequence[int] = (), region: Window | None = None,
+           mapper: Callable[..., PixelRunStats] = map_pixels) -> RasterSelection:
         """``bands`` of ``source`` (empty: all), checked, named by their descriptions ("band i" when empty)."""
         chosen = tuple(bands) or tuple(range(1, source.band_count + 1))
         source.check_bands(chosen)
         names = tuple(source.descriptions[b - 1] or f"band {b}" for b in chosen)
-        return cls(source, chosen, names, region)
+        return cls(source, chosen, names, region, mapper)
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,8 @@ def fit_and_map(selection: RasterSelection, built: BuiltEstimator, fit: FitFunct
     for key, value in fitted.notes.items():
         cb.info(f"{key.replace('_', ' ')}: {value}")
     cb.stage("Mapping every pixel")
-    stats = map_pixels(selection.source, selection.bands, fitted.pixel_function(), [fitted.main_output(output)],
-                       selection.region, sub_callbacks(cb, 0.35, 1.0))
+    stats = selection.mapper(selection.source, selection.bands, fitted.pixel_function(),
+                             [fitted.main_output(output)], selection.region, sub_callbacks(cb, 0.35, 1.0))
     cb.info(f"{stats.valid_pixels} valid pixels mapped in {stats.windows} windows, {stats.seconds:.1f} s.")
     return fitted
 
@@ -157,8 +161,8 @@ def train_and_map(selection: RasterSelection, train: TrainingSet, task: str, bui
         cb.warning(warning)
     cb.stage("Mapping every pixel")
     heads = [fitted.main_output(output)] + ([fitted.probability_output(probabilities)] if probabilities else [])
-    stats = map_pixels(selection.source, selection.bands, fitted.pixel_function(probabilities is not None), heads,
-                       selection.region, sub_callbacks(cb, 0.5, 1.0))
+    stats = selection.mapper(selection.source, selection.bands, fitted.pixel_function(probabilities is not None),
+                             heads, selection.region, sub_callbacks(cb, 0.5, 1.0))
     cb.info(f"{stats.valid_pixels} valid pixels predicted in {stats.seconds:.1f} s.")
     return fitted, report
 
@@ -182,9 +186,9 @@ def similarity_map(selection: RasterSelection, ref: ReferencePixels, labels: Seq
                            tuple(f"similarity to {n}" for n in prototypes.names))]
     if classes_path:
         outputs.append(class_output(classes_path, prototypes.classes(), "most similar class"))
-    stats = map_pixels(selection.source, selection.bands,
-                       similarity_function(prototypes, threshold if classes_path else None), outputs,
-                       selection.region, sub_callbacks(cb, 0.2, 1.0))
+    stats = selection.mapper(selection.source, selection.bands,
+                             similarity_function(prototypes, threshold if classes_path else None), outputs,
+                             selection.region, sub_callbacks(cb, 0.2, 1.0))
     cb.info(f"{stats.valid_pixels} valid pixels compared in {stats.seconds:.1f} s.")
     return prototypes
 
@@ -201,7 +205,7 @@ def apply_saved_model(selection: RasterSelection, model_path: str, trusted: bool
     if probabilities and not fitted.has_probabilities():
         raise ModelFileError(f"{fitted.name} ({fitted.kind}) gives no class probabilities; leave that output empty.")
     heads = [fitted.main_output(output)] + ([fitted.probability_output(probabilities)] if probabilities else [])
-    stats = map_pixels(selection.source, selection.bands, fitted.pixel_function(probabilities is not None), heads,
-                       selection.region, cb)
+    stats = selection.mapper(selection.source, selection.bands, fitted.pixel_function(probabilities is not None),
+                             heads, selection.region, cb)
     cb.info(f"{stats.valid_pixels} valid pixels in {stats.seconds:.1f} s.")
     return fitted

@@ -99,6 +99,12 @@ def _no_window() -> int:
 def find_python(env: dict[str, str] | None = None) -> Interpreter:
     """QGIS's own Python, checked by running it; raises LookupError naming every place looked at."""
     wanted = "{}.{}".format(*sys.version_info[:2])
+    try:  # the very Python running QGIS first: another of the same version (pyenv, conda on PATH) sees other numpy
+        exact = probe(this_python(), env)
+        if exact is not None:
+            return exact
+    except LookupError:
+        pass
     tried = []
     for path in candidates():
         if not path.is_file():
@@ -119,3 +125,27 @@ def likely_python() -> str:
     """The best guess of QGIS's Python without running anything (for messages): the first candidate that exists,
     else "python3"."""
     return next((str(p) for p in candidates() if p.is_file()), "python3")
+
+
+SAME_PROBE = "import os, sys; print(repr((sys.version, os.__file__)))"
+
+
+def runs_this_python(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is the very Python running now: same build (``sys.version``) and the same standard library
+    (a pyenv or conda Python of the same minor version is not: QGIS's ``sys.path`` would mix two builds)."""
+    try:
+        result = subprocess.run([str(path), "-I", "-c", SAME_PROBE], capture_output=True, text=True,
+                                timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL, creationflags=_no_window())
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0 and result.stdout.strip() == repr((sys.version, os.__file__))
+
+
+def this_python() -> Path:
+    """The executable of the Python running now, to start helper processes with (inside QGIS ``sys.executable``
+    may be the QGIS program, or a different Python found on PATH); raises LookupError when none is found."""
+    for path in [Path(sys.executable), *candidates()]:
+        if path.is_file() and runs_this_python(path):
+            return path
+    raise LookupError(f"Cannot find the executable of the running Python {sys.version.split()[0]} (looked at "
+                      f"{sys.executable} and next to {sys.prefix}).")

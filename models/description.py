@@ -14,6 +14,7 @@ from typing import Any
 from .errors import ModelPackageError
 from .spec import (
     ACTIVATIONS,
+    CLASSIFIER_FRAMEWORKS,
     DESCRIPTION_FILE,
     DETECTION_FRAMEWORKS,
     FORMAT_NAME,
@@ -23,6 +24,8 @@ from .spec import (
     NORMALIZATION_TYPES,
     RESERVED_TASKS,
     TASKS,
+    TORCHVISION_DETECTORS,
+    TORCHVISION_RESERVED_KWARGS,
     WEIGHT_FORMATS,
     Architecture,
     BandSpec,
@@ -127,8 +130,8 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
     if not 0 <= edge_margin < max(tile_size - overlap, 1):
         p.add("$.inference.edge_margin", f"must be between 0 and tile_size − overlap − 1, found {edge_margin}")
         edge_margin = 0
-    activation = p.get(inf, "activation", "$.inference", str, required=task == "pixel_classification",
-                       default="none")
+    activation = p.get(inf, "activation", "$.inference", str, default="none",
+                       required=task in ("pixel_classification", "image_classification"))
     if activation not in ACTIVATIONS:
         p.add("$.inference.activation", f"expected one of {', '.join(ACTIVATIONS)}, found {activation!r}")
     if size_divisor < 1:
@@ -144,12 +147,20 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
                                        f"found {tile_size}")
 
     classes: tuple[ClassSpec, ...] = ()
-    if task in ("pixel_classification", "object_detection"):
+    if task in ("pixel_classification", "object_detection", "image_classification"):
         classes = _parse_classes(p.get(raw, "classes", "$", list, default=[]), p)
     if task == "object_detection":
         _check_detector(architecture, classes, p)
+    elif architecture.framework == "torchvision":
+        p.add("$.architecture.framework", f"framework 'torchvision' holds a detector: its task is "
+                                          f"'object_detection' (for Detect objects), found {task!r}")
+    if task == "image_classification" and architecture.framework not in ("", *CLASSIFIER_FRAMEWORKS):
+        p.add("$.architecture.framework", f"task 'image_classification' takes a timm model or a TorchScript "
+                                          f"classifier, found {architecture.framework!r} (a segmentation network "
+                                          "is a pixel_classification package, for Classify pixels)")
     expected_classes = 2 if (architecture.out_channels == 1 and activation == "sigmoid") else architecture.out_channels
-    if task == "pixel_classification" and classes and expected_classes and len(classes) != expected_classes:
+    if task in ("pixel_classification", "image_classification") and classes and expected_classes \
+            and len(classes) != expected_classes:
         p.add("$.classes", f"lists {len(classes)} classes but the model has {architecture.out_channels} output "
                            f"channel(s) with activation {activation!r}: expected {expected_classes}")
 
@@ -188,15 +199,22 @@ def parse_description(raw: Mapping[str, Any], folder: Path) -> ModelPackage:
 
 
 def _check_detector(architecture: Architecture, classes: tuple[ClassSpec, ...], p: _Problems) -> None:
-    """An ``object_detection`` package: a TorchScript detector (others are not supported yet) whose
-    ``out_channels`` is the number of classes it labels (docs/model-package.md, "Object detection")."""
-    if architecture.framework and architecture.framework not in DETECTION_FRAMEWORKS:
-        named = f" {architecture.arch!r}" if architecture.arch else ""
+    """An ``object_detection`` package: a TorchScript detector, or a torchvision detector named in
+    :data:`TORCHVISION_DETECTORS` without constructor arguments Deep Raster sets itself, whose ``out_channels`` is the
+    number of classes it labels (docs/model-package.md, "Object detection")."""
+    framework, arch = architecture.framework, architecture.arch
+    if framework and framework not in DETECTION_FRAMEWORKS:
+        named = f" {arch!r}" if arch else ""
         p.add("$.architecture.framework",
-              f"task 'object_detection' with framework {architecture.framework!r}{named} is not supported yet: "
-              "detection packages hold a TorchScript detector for now (torchvision detectors such as Faster R-CNN "
-              "built by name from safetensors weights will follow). Script or trace the detector "
-              "(torch.jit.script) and package it with framework 'torchscript'.")
+              f"task 'object_detection' takes framework 'torchscript' (a scripted detector) or 'torchvision' (a "
+              f"detector built by name), found {framework!r}{named}")
+    if framework == "torchvision":
+        if arch and arch not in TORCHVISION_DETECTORS:
+            p.add("$.architecture.arch", f"expected one of {', '.join(TORCHVISION_DETECTORS)}, found {arch!r}")
+        for key in TORCHVISION_RESERVED_KWARGS:
+            if key in architecture.kwargs:
+                p.add(f"$.architecture.kwargs.{key}", "set by Deep Raster (no downloads; num_classes from "
+                                                      "out_channels): leave it out")
     if classes and architecture.out_channels and len(classes) != architecture.out_channels:
         p.add("$.classes", f"lists {len(classes)} classes but architecture.out_channels is "
                            f"{architecture.out_channels}: a detector's out_channels is the number of classes it labels")
@@ -219,7 +237,7 @@ def _parse_architecture(arch_raw: Mapping[str, Any], p: _Problems) -> Architectu
     framework = p.get(arch_raw, "framework", path, str, default="")
     if framework and framework not in FRAMEWORKS:
         p.add(f"{path}.framework", f"expected one of {', '.join(FRAMEWORKS)}, found {framework!r}")
-    needs_arch = framework in ("smp", "timm")
+    needs_arch = framework in ("smp", "timm", "torchvision")
     architecture = Architecture(
         framework=framework,
         arch=p.get(arch_raw, "arch", path, str, required=needs_arch, default=""),

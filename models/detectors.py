@@ -1,7 +1,8 @@
 """Object detectors in packages (task ``object_detection``): loading one, and reading what it returns.
 
-The contract (docs/model-package.md, "Object detection"): the TorchScript module takes a float32 tensor
-``(N, bands, H, W)`` of normalised tiles and returns, per image, ``boxes`` ``(K, 4)`` as ``x1, y1, x2, y2`` in tile
+The contract (docs/model-package.md, "Object detection"): the detector (a TorchScript module, or a torchvision
+detector wrapped by :mod:`models.torchvision_detectors`) takes a float32 tensor ``(N, bands, H, W)`` of normalised
+tiles and returns, per image, ``boxes`` ``(K, 4)`` as ``x1, y1, x2, y2`` in tile
 pixels (origin at the top-left corner of the tile's top-left pixel, x to the right, y down, x2 / y2 the far edges),
 ``scores`` ``(K,)`` in 0–1 and ``labels`` ``(K,)``, the class values of the package's class table. Per image either a
 dict with those keys (torchvision's form) or a ``(boxes, scores, labels)`` tuple; a scripted torchvision detector's
@@ -10,14 +11,16 @@ dict with those keys (torchvision's form) or a ``(boxes, scores, labels)`` tuple
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import ModelPackageError
 from .inputs import check_task
-from .spec import ModelPackage
+from .spec import ARCHIVE_SUFFIX, ModelPackage
 
 KEYS = ("boxes", "scores", "labels")
 
@@ -49,6 +52,40 @@ def load_detector(package: ModelPackage, verify: bool = True):
 
     check_task(package, "object_detection")
     return load_model(package, verify=verify)
+
+
+def check_detector(package: ModelPackage, net=None) -> Detections:
+    """Run the package's detector (``net``, or loaded from the package) once on a random tile of its tile size and
+    check the output against the contract; the detections of that tile."""
+    import torch
+
+    net = load_detector(package) if net is None else net
+    with torch.inference_mode():
+        out = net.eval()(torch.rand(1, package.architecture.in_channels, package.tile_size, package.tile_size))
+    return parse_detections(out, 1, f"The detector of {package.name!r}")[0]
+
+
+def write_detection_package(output: Path, description: Mapping[str, Any], state: Mapping[str, Any]) -> Path:
+    """Write a detection package with safetensors ``state`` (a folder, or a ``.drpk`` file): the description
+    validated, the weights saved, the package read back, loaded strictly and run once (:func:`check_detector`)
+    before the folder or archive is complete; returns its path."""
+    import shutil
+
+    from .archive import write_archive
+    from .package import load_package, save_package
+
+    output = Path(output)
+    archive = output if output.suffix.lower() == ARCHIVE_SUFFIX else None
+    folder = output.with_name(f".{output.stem}.staging") if archive else output
+    if archive:
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        save_package(folder, dict(description), state)
+        check_detector(load_package(folder))
+        return write_archive(folder, archive) if archive else folder
+    finally:
+        if archive:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def parse_detections(output: Any, images: int, name: str = "the detector") -> list[Detections]:

@@ -10,33 +10,34 @@ and gives the same result as an uninterrupted run. No QGIS here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 from ..tiling.callbacks import Callbacks
 from ..tiling.engine import RunStats, TiledRun
-from ..tiling.errors import DeepRasterError, OutputError, RasterInputError
+from ..tiling.errors import OutputError
 from ..tiling.grid import TileGrid, output_shape
 from ..tiling.outputs import FeatureHead
 from ..tiling.pixel_sampling import require_valid_pixel
 from ..tiling.reader import InputTransform, StripReader
-from ..tiling.source import RasterSource, sample_pixels
+from ..tiling.source import RasterSource
 from ..tiling.window import Window
 from ..tiling.writer import check_writable
 from .encoder_registry import get_encoder, resolve_encoder
 from .encoders import EncoderInfo, quantize_int8
 from .errors import BandMappingError, EncoderError
+from .feature_normalisation import NORMALIZATION_SOURCES as NORMALIZATION_SOURCES
+from .feature_normalisation import resolve_transform
 from .inputs import (
     available_memory,
     check_overlap,
     check_tile_memory,
     check_value_range,
-    check_value_scale,
     fit_tile_to_region,
     package_bands,
     round_tile,
@@ -44,7 +45,6 @@ from .inputs import (
 from .spec import ModelPackage
 from .weights import unchecked_weights_warning
 
-NORMALIZATION_SOURCES = ("auto", "model", "raster", "none")
 ENGINE_VERSION = 1  # part of the resume key: bump when a change alters results
 
 
@@ -144,77 +144,6 @@ def build_encoder(request: FeatureRequest, in_channels: int, info):
                        request.timm_kwargs, info)
 
 
-def resolve_transform(request: FeatureRequest, source: RasterSource, bands: list[int], enc: EncoderInfo,
-                      region: Window, info) -> InputTransform:
-    """Raw values → encoder input: value scale, normalisation, optional PCA to 3 whitened components."""
-    package = request.package
-    scale = request.value_scale
-    if scale is None and package is not None:
-        scale = package.value_scale
-    if scale is None and all(source.dtypes[b - 1] == "Byte" for b in bands):
-        scale = 1.0 / 255.0
-    offset = request.value_offset if request.value_offset is not None else (package.value_offset if package else 0.0)
-    check_value_scale(1.0 if scale is None else scale, offset)
-    mode = request.normalization
-    if mode not in NORMALIZATION_SOURCES:
-        raise DeepRasterError(f"Unknown normalisation {mode!r}: choose one of {', '.join(NORMALIZATION_SOURCES)}.")
-    if request.reduce_to_rgb:
-        return _pca_transform(request, source, bands, region, scale or 1.0, offset, info)
-    if mode == "auto":
-        mode = "model" if (package is not None or scale is not None) else "raster"
-        if mode == "raster":
-            info("No value scale was given for a raster that is not 8-bit: each band is standardised with the mean "
-                 "and standard deviation of a sample of the raster. Give the value scale (raster × scale = model "
-                 "units) to use the encoder's own normalisation instead.")
-    if mode == "raster":
-        mean, std = _sample_statistics(request, source, bands, region, scale or 1.0, offset)
-        info("Normalisation from the raster: means " + ", ".join(f"{m:.4g}" for m in mean) + "; stds "
-             + ", ".join(f"{s:.4g}" for s in std) + ".")
-        return InputTransform(tuple(bands), scale or 1.0, offset, tuple(mean), tuple(std))
-    shift: tuple[float, ...] = ()
-    divisor: tuple[float, ...] = ()
-    if mode == "model":
-        if package is not None:
-            shift, divisor = package.normalization.shift_and_divisor(len(bands))
-        else:
-            shift, divisor = enc.mean, enc.std
-        if scale is None:
-            info("No value scale was given: raster values are used as they are before the normalisation.")
-    return InputTransform(tuple(bands), scale if scale is not None else 1.0, offset, tuple(shift), tuple(divisor))
-
-
-def _sample_statistics(request: FeatureRequest, source: RasterSource, bands: list[int], region: Window,
-                       scale: float, offset: float) -> tuple[np.ndarray, np.ndarray]:
-    return _statistics(sample_pixels(source, bands, region, request.sample_size) * scale + offset, source)
-
-
-def _statistics(values: np.ndarray, source: RasterSource) -> tuple[np.ndarray, np.ndarray]:
-    if values.shape[1] < 16:
-        raise RasterInputError(
-            f"Only {values.shape[1]} valid pixels were found in a sample of {source.path}: too few to compute "
-            "normalisation statistics. Check the nodata value and the extent (is the raster all nodata?)."
-        )
-    return values.mean(axis=1), np.maximum(values.std(axis=1), 1e-6)
-
-
-def _pca_transform(request: FeatureRequest, source: RasterSource, bands: list[int], region: Window, scale: float,
-                   offset: float, info) -> InputTransform:
-    """Standardise the bands, project on their 3 first principal components and whiten them (unit variance)."""
-    values = sample_pixels(source, bands, region, request.sample_size) * scale + offset
-    mean, std = _statistics(values, source)
-    z = (values - mean[:, None]) / std[:, None]
-    eigval, eigvec = np.linalg.eigh(np.cov(z))
-    order = np.argsort(eigval)[::-1][:3]
-    eigval, eigvec = np.maximum(eigval[order], 1e-12), eigvec[:, order]
-    signs = np.sign(eigvec[np.abs(eigvec).argmax(axis=0), range(3)])  # a fixed sign: same result on every run
-    components = (eigvec * signs).T / np.sqrt(eigval)[:, None]
-    explained = eigval / max(np.trace(np.cov(z)), 1e-12)
-    info(f"PCA of bands {bands} to 3 components before the encoder (fitted on {values.shape[1]} sampled pixels); "
-         f"explained variance {', '.join(f'{100 * e:.1f} %' for e in explained)}; components whitened.")
-    return InputTransform(tuple(bands), scale, offset, tuple(mean.tolist()), tuple(std.tolist()),
-                          mix=tuple(tuple(float(v) for v in row) for row in components))
-
-
 def resolve_tiling(request: FeatureRequest, enc: EncoderInfo, info, region: Window | None = None) -> tuple[int, int]:
     """Tile size (a multiple of the encoder's size multiple, rounded up with a message; no larger than ``region``
     needs) and overlap in pixels."""
@@ -301,16 +230,35 @@ def run_key(request: FeatureRequest, source: RasterSource, enc: EncoderInfo, tra
 # --------------------------------------------------------------------------------------------------- the run
 
 
-def extract_features(request: FeatureRequest, callbacks: Callbacks | None = None) -> FeatureResult:
-    """Run an encoder over a raster and write the feature raster (one band per feature, coarser by the stride)."""
-    callbacks = callbacks or Callbacks()
+@dataclass(frozen=True)
+class FeaturePlan:
+    """What a feature run resolved before its first tile (picklable: a worker of a distributed run makes its piece
+    from it, see :mod:`scale`): the request (encoder resolved), bands in model order, region, tile and overlap (px),
+    input transform, encoder, device type, output band names and metadata, resume key (None: not resumable)."""
+
+    request: FeatureRequest
+    bands: tuple[int, ...]
+    region: Window
+    tile: int
+    overlap: int
+    transform: InputTransform
+    encoder: EncoderInfo
+    device: str
+    names: tuple[str, ...]
+    metadata: dict
+    key: str | None
+
+    @functools.cached_property
+    def grid(self) -> TileGrid:
+        """The tile grid over the whole region, aligned to the encoder's output stride."""
+        return TileGrid(self.region, self.tile, self.overlap, align=self.encoder.stride)
+
+
+def plan_features(request: FeatureRequest, callbacks: Callbacks, info=None) -> tuple[FeaturePlan, object]:
+    """Check the request and resolve everything the run needs; returns the plan and the encoder module built on the
+    way (every input error surfaces here, before any tile). ``info`` defaults to ``callbacks.info``."""
+    info = info or callbacks.info
     request = resolve_encoder_request(request)
-    notes: list[str] = []
-
-    def info(message: str) -> None:
-        notes.append(message)
-        callbacks.info(message)
-
     check_writable(request.output)
     source = RasterSource.open(request.raster)
     region = request.region or source.window
@@ -325,7 +273,7 @@ def extract_features(request: FeatureRequest, callbacks: Callbacks | None = None
         raise BandMappingError("Reducing to 3 bands with a PCA is for RGB encoders; the package's encoder takes "
                                f"{request.package.architecture.in_channels} bands.")
 
-    from ..tiling.predictor import TorchPredictor, resolve_device  # torch is imported only when running
+    from ..tiling.predictor import resolve_device  # torch is imported only when running
 
     module, enc = build_encoder(request, in_channels, info)
     if enc.in_channels != in_channels:
@@ -337,18 +285,9 @@ def extract_features(request: FeatureRequest, callbacks: Callbacks | None = None
     tile, overlap = resolve_tiling(request, enc, info, region)
     rows, cols = output_shape(region, enc.stride)
     check_disk_space(request.output, rows, cols, enc.channels, 2 if request.float16 else 4)
-
     device = resolve_device(request.device)
     check_tile_memory(tile, request.batch_size, device.type, enc.size_multiple, available_memory(device.type))
-    if request.int8:
-        if device.type == "cpu":
-            module = quantize_int8(module, info)
-        else:
-            info("int8 quantisation runs on the CPU only; on a GPU use half precision instead.")
-    if request.half and device.type != "cuda":
-        info("Half precision computes on a CUDA GPU only; running in float32 on the CPU.")
     key = run_key(request, source, enc, transform, region, tile, overlap, device.type) if request.resume else None
-    predictor = TorchPredictor(module, device, "none", request.half)
     grid = TileGrid(region, tile, overlap, align=enc.stride)
     info(f"Encoder {enc.name} ({enc.kind}, {enc.channels} features, output stride {enc.stride}) on {device}; bands "
          f"{bands}{' → PCA 3' if request.reduce_to_rgb else ''}; {len(grid)} tiles of {tile} px, overlap "
@@ -357,12 +296,74 @@ def extract_features(request: FeatureRequest, callbacks: Callbacks | None = None
                 "DEEPRASTER_OUTPUT_STRIDE": str(enc.stride), "DEEPRASTER_TILE_SIZE": str(tile),
                 "DEEPRASTER_OVERLAP": str(tile - grid.step), "DEEPRASTER_INPUT_BANDS": ",".join(map(str, bands)),
                 "DEEPRASTER_PCA_TO_RGB": "yes" if request.reduce_to_rgb else "no"}
-    names = [f"feature {i + 1}" for i in range(enc.channels)]
-    head = FeatureHead(request.output, source, region, enc.stride, names, request.float16, key, request.block_size,
-                       metadata)
-    reader = StripReader(source, grid, transform)
-    run = TiledRun(grid, reader, predictor, enc.channels, [head], request.batch_size, request.blend, callbacks,
-                   output_stride=enc.stride, batches_within_rows=True, pause_s=request.pause_s)
-    stats = run.run()
-    return FeatureResult(Path(request.output), stats, enc, bands, transform, tile, tile - grid.step, (rows, cols),
-                         notes)
+    names = tuple(f"feature {i + 1}" for i in range(enc.channels))
+    return FeaturePlan(request, tuple(bands), region, tile, overlap, transform, enc, device.type, names, metadata,
+                       key), module
+
+
+def feature_predictor(plan: FeaturePlan, module=None, info=lambda message: None):
+    """The plan's predictor on its device (the encoder built again when ``module`` is None, quantised to int8 on
+    the CPU when asked)."""
+    from ..tiling.predictor import TorchPredictor, resolve_device
+
+    request = plan.request
+    if module is None:
+        module = build_encoder(request, plan.encoder.in_channels, info)[0]
+    if request.int8:
+        if plan.device == "cpu":
+            module = quantize_int8(module, info)
+        else:
+            info("int8 quantisation runs on the CPU only; on a GPU use half precision instead.")
+    if request.half and plan.device != "cuda":
+        info("Half precision computes on a CUDA GPU only; running in float32 on the CPU.")
+    return TorchPredictor(module, resolve_device(request.device), "none", request.half)
+
+
+def feature_head(plan: FeaturePlan, source: RasterSource, part: Window | None = None,
+                 output: str | None = None) -> FeatureHead:
+    """The feature raster of the whole region, or of the output window ``part`` (output pixels) into ``output``."""
+    request, s = plan.request, plan.encoder.stride
+    if part is None:
+        return FeatureHead(request.output, source, plan.region, s, plan.names, request.float16, plan.key,
+                           request.block_size, plan.metadata)
+    r = plan.region
+    c0, r0 = r.col_off + part.col_off * s, r.row_off + part.row_off * s
+    window = Window(c0, r0, min(part.width * s, r.col_end - c0), min(part.height * s, r.row_end - r0))
+    return FeatureHead(output or request.output, source, window, s, plan.names, request.float16, None, None,
+                       plan.metadata)
+
+
+def feature_run(plan: FeaturePlan, predictor, callbacks: Callbacks, part: Window | None = None,
+                output: str | None = None) -> TiledRun:
+    """The engine run of ``plan``, or of the output window ``part`` into the file ``output``."""
+    request = plan.request
+    source = RasterSource.open(request.raster)
+    return TiledRun(plan.grid, StripReader(source, plan.grid, plan.transform), predictor, plan.encoder.channels,
+                    [feature_head(plan, source, part, output)], request.batch_size, request.blend, callbacks,
+                    output_stride=plan.encoder.stride, batches_within_rows=True, pause_s=request.pause_s, part=part)
+
+
+def extract_features(request: FeatureRequest, callbacks: Callbacks | None = None) -> FeatureResult:
+    """Run an encoder over a raster and write the feature raster (one band per feature, coarser by the stride)."""
+    callbacks = callbacks or Callbacks()
+    notes, info = noted(callbacks)
+    plan, module = plan_features(request, callbacks, info)
+    stats = feature_run(plan, feature_predictor(plan, module, info), callbacks).run()
+    return feature_result(plan, stats, notes)
+
+
+def noted(callbacks: Callbacks) -> tuple[list[str], Callable[[str], None]]:
+    """A list of the run's notes and an ``info`` callable that adds to it and passes the message on."""
+    notes: list[str] = []
+
+    def info(message: str) -> None:
+        notes.append(message)
+        callbacks.info(message)
+
+    return notes, info
+
+
+def feature_result(plan: FeaturePlan, stats: RunStats, notes: list[str]) -> FeatureResult:
+    """What a run of ``plan`` produced."""
+    return FeatureResult(Path(plan.request.output), stats, plan.encoder, list(plan.bands), plan.transform, plan.tile,
+                         plan.tile - plan.grid.step, output_shape(plan.region, plan.encoder.stride), notes)

@@ -25,7 +25,7 @@ def _package_summary(package: ModelPackage) -> dict[str, Any]:
         "authors": list(package.authors), "license": package.license, "attribution": package.attribution,
         "task": package.task,
         "architecture": {"framework": a.framework, "arch": a.arch, "encoder": a.encoder,
-                         "in_channels": a.in_channels, "out_channels": a.out_channels},
+                         "in_channels": a.in_channels, "out_channels": a.out_channels, "kwargs": dict(a.kwargs)},
         "input": {
             "bands": [{"name": b.name, "aliases": list(b.aliases), "wavelength_nm": b.wavelength_nm,
                        "default_band": b.default_band} for b in package.bands],
@@ -60,7 +60,8 @@ def _dry_run(package: ModelPackage, trusted: bool) -> dict[str, Any]:
     from .loaders import load_model
 
     net = load_model(package, verify=False, trusted=trusted)
-    size = max(package.size_divisor * 2, 64) if package.task != "object_detection" else package.tile_size
+    own_size = package.task in ("object_detection", "image_classification")  # a tile or chip of the package's size
+    size = package.tile_size if own_size else max(package.size_divisor * 2, 64)
     start = time.perf_counter()
     with torch.inference_mode():
         out = net(torch.randn(1, package.architecture.in_channels, size, size))
@@ -69,6 +70,8 @@ def _dry_run(package: ModelPackage, trusted: bool) -> dict[str, Any]:
         return _detection_dry_run(package, out, size, seconds)
     stride = package.output_stride
     expected = [1, package.architecture.out_channels, size // stride, size // stride]
+    if package.task == "image_classification":
+        expected = expected[:2]  # one score per class (models.classifiers)
     shape = list(out.shape)
     return {"status": "ok" if shape == expected else "wrong shape", "input_shape": [1, package.architecture.in_channels,
             size, size], "output_shape": shape, "expected_output_shape": expected,

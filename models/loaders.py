@@ -7,7 +7,7 @@ the checksum in the package is verified before anything is read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .errors import ModelPackageError
@@ -16,8 +16,13 @@ from .spec import Architecture, ModelPackage
 from .weights import load_pickled_module, load_torchscript, read_state_dict
 
 
-def build_network(arch: Architecture):
-    """An untrained network of the described architecture (no download: pretrained weights are not fetched)."""
+def build_network(arch: Architecture, class_values: Sequence[int] = ()):
+    """An untrained network of the described architecture (no download: pretrained weights are not fetched).
+    ``class_values``: the labels a torchvision detector reports (its package's class values, in order)."""
+    if arch.framework == "torchvision":
+        from .torchvision_detectors import build_torchvision_detector
+
+        return build_torchvision_detector(arch, class_values)
     if arch.framework == "smp":
         import segmentation_models_pytorch as smp
 
@@ -167,9 +172,13 @@ def check_keys(net, state: dict, package: ModelPackage) -> None:
 
 
 def fitting(package: ModelPackage) -> Callable[[Any, Mapping[str, Any]], Mapping[str, Any]]:
-    """A ``fit`` for :func:`load_network`: the state as it is, after :func:`check_keys`."""
+    """A ``fit`` for :func:`load_network`: the state as it is (its keys under the network's ``state_prefix``, if
+    it has one: a wrapper such as :class:`models.torchvision_detectors.TorchvisionDetector`), after
+    :func:`check_keys`."""
 
     def fit(net, state: Mapping[str, Any]) -> Mapping[str, Any]:
+        prefix = getattr(net, "state_prefix", "")
+        state = {f"{prefix}{k}": v for k, v in state.items()} if prefix else state
         check_keys(net, dict(state), package)
         return state
 
@@ -184,6 +193,11 @@ def load_model(package: ModelPackage, verify: bool = True, trusted: bool = False
     if fmt == "torchscript":
         return load_torchscript(package.weights_file).eval()
     if fmt == "pickled_module":
-        return load_pickled_module(package.weights_file, trusted).eval()
-    state = read_state_dict(package.weights_file, fmt)
-    return load_network(lambda: build_network(package.architecture), state, fitting(package)).eval()
+        module = load_pickled_module(package.weights_file, trusted)
+        if package.architecture.framework != "torchvision":
+            return module.eval()
+        state = module.state_dict()  # a pickled torchvision detector: its weights into the contract's wrapper
+    else:
+        state = read_state_dict(package.weights_file, fmt)
+    values = [c.value for c in package.classes]
+    return load_network(lambda: build_network(package.architecture, values), state, fitting(package)).eval()

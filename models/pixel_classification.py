@@ -6,10 +6,11 @@ package, then hands the work to the shared engine. No QGIS here: tests, benchmar
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ..tiling.callbacks import Callbacks
-from ..tiling.engine import RunStats, TiledRun
+from ..tiling.engine import Predict, RunStats, TiledRun
 from ..tiling.errors import DeepRasterError
 from ..tiling.grid import TileGrid
 from ..tiling.outputs import ClassHead, ClassInfo, OutputHead, ProbabilityHead
@@ -28,7 +29,7 @@ from .inputs import (
     package_bands,
     round_tile,
 )
-from .runtimes import coverage_factor, make_predictor, sample_tile
+from .runtimes import coverage_factor, make_predictor, resolve_runtime, sample_tile
 from .spec import ModelPackage
 from .weights import unchecked_weights_warning
 
@@ -127,9 +128,41 @@ def prepare_input(request, callbacks: Callbacks) -> tuple[RasterSource, list[int
     return source, bands, region, tile, overlap, transform
 
 
-def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None) -> RunStats:
-    """Run a pixel-classification package over a raster and write the requested outputs."""
-    callbacks = callbacks or Callbacks()
+@dataclass(frozen=True)
+class ClassifyPlan:
+    """What a classification run resolved before its first tile: bands in model order, region, tile size and
+    overlap (px), the grid's offset, the input transform and the runtime (``torch`` or ``onnxruntime``). Picklable:
+    a worker of a distributed run makes its piece from it (see :mod:`scale`)."""
+
+    request: ClassifyRequest
+    bands: tuple[int, ...]
+    region: Window
+    tile: int
+    overlap: int
+    offset: tuple[int, int]
+    transform: InputTransform
+    runtime: str
+
+    @functools.cached_property
+    def grid(self) -> TileGrid:
+        """The tile grid over the whole region."""
+        return TileGrid(self.region, self.tile, self.overlap, offset=self.offset)
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        """The requested outputs: ``{"probabilities": path, "classes": path}`` (only those asked for)."""
+        paths = {"probabilities": self.request.probabilities_path, "classes": self.request.classes_path}
+        return {key: path for key, path in paths.items() if path}
+
+    def mask_rules(self) -> list:
+        """The extra validity rules of the request (the NDWI mask)."""
+        m = self.request.ndwi
+        return [] if m is None else [ndwi_rule(m.green_band, m.nir_band, m.threshold, m.keep)]
+
+
+def plan_classification(request: ClassifyRequest, callbacks: Callbacks) -> ClassifyPlan:
+    """Check the request and resolve everything the run needs (an ONNX export is made here when the runtime needs
+    one); every input error surfaces here, before any tile."""
     package = request.package
     check_task(package, "pixel_classification")
     if not (request.classes_path or request.probabilities_path):
@@ -138,22 +171,6 @@ def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None
         if path:
             check_writable(path)
     source, bands, region, tile, overlap, transform = prepare_input(request, callbacks)
-    rules = []
-    if request.ndwi is not None:
-        m = request.ndwi
-        rules.append(ndwi_rule(m.green_band, m.nir_band, m.threshold, m.keep))
-
-    predictor, device = make_predictor(
-        package, request.runtime, request.device, tile=tile, batch_size=request.batch_size, half=request.half,
-        trusted=request.trusted, sample=lambda: sample_tile(source, region, tile, transform), info=callbacks.info,
-        warning=callbacks.warning)
-    if request.tta:
-        from ..tiling.predictor import TTAPredictor
-
-        predictor = TTAPredictor(predictor)
-    callbacks.info(f"Model {package.name} on {device}; bands {bands}; tiles {tile} px, overlap {overlap} px"
-                   f"{'; test-time augmentation (8 flips / rotations)' if request.tta else ''}.")
-
     margin = package.edge_margin if request.edge_margin is None else request.edge_margin
     offset = request.grid_offset
     if not 0 <= margin < tile - overlap:
@@ -161,26 +178,65 @@ def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None
                               f"choose 0 to {tile - overlap - 1} px.")
     if offset == (0, 0) and margin > 0:
         offset = (margin, margin)  # as ukis-csmask pads its input: the grid starts before the top and left edges
-    grid = TileGrid(region, tile, overlap, offset=offset)
+    runtime = resolve_runtime(package, request.runtime, trusted=request.trusted,
+                              sample=lambda: sample_tile(source, region, tile, transform), info=callbacks.info,
+                              warning=callbacks.warning)
+    return ClassifyPlan(request, tuple(bands), region, tile, overlap, offset, transform, runtime)
+
+
+def plan_predictor(plan: ClassifyPlan, threads: int | None = None) -> tuple[Predict, str]:
+    """The plan's predictor (with test-time augmentation when asked) and where it runs, for the log."""
+    request = plan.request
+    predictor, device = make_predictor(request.package, plan.runtime, request.device, tile=plan.tile,
+                                       batch_size=request.batch_size, half=request.half, trusted=request.trusted,
+                                       threads=threads)
+    if request.tta:
+        from ..tiling.predictor import TTAPredictor
+
+        predictor = TTAPredictor(predictor)
+    return predictor, device
+
+
+def classification_run(plan: ClassifyPlan, predictor: Predict, callbacks: Callbacks, part: Window | None = None,
+                       outputs: dict[str, str] | None = None) -> TiledRun:
+    """The engine run of ``plan`` writing ``outputs`` (default: the plan's), or only the window ``part`` of them
+    (output pixels, see :class:`~tiling.engine.TiledRun`) into files made for that window."""
+    request = plan.request
+    source = RasterSource.open(request.raster)
+    grid = plan.grid
+    reader = StripReader(source, grid, plan.transform, plan.mask_rules())
+    window = plan.region if part is None else part.shifted(plan.region.col_off, plan.region.row_off)
+    heads = make_heads(request.package, source, window, outputs or plan.outputs, request.probabilities_percent)
+    channels = request.package.architecture.out_channels
+    return TiledRun(grid, reader, predictor, channels, heads, request.batch_size, request.blend, callbacks,
+                    part=part)
+
+
+def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None) -> RunStats:
+    """Run a pixel-classification package over a raster and write the requested outputs."""
+    callbacks = callbacks or Callbacks()
+    plan = plan_classification(request, callbacks)
+    predictor, device = plan_predictor(plan)
+    callbacks.info(f"Model {request.package.name} on {device}; bands {list(plan.bands)}; tiles {plan.tile} px, "
+                   f"overlap {plan.overlap} px"
+                   f"{'; test-time augmentation (8 flips / rotations)' if request.tta else ''}.")
+    grid = plan.grid
     callbacks.info(f"Coverage factor {coverage_factor(grid):.2f} (pixels computed ÷ pixels output, {len(grid)} tiles).")
-    reader = StripReader(source, grid, transform, rules)
-    heads = _make_heads(request, source, region)
-    channels = package.architecture.out_channels
-    return TiledRun(grid, reader, predictor, channels, heads, request.batch_size, request.blend, callbacks).run()
+    return classification_run(plan, predictor, callbacks).run()
 
 
-def _make_heads(request: ClassifyRequest, source: RasterSource, region: Window) -> list[OutputHead]:
-    package = request.package
+def make_heads(package: ModelPackage, source: RasterSource, region: Window, outputs: dict[str, str],
+               percent: bool = False) -> list[OutputHead]:
+    """The output heads of ``outputs`` (keys ``probabilities`` and ``classes``) over ``region`` (input pixels)."""
     classes = [ClassInfo(c.value, c.name, c.rgb) for c in package.classes]
     heads: list[OutputHead] = []
     made = False
     try:
-        if request.probabilities_path:
+        if "probabilities" in outputs:
             names = [classes[-1].name] if package.is_binary_sigmoid else [c.name for c in classes]
-            heads.append(ProbabilityHead(request.probabilities_path, source, region, names,
-                                         request.probabilities_percent))
-        if request.classes_path:
-            heads.append(ClassHead(request.classes_path, source, region, classes,
+            heads.append(ProbabilityHead(outputs["probabilities"], source, region, names, percent))
+        if "classes" in outputs:
+            heads.append(ClassHead(outputs["classes"], source, region, classes,
                                    0.5 if package.is_binary_sigmoid else None))
         made = True
     finally:

@@ -9,6 +9,7 @@ the run stops with the reason.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,28 +43,47 @@ def choose_runtime(name: str) -> str:
     return name
 
 
+def resolve_runtime(package: ModelPackage, runtime: str, *, trusted: bool = False,
+                    sample: Callable[[], np.ndarray] | None = None, info: Message = lambda m: None,
+                    warning: Message = lambda m: None) -> str:
+    """``torch`` or ``onnxruntime``: the runtime a run of ``package`` computes on (see :func:`onnx_file`)."""
+    return "torch" if onnx_file(package, runtime, trusted, sample, info, warning) is None else "onnxruntime"
+
+
+def onnx_file(package: ModelPackage, runtime: str, trusted: bool = False,
+              sample: Callable[[], np.ndarray] | None = None, info: Message = lambda m: None,
+              warning: Message = lambda m: None) -> Path | None:
+    """The checked ONNX export a run of ``package`` uses, or None when it runs on PyTorch. The export is made (and
+    checked on ``sample``, one real normalised tile) here when it is not cached yet; under ``auto`` an export that
+    fails or disagrees with PyTorch means PyTorch, with a warning."""
+    if choose_runtime(runtime) != "onnxruntime":
+        return None
+    from .onnx_export import cached_onnx, export_onnx
+
+    try:  # the sample tile is read only when there is an export to check
+        return cached_onnx(package) or export_onnx(package, trusted, sample() if sample else None, info)
+    except DeepRasterError as exc:
+        if runtime != "auto":
+            raise
+        warning(f"{exc} Running on PyTorch instead.")
+        return None
+
+
 def make_predictor(package: ModelPackage, runtime: str, device: str, *, tile: int, batch_size: int,
                    half: bool = False, trusted: bool = False, sample: Callable[[], np.ndarray] | None = None,
-                   info: Message = lambda m: None, warning: Message = lambda m: None) -> tuple[Any, str]:
+                   info: Message = lambda m: None, warning: Message = lambda m: None,
+                   threads: int | None = None) -> tuple[Any, str]:
     """The predictor for a run and a phrase saying where it runs (for the log). ``sample`` gives one real
-    normalised tile to check a new ONNX export on."""
-    chosen = choose_runtime(runtime)
-    if chosen == "onnxruntime":
-        from .onnx_export import cached_onnx, export_onnx
-
-        try:  # the sample tile is read only when there is an export to check
-            path = cached_onnx(package) or export_onnx(package, trusted, sample() if sample else None, info)
-        except DeepRasterError as exc:
-            if runtime != "auto":
-                raise
-            warning(f"{exc} Running on PyTorch instead.")
-        else:
-            return _onnx_predictor(path, package, device, tile, batch_size, half, info)
+    normalised tile to check a new ONNX export on; ``threads``: CPU threads of ONNX Runtime (default: every core
+    this process may use)."""
+    path = onnx_file(package, runtime, trusted, sample, info, warning)
+    if path is not None:
+        return _onnx_predictor(path, package, device, tile, batch_size, half, info, threads)
     return _torch_predictor(package, device, tile, batch_size, half, trusted)
 
 
 def _onnx_predictor(path, package: ModelPackage, device: str, tile: int, batch_size: int, half: bool,
-                    info: Message) -> tuple[Any, str]:
+                    info: Message, threads: int | None = None) -> tuple[Any, str]:
     from ..tiling.onnx_predictor import OnnxPredictor, resolve_providers
 
     providers = resolve_providers(device)
@@ -72,7 +92,7 @@ def _onnx_predictor(path, package: ModelPackage, device: str, tile: int, batch_s
                       None if on_gpu else available_memory("cpu"))
     if half:
         info("Half precision applies to PyTorch on a GPU only; ONNX Runtime runs in float32.")
-    threads = cpu_cores()
+    threads = threads or cpu_cores()
     predictor = OnnxPredictor(path, providers, package.activation, threads)
     where = "CUDA GPU" if on_gpu else f"CPU, {threads} threads"
     return predictor, f"ONNX Runtime ({where})"

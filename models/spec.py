@@ -15,16 +15,25 @@ FORMAT_NAME = "deepraster-model-package"
 FORMAT_VERSION = "1.0"
 DESCRIPTION_FILE = "model.json"
 ARCHIVE_SUFFIX = ".drpk"
-TASKS = ("pixel_classification", "feature_extraction", "object_detection")
+TASKS = ("pixel_classification", "feature_extraction", "object_detection", "image_classification")
 RESERVED_TASKS = ("regression",)
 TASK_TOOLS = {"pixel_classification": "Classify pixels", "feature_extraction": "Extract deep features",
-              "object_detection": "Detect objects"}
+              "object_detection": "Detect objects", "image_classification": "Classify objects"}
 """The tool that applies a package of each task (named in the message when a package meets the wrong tool)."""
-DETECTION_FRAMEWORKS = ("torchscript",)
-"""Frameworks a detection package may use now; torchvision detectors built by name come later."""
+DETECTION_FRAMEWORKS = ("torchscript", "torchvision")
+"""Frameworks of a detection package: a TorchScript detector, or a torchvision detector built by name."""
+TORCHVISION_DETECTORS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
+                         "fasterrcnn_mobilenet_v3_large_320_fpn", "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2",
+                         "fcos_resnet50_fpn", "ssdlite320_mobilenet_v3_large")
+"""The ``torchvision.models.detection`` builders a detection package may name (:mod:`models.torchvision_detectors`)."""
+TORCHVISION_RESERVED_KWARGS = ("weights", "weights_backbone", "num_classes", "progress")
+"""Constructor arguments of a torchvision detector that Deep Raster sets itself (no downloads; classes from the
+package), so ``architecture.kwargs`` may not hold them."""
+CLASSIFIER_FRAMEWORKS = ("timm", "torchscript")
+"""Frameworks of an image-classification package: a timm model built by name, or a TorchScript classifier."""
 ACTIVATIONS = ("softmax", "sigmoid", "none")
 NORMALIZATION_TYPES = ("mean_std", "min_max", "none")
-FRAMEWORKS = ("smp", "timm", "torchscript")
+FRAMEWORKS = ("smp", "timm", "torchscript", "torchvision")
 WEIGHT_FORMATS = ("safetensors", "state_dict", "torchscript", "pickled_module")
 NODATA_CLASS = 255
 
@@ -78,7 +87,8 @@ class Architecture:
     """How to build the network.
 
     ``smp``: ``arch`` is a segmentation-models-pytorch architecture, ``encoder`` its encoder; ``timm``: ``arch`` is a
-    timm model name; ``torchscript``: the weights file is the whole scripted model. ``kwargs`` go to the constructor.
+    timm model name; ``torchvision``: ``arch`` is a torchvision detector (:data:`TORCHVISION_DETECTORS`);
+    ``torchscript``: the weights file is the whole scripted model. ``kwargs`` go to the constructor.
     """
 
     framework: str

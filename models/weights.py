@@ -91,6 +91,28 @@ def read_state_dict(path: str | Path, fmt: str | None = None) -> dict[str, Any]:
     return unwrap_state_dict(state, path)
 
 
+def read_weights_file(path: str | Path, trusted: bool = False) -> dict[str, Any]:
+    """The tensors of any weights file a user may pick: safetensors or a plain state dict as
+    :func:`read_state_dict` reads them; a pickle (a whole ``torch.save(model)``, or a checkpoint holding other Python
+    objects) only with ``trusted=True``: then the module's state dict, or the checkpoint unwrapped by the same rules.
+    Untrusted pickles raise :class:`WeightsError` with ``needs_trust``."""
+    try:
+        return read_state_dict(path)
+    except WeightsError as exc:
+        if not (exc.needs_trust and trusted):
+            raise
+    import torch
+
+    try:
+        content = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 (unpickling raises anything the pickle's code raises)
+        raise WeightsError(f"Cannot load the pickled file {path} ({type(exc).__name__}: {plain_error(exc)}): it is "
+                           "damaged or not a PyTorch file.") from exc
+    if isinstance(content, torch.nn.Module):
+        content = content.state_dict()
+    return unwrap_state_dict(content, path)
+
+
 def unwrap_state_dict(state: object, path: str | Path) -> dict[str, Any]:
     """The tensor mapping inside a checkpoint: nesting under :data:`UNWRAP_KEYS` removed, non-tensors dropped,
     shared :data:`KEY_PREFIXES` stripped. ``path`` names the file in messages."""

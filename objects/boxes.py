@@ -1,4 +1,5 @@
-"""Box arithmetic in pixels: intersection over union, greedy non-maximum suppression, the cores that own boxes.
+"""Box arithmetic in pixels: intersection over union or over the smaller box, greedy non-maximum suppression, the
+cores that own boxes.
 
 Boxes are ``(K, 4)`` arrays ``x1, y1, x2, y2`` (x to the right, y down; x2 / y2 the far edges).
 """
@@ -15,16 +16,38 @@ def centres(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
 
 
+def _intersections(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(K, M)`` intersection areas of every box of ``a`` with every box of ``b``, and the areas of ``a`` and ``b``."""
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
+    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+    return w * h, area_a, area_b
+
+
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over union of every box of ``a`` (K, 4) with every box of ``b`` (M, 4): ``(K, M)``; 0 for
     boxes without area."""
-    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = w * h
-    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
-    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+    inter, area_a, area_b = _intersections(a, b)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
+
+
+def ios_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over the smaller box's area, ``(K, M)``: 1 when one box lies inside the other, whatever their
+    sizes (IoU is then small); 0 for boxes without area."""
+    inter, area_a, area_b = _intersections(a, b)
+    smaller = np.minimum(area_a[:, None], area_b[None, :])
+    return np.divide(inter, smaller, out=np.zeros_like(inter, dtype=np.float64), where=smaller > 0)
+
+
+def duplicates(a: np.ndarray, b: np.ndarray, iou: float, ios: float | None = None) -> np.ndarray:
+    """``(K, M)`` True where a box of ``a`` and one of ``b`` are one object: IoU > ``iou``, or, with ``ios`` set,
+    intersection over the smaller box ≥ ``ios`` (a box nested in another, e.g. a crown part inside a crown)."""
+    pairs = iou_matrix(a, b) > iou
+    if ios is not None:
+        pairs |= ios_matrix(a, b) >= ios
+    return pairs
 
 
 def same_class(a: np.ndarray, b: np.ndarray, agnostic: bool) -> np.ndarray:
@@ -34,11 +57,12 @@ def same_class(a: np.ndarray, b: np.ndarray, agnostic: bool) -> np.ndarray:
     return a[:, None] == b[None, :]
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float, agnostic: bool = False) -> np.ndarray:
+def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou: float, agnostic: bool = False,
+        ios: float | None = None) -> np.ndarray:
     """Indexes of the boxes greedy NMS keeps, best score first (ties: the earlier box): a box is dropped when a kept
-    box of the same class (any class when ``agnostic``) overlaps it by IoU > ``iou``."""
+    box of the same class (any class when ``agnostic``) is the same object (see :func:`duplicates`)."""
     order = np.lexsort((np.arange(len(scores)), -scores))
-    overlaps = iou_matrix(boxes, boxes) > iou
+    overlaps = duplicates(boxes, boxes, iou, ios)
     overlaps &= same_class(labels, labels, agnostic)
     suppressed = np.zeros(len(scores), dtype=bool)
     keep = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,8 @@ from ..tiling.destinations import Destination, check_destinations
 from ..tiling.errors import DeepRasterError
 from ..tiling.grid import Tile, TileGrid
 from ..tiling.panels import DEFAULT_PANEL_WIDTH
-from ..tiling.reader import StripReader
+from ..tiling.reader import InputTransform, StripReader
+from ..tiling.source import RasterSource
 from ..tiling.window import Window
 from .gpkg import BoxWriter
 from .merge import StreamingMerger
@@ -35,7 +37,8 @@ class DetectRequest:
     """One detection run. ``None`` means "take it from the package" (or "all of the raster" for ``region``).
 
     ``confidence``: boxes scoring below it are dropped (0–1). ``iou``: two boxes of the same class overlapping by
-    more are one object (0–1); ``class_agnostic``: whatever their classes. ``max_detections``: the best boxes kept
+    more are one object (0–1); ``ios``: so are two boxes whose intersection over the smaller one reaches it (None:
+    off); ``class_agnostic``: whatever their classes. ``max_detections``: the best boxes kept
     per tile. Sizes in pixels; ``value_scale`` / ``value_offset`` convert raster values into model units.
     ``panel_width``: wider regions are read in column panels about this wide (the result is the same).
     """
@@ -47,6 +50,7 @@ class DetectRequest:
     region: Window | None = None
     confidence: float = 0.5
     iou: float = 0.5
+    ios: float | None = None
     class_agnostic: bool = False
     max_detections: int = 300
     tile_size: int | None = None
@@ -69,11 +73,15 @@ class DetectStats:
     boxes: int = 0
     boxes_held_max: int = 0
     seconds: float = 0.0
+    unknown_labels: int = 0  # boxes whose label is no class value of the package (left out)
 
 
 def check_request(request: DetectRequest) -> None:
     """Raise :class:`DeepRasterError` for thresholds outside 0–1 and counts below 1, naming the parameter."""
-    for label, value in (("confidence threshold", request.confidence), ("NMS IoU threshold", request.iou)):
+    thresholds = [("confidence threshold", request.confidence), ("NMS IoU threshold", request.iou)]
+    if request.ios is not None:
+        thresholds.append(("intersection-over-smaller threshold", request.ios))
+    for label, value in thresholds:
         if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
             raise DeepRasterError(f"The {label} {value!r} is outside 0–1: give a number from 0 to 1 "
                                   f"(e.g. 0.5).")
@@ -81,30 +89,71 @@ def check_request(request: DetectRequest) -> None:
         raise DeepRasterError("The maximum detections per tile and the batch size must be at least 1.")
 
 
-def detect_objects(request: DetectRequest, callbacks: Callbacks | None = None) -> DetectStats:
-    """Run a detection package over a raster and write its boxes to ``request.output`` (a GeoPackage)."""
-    callbacks = callbacks or Callbacks()
-    start = time.perf_counter()
+@dataclass(frozen=True)
+class DetectPlan:
+    """What a detection run resolved before its first tile: the input transform and the tile grid. Picklable: a
+    worker of a distributed run detects its piece from it (see :mod:`scale`)."""
+
+    request: DetectRequest
+    transform: InputTransform
+    grid: TileGrid
+
+
+def plan_detection(request: DetectRequest, callbacks: Callbacks) -> DetectPlan:
+    """Check the request and resolve bands, tiling and normalisation (every input error surfaces here)."""
     package = request.package
     check_task(package, "object_detection")
     check_request(request)
     check_destinations([Destination(request.output, "detections", "file", (".gpkg",))])
     source, bands, region, tile, overlap, transform = prepare_input(request, callbacks)
-    predictor = DetectorPredictor(package, request.device, request.half)
     grid = TileGrid(region, tile, overlap)
-    callbacks.info(f"Detector {package.name} on {predictor.device}; bands {bands}; tiles {tile} px, overlap "
-                   f"{overlap} px ({len(grid)} tiles); confidence ≥ {request.confidence:g}, NMS IoU "
-                   f"{request.iou:g}{' (class-agnostic)' if request.class_agnostic else ''}.")
+    callbacks.info(f"Detector {package.name}; bands {bands}; tiles {tile} px, overlap {overlap} px ({len(grid)} "
+                   f"tiles); confidence ≥ {request.confidence:g}, NMS IoU {request.iou:g}"
+                   f"{f', IoS {request.ios:g}' if request.ios is not None else ''}"
+                   f"{' (class-agnostic)' if request.class_agnostic else ''}.")
+    return DetectPlan(request, transform, grid)
+
+
+def detect_objects(request: DetectRequest, callbacks: Callbacks | None = None) -> DetectStats:
+    """Run a detection package over a raster and write its boxes to ``request.output`` (a GeoPackage)."""
+    callbacks = callbacks or Callbacks()
+    plan = plan_detection(request, callbacks)
+    predictor = DetectorPredictor(request.package, request.device, request.half)
+    callbacks.info(f"Detector on {predictor.device}.")  # the device is known once the detector is loaded
+    source = RasterSource.open(request.raster)
+    reader = StripReader(source, plan.grid, plan.transform)
+
+    def detections(merger: StreamingMerger, stats: DetectStats) -> None:
+        for panel in panels(plan.grid, request.panel_width):
+            for item in detect_tiles(request, panel, reader.for_grid(panel), predictor, stats, callbacks,
+                                     len(plan.grid)):
+                if item is None:
+                    merger.flush()
+                else:
+                    merger.add(*item)
+
+    return merge_into_gpkg(plan, source, detections, callbacks)
+
+
+def merge_into_gpkg(plan: DetectPlan, source: RasterSource, detections, callbacks: Callbacks) -> DetectStats:
+    """Merge the tiles' detections that ``detections(merger, stats)`` adds into the output GeoPackage, committed
+    when complete (removed on any failure)."""
+    start = time.perf_counter()
+    request = plan.request
     stats = DetectStats()
-    writer = BoxWriter(request.output, source.geotransform, source.projection, package.classes)
+    writer = BoxWriter(request.output, source.geotransform, source.projection, request.package.classes)
     try:
-        merger = StreamingMerger(grid, request.iou, request.class_agnostic, writer.write)
-        _run(request, grid, StripReader(source, grid, transform), predictor, merger, stats, callbacks)
+        merger = StreamingMerger(plan.grid, request.iou, request.class_agnostic, writer.write, request.ios)
+        detections(merger, stats)
         merger.finish()
         writer.commit()
     except BaseException:
         writer.abort()
         raise
+    if stats.unknown_labels:
+        known = sorted(c.value for c in request.package.classes)
+        callbacks.warning(f"{stats.unknown_labels} boxes had labels that are not class values of the package's class "
+                          f"table ({', '.join(map(str, known))}) and were left out.")
     stats.boxes, stats.boxes_held_max = writer.count, merger.held_max
     stats.seconds = time.perf_counter() - start
     return stats
@@ -122,36 +171,32 @@ def panels(grid: TileGrid, max_width: int = DEFAULT_PANEL_WIDTH) -> list[TileGri
     return [grid.columns(first, min(first + per, cols)) for first in range(0, cols, per)]
 
 
-def _run(request: DetectRequest, grid: TileGrid, reader: StripReader, predictor: DetectorPredictor,
-         merger: StreamingMerger, stats: DetectStats, callbacks: Callbacks) -> None:
-    """Panel by panel, strip by strip: the tiles with a valid pixel through the detector in batches, every tile
-    into the merger (a tile without a valid pixel with no boxes)."""
+def detect_tiles(request: DetectRequest, panel: TileGrid, reader: StripReader, predictor: DetectorPredictor,
+                 stats: DetectStats, callbacks: Callbacks, total: int) -> Iterator[tuple[Tile, Detections] | None]:
+    """Strip by strip over one panel (the grid rows ``reader`` reads): every tile with its detections in raster
+    pixels (a tile without a valid pixel with none; the tiles with one through the detector in batches), and None
+    after each strip (the merger may flush). Progress: tiles done (``stats``) of ``total``."""
     known = np.asarray(sorted(c.value for c in request.package.classes))
-    unknown = 0
-    for panel in panels(grid, request.panel_width):
-        for strip in reader.for_grid(panel):
-            todo: list[tuple[Tile, slice]] = []
-            for t in panel.row(strip.grid_row):
-                cols = slice(t.window.col_off - strip.window.col_off, t.window.col_end - strip.window.col_off)
-                if strip.valid[:, cols].any():
-                    todo.append((t, cols))
-                else:
-                    merger.add(t, Detections.empty())
-                    stats.tiles_skipped += 1
-            for first in range(0, len(todo), request.batch_size):
-                check_cancel(callbacks)
-                part = todo[first:first + request.batch_size]
-                found = predictor(np.stack([strip.data[:, :, cols] for _, cols in part]))
-                for (t, _), tile_found in zip(part, found, strict=True):
-                    labelled = np.isin(tile_found.labels, known)
-                    unknown += int((~labelled).sum())
-                    merger.add(t, in_raster(tile_found.select(labelled), t, request))
-                stats.tiles_predicted += len(part)
-                callbacks.progress((stats.tiles_predicted + stats.tiles_skipped) / len(grid))
-            merger.flush()
-    if unknown:
-        callbacks.warning(f"{unknown} boxes had labels that are not class values of the package's class table "
-                          f"({', '.join(map(str, known))}) and were left out.")
+    for strip in reader:
+        todo: list[tuple[Tile, slice]] = []
+        for t in panel.row(strip.grid_row):
+            cols = slice(t.window.col_off - strip.window.col_off, t.window.col_end - strip.window.col_off)
+            if strip.valid[:, cols].any():
+                todo.append((t, cols))
+            else:
+                stats.tiles_skipped += 1
+                yield t, Detections.empty()
+        for first in range(0, len(todo), request.batch_size):
+            check_cancel(callbacks)
+            part = todo[first:first + request.batch_size]
+            found = predictor(np.stack([strip.data[:, :, cols] for _, cols in part]))
+            for (t, _), tile_found in zip(part, found, strict=True):
+                labelled = np.isin(tile_found.labels, known)
+                stats.unknown_labels += int((~labelled).sum())
+                yield t, in_raster(tile_found.select(labelled), t, request)
+            stats.tiles_predicted += len(part)
+            callbacks.progress(min((stats.tiles_predicted + stats.tiles_skipped) / total, 1.0))
+        yield None
 
 
 def in_raster(found: Detections, tile: Tile, request: DetectRequest) -> Detections:

@@ -1,5 +1,6 @@
-"""Detected boxes as polygons in a GeoPackage, written with OGR under a temporary name and published with the run
-(:mod:`tiling.transaction`): a failed or cancelled run leaves no file, and an older output stays as it was."""
+"""GeoPackage outputs of the object tools, written with OGR under a temporary name and published with the run
+(:mod:`tiling.transaction`): a failed or cancelled run leaves no file, and an older output stays as it was.
+Detected boxes as polygons (:class:`BoxWriter`), and classified copies of a layer (:class:`LayerCopyWriter`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from osgeo import ogr, osr
 from ..models.detectors import Detections
 from ..models.spec import ClassSpec
 from ..tiling.errors import OutputError
+from ..tiling.grid_match import srs_of
 from ..tiling.transaction import Move, stage
 
 ogr.UseExceptions()
@@ -29,7 +31,50 @@ def box_rings(boxes: np.ndarray, geotransform: Sequence[float]) -> np.ndarray:
     return np.stack([g[0] + px * g[1] + py * g[2], g[3] + px * g[4] + py * g[5]], axis=-1)
 
 
-class BoxWriter:
+class StagedGeoPackage:
+    """One GeoPackage layer written under a hidden temporary name beside its final path, renamed into place when
+    :meth:`commit` is called (at the end of the run's transaction, if any); :meth:`abort` removes it.
+
+    Args:
+        path: the final ``.gpkg``.
+        srs: the layer's CRS (None: none).
+        geom_type: an OGR geometry type.
+        fields: the attribute fields, in order.
+        options: extra OGR layer creation options (e.g. ``FID=...``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], srs: osr.SpatialReference | None, geom_type: int,
+                 fields: Sequence[ogr.FieldDefn], options: Sequence[str] = ()) -> None:
+        self.target = Path(path)
+        self.temp = self.target.with_name(f".{self.target.name}.{uuid.uuid4().hex[:8]}.partial.gpkg")
+        self.count = 0
+        try:
+            self.ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(self.temp))
+            self.layer = self.ds.CreateLayer(self.target.stem, srs=srs, geom_type=geom_type,
+                                             options=["SPATIAL_INDEX=YES", *options])
+            for field in fields:
+                self.layer.CreateField(field)
+        except RuntimeError as exc:
+            self.abort()
+            raise OutputError(f"Cannot write {self.target}: {exc}. Choose a folder you can write to.") from exc
+        self.defn = self.layer.GetLayerDefn()
+
+    def commit(self) -> Path:
+        """Close the file and publish it (at the end of the run's transaction, if any); returns the final path."""
+        self.layer = self.defn = None
+        self.ds = None  # closes the GeoPackage (its -wal / -shm journal files go with it)
+        stage([Move(self.temp, self.target)])
+        return self.target
+
+    def abort(self) -> None:
+        """Close and remove the temporary file (idempotent)."""
+        self.layer = self.defn = None
+        self.ds = None
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{self.temp}{suffix}").unlink(missing_ok=True)
+
+
+class BoxWriter(StagedGeoPackage):
     """Appends boxes (raster pixels) as polygons in the raster's CRS, with class value, class name and confidence.
 
     Args:
@@ -41,26 +86,10 @@ class BoxWriter:
 
     def __init__(self, path: str | os.PathLike[str], geotransform: Sequence[float], projection: str,
                  classes: Sequence[ClassSpec]) -> None:
-        self.target = Path(path)
-        self.temp = self.target.with_name(f".{self.target.name}.{uuid.uuid4().hex[:8]}.partial.gpkg")
         self.geotransform = tuple(geotransform)
         self.names = {c.value: c.name for c in classes}
-        self.count = 0
-        srs = None
-        if projection:
-            srs = osr.SpatialReference()
-            srs.ImportFromWkt(projection)
-            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        try:
-            self.ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(self.temp))
-            self.layer = self.ds.CreateLayer(self.target.stem, srs=srs, geom_type=ogr.wkbPolygon,
-                                             options=["SPATIAL_INDEX=YES"])
-            for name, kind in FIELDS:
-                self.layer.CreateField(ogr.FieldDefn(name, kind))
-        except RuntimeError as exc:
-            self.abort()
-            raise OutputError(f"Cannot write {self.target}: {exc}. Choose a folder you can write to.") from exc
-        self.defn = self.layer.GetLayerDefn()
+        super().__init__(path, srs_of(projection), ogr.wkbPolygon,
+                         [ogr.FieldDefn(name, kind) for name, kind in FIELDS])
 
     def write(self, found: Detections) -> None:
         """Append the boxes of one finished row (one OGR transaction)."""
@@ -81,16 +110,49 @@ class BoxWriter:
         self.layer.CommitTransaction()
         self.count += len(found)
 
-    def commit(self) -> Path:
-        """Close the file and publish it (at the end of the run's transaction, if any); returns the final path."""
-        self.layer = self.defn = None
-        self.ds = None  # closes the GeoPackage (its -wal / -shm journal files go with it)
-        stage([Move(self.temp, self.target)])
-        return self.target
 
-    def abort(self) -> None:
-        """Close and remove the temporary file (idempotent)."""
-        self.layer = self.defn = None
-        self.ds = None
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{self.temp}{suffix}").unlink(missing_ok=True)
+class LayerCopyWriter(StagedGeoPackage):
+    """A copy of a vector layer (its fields, geometries and feature ids, in its own CRS) with three class fields
+    appended: ``<prefix>class_value``, ``<prefix>class_name`` and ``<prefix>confidence`` (NULL for a feature not
+    classified). Input fields of those names are replaced.
+
+    Args:
+        path: the final ``.gpkg``.
+        source: the OGR layer copied.
+        srs: the copy's CRS (the layer's own, or the one the caller knows it has).
+        classes: the package's class table (names by value).
+        prefix: put before the three field names.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], source: ogr.Layer, srs: osr.SpatialReference | None,
+                 classes: Sequence[ClassSpec], prefix: str = "") -> None:
+        self.names = {c.value: c.name for c in classes}
+        self.fields = tuple(f"{prefix}{name}" for name, _ in FIELDS)
+        defn = source.GetLayerDefn()
+        kept = [defn.GetFieldDefn(i) for i in range(defn.GetFieldCount())]
+        self.replaced = [f.GetName() for f in kept if f.GetName().lower() in {n.lower() for n in self.fields}]
+        kept = [f for f in kept if f.GetName() not in self.replaced]
+        taken = {f.GetName().lower() for f in kept}
+        fid = next(name for name in ("fid", "gpkg_fid", "ogc_fid", "fid_copy") if name not in taken)
+        super().__init__(path, srs, source.GetGeomType(),
+                         [*kept, *(ogr.FieldDefn(n, kind) for n, (_, kind) in zip(self.fields, FIELDS, strict=True))],
+                         options=[f"FID={fid}"])
+
+    def write(self, rows: Sequence[tuple[ogr.Feature, int | None, float | None]]) -> None:
+        """Append features with their class value and confidence (None: not classified), in one transaction."""
+        value_field, name_field, confidence_field = self.fields
+        self.layer.StartTransaction()
+        for feature, value, confidence in rows:
+            out = ogr.Feature(self.defn)
+            out.SetFrom(feature)  # geometry and the fields of the same name
+            out.SetFID(feature.GetFID())
+            if value is None:
+                for name in self.fields:
+                    out.SetFieldNull(name)
+            else:
+                out.SetField(value_field, int(value))
+                out.SetField(name_field, self.names.get(int(value), str(int(value))))
+                out.SetField(confidence_field, float(confidence))
+            self.layer.CreateFeature(out)
+        self.layer.CommitTransaction()
+        self.count += len(rows)

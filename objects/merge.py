@@ -23,7 +23,7 @@ import numpy as np
 
 from ..models.detectors import Detections
 from ..tiling.grid import Tile, TileGrid
-from .boxes import centres, core_bounds, iou_matrix, nms, overlapping, same_class
+from .boxes import centres, core_bounds, duplicates, nms, overlapping, same_class
 
 Sink = Callable[[Detections], None]
 
@@ -46,12 +46,13 @@ class StreamingMerger:
         grid: the tile grid of the run.
         iou: the IoU above which two boxes are one object (0–1).
         agnostic: suppress across classes too.
+        ios: with it, two boxes whose intersection over the smaller box reaches it are one object too (0–1).
         sink: gets the surviving boxes of the tiles finished since the last :meth:`flush`.
     """
 
-    def __init__(self, grid: TileGrid, iou: float, agnostic: bool, sink: Sink) -> None:
+    def __init__(self, grid: TileGrid, iou: float, agnostic: bool, sink: Sink, ios: float | None = None) -> None:
         region, tile = grid.region, grid.tile_size
-        self.iou, self.agnostic, self.sink = iou, agnostic, sink
+        self.iou, self.agnostic, self.sink, self.ios = iou, agnostic, sink, ios
         self.row_cores = core_bounds(grid.row_starts, tile, region.row_off, region.row_end)
         self.col_cores = core_bounds(grid.col_starts, tile, region.col_off, region.col_end)
         self.row_near = overlapping(grid.row_starts, tile)
@@ -76,7 +77,7 @@ class StreamingMerger:
         that overlap it and were added before; tiles this one completes are finished."""
         key = (tile.grid_row, tile.grid_col)
         mine = self.owned(tile, found)
-        mine = mine.select(nms(mine.boxes, mine.scores, mine.labels, self.iou, self.agnostic))
+        mine = mine.select(nms(mine.boxes, mine.scores, mine.labels, self.iou, self.agnostic, self.ios))
         entry = _TileBoxes(tile.index, mine, np.ones(len(mine), dtype=bool))
         neighbours = self.near(*key)
         if len(mine):
@@ -97,7 +98,7 @@ class StreamingMerger:
     def _suppress(self, new: _TileBoxes, old: _TileBoxes) -> None:
         """Of each overlapping pair of boxes of two tiles, the lower score goes (ties: the later tile's box)."""
         a, b = new.found, old.found
-        pairs = (iou_matrix(a.boxes, b.boxes) > self.iou) & same_class(a.labels, b.labels, self.agnostic)
+        pairs = duplicates(a.boxes, b.boxes, self.iou, self.ios) & same_class(a.labels, b.labels, self.agnostic)
         if not pairs.any():
             return
         new_first = new.index < old.index

@@ -11,6 +11,10 @@ complete, so an interrupted run never leaves a half-written file.
 - ``.data/s2/s2_l1c_30m.tif``: the same 10 bands averaged to 30 m, 512 x 256 px.
 - ``.data/s2/s2l1c_ref.gpkg`` and ``.data/s2/gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg``: copies.
 - ``.data/models/ukis-csmask-{4b,6b}-{l1c,l2a}/``: model packages from ``models/zoo/ukis_csmask.py``.
+- ``.data/deepforest/``: DeepForest's sample data (real NEON airborne RGB with tree-crown boxes: OSBS_029.tif,
+  georeferenced, 0.1 m, EPSG:32617, with OSBS_029.xml / .csv; two larger YELL crops with PASCAL VOC boxes; SOAP_061
+  with Alive / Dead labels), from the ``deepforest`` wheel on PyPI (``pip download --no-deps``, only its data files
+  and licence kept, with ATTRIBUTION.md).
 
 Only ``osgeo.gdal`` and numpy are used for the rasters; data packages are located without importing them.
 """
@@ -41,6 +45,17 @@ BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
 SCENE_PREFIX = "T33UUU_20170216T102101_"
 VECTOR_FILES = ("s2l1c_ref.gpkg", "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg")
 UKIS_VARIANTS = ("4b_l1c", "4b_l2a", "6b_l1c", "6b_l2a")
+DEEPFOREST_DIR = DATA / "deepforest"
+DEEPFOREST_WHEEL = "deepforest==2.1.0"
+DEEPFOREST_NOTE = """# DeepForest sample data
+
+The files here are `deepforest/data/*` of the wheel deepforest 2.1.0 (PyPI; package code MIT licence, see LICENSE and
+AUTHORS.md). The imagery (OSBS_029.tif / .png, the two 2019_YELL_2_* crops, SOAP_*.png) is from the National
+Ecological Observatory Network (NEON) Airborne Observation Platform: NEON data are released under CC0 1.0 ("No
+Rights Reserved", https://www.neonscience.org/usage-policies); attribution goes to NEON, and no endorsement by NEON
+is implied. The tree-crown boxes (*.xml PASCAL VOC, *.csv) are DeepForest's annotations (Weinstein et al., DeepForest,
+Methods in Ecology and Evolution 2020; MIT). Fetched by scripts/build_fixtures.py for tests and bench/bench_detector.py.
+"""
 GTIFF_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "PREDICTOR=2"]
 
 
@@ -189,6 +204,32 @@ def build_model_package(variant: str, target: Path) -> None:
             shutil.rmtree(tmp)
 
 
+def fetch_deepforest(target: Path) -> None:
+    """DeepForest's sample data (``deepforest/data/*`` of the ``deepforest`` wheel from PyPI, its package code not
+    installed) with the wheel's licence files and an attribution note, into ``target`` through a temporary folder."""
+    import subprocess
+    import tempfile
+    import zipfile
+
+    tmp = partial_path(target)
+    with tempfile.TemporaryDirectory() as download:
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+                               "--disable-pip-version-check", DEEPFOREST_WHEEL, "-d", download],
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"build_fixtures: pip download {DEEPFOREST_WHEEL} failed:\n{done.stderr[-2000:]}")
+        wheel = next(Path(download).glob("deepforest-*.whl"))
+        tmp.mkdir(parents=True)
+        with zipfile.ZipFile(wheel) as z:
+            for info in z.infolist():
+                name = Path(info.filename)
+                wanted = info.filename.startswith("deepforest/data/") or name.parent.name == "licenses"
+                if wanted and not info.is_dir() and name.suffix != ".py" and ".." not in name.parts:
+                    (tmp / name.name).write_bytes(z.read(info))
+    (tmp / "ATTRIBUTION.md").write_text(DEEPFOREST_NOTE, encoding="utf-8")
+    os.replace(tmp, target)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build every missing fixture (all of them with ``--force``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -204,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name in VECTOR_FILES:
         tasks.append((S2_DIR / name, lambda t, name=name: copy_file(s2_source_dir() / name, t), always_current))
+    tasks.append((DEEPFOREST_DIR, fetch_deepforest, always_current))
     for variant in UKIS_VARIANTS:
         folder = MODELS_DIR / f"ukis-csmask-{variant.replace('_', '-')}"
         tasks.append((folder, lambda t, variant=variant: build_model_package(variant, t),

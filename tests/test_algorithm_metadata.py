@@ -15,7 +15,8 @@ from helpers import REPO
 ALGORITHMS = ("classify_pixels", "apply_model", "extract_features", "reduce_dimensions", "cluster_pixels",
               "similarity_map", "train_classifier", "create_package", "inspect_package", "evaluate_classes",
               "export_training_data", "train_segmentation", "detect_change",
-              "detect_objects")
+              "detect_objects", "classify_objects", "run_collection", "export_object_training_data",
+              "train_detector")
 DOCS_PREFIX = "https://github.com/deepraster/deepraster/blob/main/"
 
 

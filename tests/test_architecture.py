@@ -8,6 +8,8 @@ adapters, and files small enough to read.
 - ``training/`` (chips, their split, the training loop) imports ``tiling/``, ``models/`` (packages, encoders) and
   ``analysis/`` (metrics) only, never qgis;
 - ``objects/`` (object detection) imports ``tiling/`` and ``models/`` only, never qgis;
+- ``scale/`` (pieces on a Dask cluster) imports ``tiling/``, ``models/``, ``objects/`` (detection
+  pieces) and ``installer/`` (QGIS's Python for the workers) only, never qgis;
 - every Python file of the plugin and its tests has at most 400 lines.
 """
 
@@ -19,10 +21,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-OURS = ("tiling", "models", "analysis", "training", "objects", "algorithms", "installer")
+OURS = ("tiling", "models", "analysis", "training", "objects", "scale", "algorithms", "installer")
 ALLOWED = {"tiling": set(), "models": {"tiling"}, "analysis": {"tiling"},
            "training": {"tiling", "models", "analysis"}, "objects": {"tiling", "models"},
-           "installer": set()}
+           "scale": {"tiling", "models", "objects", "installer"}, "installer": set()}
 MAX_LINES = 400
 
 
@@ -75,8 +77,8 @@ def test_the_rule_checker_sees_relative_imports(tmp_path):
 
 def test_every_file_is_at_most_400_lines():
     files = [REPO / name for name in ("__init__.py", "plugin.py", "provider.py")]
-    files += python_files("tiling", "models", "analysis", "training", "objects", "algorithms", "installer", "tests",
-                          "bench", "scripts")
+    files += python_files("tiling", "models", "analysis", "training", "objects", "scale", "algorithms", "installer",
+                          "tests", "bench", "scripts")
     long = {str(p.relative_to(REPO)): n for p in files if (n := len(p.read_text(encoding="utf-8").splitlines()))
             > MAX_LINES}
     assert not long, f"files over {MAX_LINES} lines (split them by concept): {long}"
@@ -87,8 +89,8 @@ def test_cited_documents_exist():
     import re
 
     missing = set()
-    for path in python_files("tiling", "models", "analysis", "objects", "algorithms", "installer", "tests", "bench",
-                             "scripts"):
+    for path in python_files("tiling", "models", "analysis", "training", "objects", "scale", "algorithms",
+                             "installer", "tests", "bench", "scripts"):
         for name in re.findall(r"docs/([\w.-]+\.md)", path.read_text(encoding="utf-8")):
             if not (REPO / "docs" / name).exists():
                 missing.add(f"{path.relative_to(REPO)} cites docs/{name}")

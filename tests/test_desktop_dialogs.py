@@ -15,7 +15,8 @@ import screenshots  # noqa: E402
 ALGORITHMS = ("classify_pixels", "apply_model", "extract_features", "reduce_dimensions", "cluster_pixels",
               "similarity_map", "train_classifier", "create_package", "inspect_package", "install_packages",
               "evaluate_classes", "export_training_data", "train_segmentation", "detect_change",
-              "detect_objects")
+              "detect_objects", "classify_objects", "run_collection", "export_object_training_data",
+              "train_detector")
 
 
 def test_every_dialog_fits_at_its_default_size(tmp_path):

@@ -16,6 +16,7 @@ runs the algorithms with ``processing.runAndLoadResults``, writes a JSON result 
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import re
@@ -78,6 +79,9 @@ def main():
         step("classify_pixels", "deepraster:classify_pixels", {
             "INPUT": args["raster"], "MODEL": args["model"],
             "OUTPUT_CLASSES": f"{work}/classes.tif", "OUTPUT_PROBABILITIES": f"{work}/probabilities.tif"})
+        step("classify_pixels_dask", "deepraster:classify_pixels", {  # scale family: workers started from QGIS
+            "INPUT": args["raster"], "MODEL": args["model"], "EXECUTION": 1, "DASK_WORKERS": 1,
+            "OUTPUT_CLASSES": f"{work}/classes_dask.tif", "OUTPUT_PROBABILITIES": None})
         step("extract_features", "deepraster:extract_features", {
             "INPUT": args["raster"], "ENCODER": 0, "MODEL": args["model"], "STRIDE": 1,
             "OUTPUT": f"{work}/features.tif"})
@@ -89,6 +93,9 @@ def main():
         step("evaluate_classes", "deepraster:evaluate_classes", {
             "INPUT": f"{work}/classes.tif", "REFERENCE_RASTER": f"{work}/classes.tif",
             "OUTPUT_REPORT": f"{work}/evaluation.html", "OUTPUT_REPORT_JSON": f"{work}/evaluation.json"})
+        step("classify_objects", "deepraster:classify_objects", {  # objects family
+            "INPUT": args["raster"], "FEATURES": args["points"], "MODEL": args["classifier"], "BUFFER": 60.0,
+            "OUTPUT": f"{work}/classified.gpkg"})
         step("inspect_package", "deepraster:inspect_package", {
             "MODEL": args["model"], "DRY_RUN": False, "OUTPUT_JSON": f"{work}/inspect.json",
             "OUTPUT_HTML": f"{work}/inspect.html"})
@@ -125,7 +132,10 @@ def _site_packages() -> str:
 
 
 def run_desktop(tmp_path: Path, raster: Path, model: Path, *, allow_triton: bool | None,
-                labels: Path | None = None) -> tuple[subprocess.CompletedProcess, Path]:
+                labels: Path | None = None, objects: tuple[Path, Path] | None = None
+                ) -> tuple[subprocess.CompletedProcess, Path]:
+    """QGIS desktop running DESKTOP_SCRIPT; ``objects``: (classification package, points layer) for the objects
+    step."""
     script = tmp_path / "smoke.py"
     script.write_text(DESKTOP_SCRIPT, encoding="utf-8")
     result = tmp_path / "result.json"
@@ -136,7 +146,9 @@ def run_desktop(tmp_path: Path, raster: Path, model: Path, *, allow_triton: bool
     env.update(QGIS_PLUGINPATH=plugins, PYTHONPATH=_site_packages(),
                XDG_RUNTIME_DIR=str(tmp_path / "runtime"), QT_XCB_GL_INTEGRATION="xcb_glx",
                DEEPRASTER_SMOKE_ARGS=json.dumps({"raster": str(raster), "model": str(model), "work": str(work),
-                                                 "result": str(result), "labels": str(labels)}))
+                                                 "result": str(result), "labels": str(labels),
+                                                 "classifier": str(objects[0]) if objects else "",
+                                                 "points": str(objects[1]) if objects else ""}))
     if allow_triton is not None:  # None: as in this environment (DEEPRASTER_ALLOW_TRITON=1 shows the old crash)
         env.pop("DEEPRASTER_ALLOW_TRITON", None)
         if allow_triton:
@@ -191,6 +203,21 @@ def stripe_labels(small_raster) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def objects_inputs(small_raster) -> tuple[Path, Path]:
+    """An image-classification package reading B04 / B03 (tests/classification_scene.py) and three points on the
+    small raster."""
+    from classification_scene import classifier_package
+    from helpers import write_vector
+    from osgeo import gdal
+
+    g = gdal.Open(str(small_raster)).GetGeoTransform()
+    package = classifier_package(small_raster.parent / "classifier", input={"bands": ["B04", "B03"],
+                                                                            "value_scale": 0.0001})
+    points = [f"POINT ({g[0] + c * g[1]} {g[3] + r * g[5]})" for c, r in ((20, 20), (64, 48), (100, 70))]
+    return package / "model.json", write_vector(small_raster.parent / "points.gpkg", points)
+
+
 def _require_desktop() -> None:
     if XVFB_RUN is None:
         pytest.skip("no X server can be started: xvfb-run is missing (scripts/setup.sh installs the xvfb package)")
@@ -198,9 +225,10 @@ def _require_desktop() -> None:
         pytest.skip(f"{QGIS} (QGIS desktop) is not installed")
 
 
-def test_desktop_runs_every_family_and_quits(tmp_path, small_raster, stripe_labels, model_6b_l1c):
+def test_desktop_runs_every_family_and_quits(tmp_path, small_raster, stripe_labels, model_6b_l1c, objects_inputs):
     _require_desktop()
-    proc, result_path = run_desktop(tmp_path, small_raster, model_6b_l1c, allow_triton=None, labels=stripe_labels)
+    proc, result_path = run_desktop(tmp_path, small_raster, model_6b_l1c, allow_triton=None, labels=stripe_labels,
+                                    objects=objects_inputs)
     log = f"rc={proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
     assert proc.returncode == 0, f"QGIS did not exit normally\n{crash_summary(proc)}\n{log}"
     assert result_path.is_file(), f"the desktop script wrote no result\n{log}"
@@ -213,9 +241,11 @@ def test_desktop_runs_every_family_and_quits(tmp_path, small_raster, stripe_labe
     steps = result["steps"]
     assert steps["classify_pixels"]["outputs"] == ["OUTPUT_CLASSES", "OUTPUT_PROBABILITIES"]
     assert len(steps["classify_pixels"]["layers"]) == 2
-    for name in ("classify_pixels", "extract_features", "cluster_pixels"):  # named after their input
+    assert steps["classify_pixels_dask"]["outputs"] == ["OUTPUT_CLASSES"]  # a local Dask cluster inside QGIS
+    assert filecmp.cmp(tmp_path / "out" / "classes.tif", tmp_path / "out" / "classes_dask.tif", shallow=False)
+    for name in ("classify_pixels", "extract_features", "cluster_pixels", "classify_objects"):  # named after input
         assert all(layer.startswith(f"{small_raster.stem} — ") for layer in steps[name]["layers"]), steps[name]
-    for name in ("extract_features", "cluster_pixels"):
+    for name in ("extract_features", "cluster_pixels", "classify_objects"):
         assert "OUTPUT" in steps[name]["outputs"] and len(steps[name]["layers"]) == 1, (name, steps[name])
     assert json.loads((tmp_path / "out" / "inspect.json").read_text())["status"] == "valid"
     assert (tmp_path / "out" / "chips" / "manifest.json").is_file()  # training family

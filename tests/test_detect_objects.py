@@ -188,7 +188,8 @@ def test_core_refuses_thresholds_outside_0_1(tmp_path, package_folder, field):
 
 def test_detection_package_format_schema_and_inspect(package_folder):
     """The detection package validates (JSON Schema and plugin), Inspect runs the detector against the contract, and
-    detectors other than TorchScript are refused as not supported yet, naming the task and the architecture."""
+    detectors of other frameworks than TorchScript and torchvision are refused, naming the task and the
+    architecture."""
     import json
 
     import jsonschema
@@ -211,7 +212,8 @@ def test_detection_package_format_schema_and_inspect(package_folder):
     with pytest.raises(ModelPackageError) as info:
         parse_description(torchvision, package_folder)
     message = str(info.value)
-    assert "task 'object_detection' with framework 'smp' 'FasterRCNN' is not supported yet" in message
+    assert "task 'object_detection' takes framework 'torchscript' (a scripted detector) or 'torchvision' (a " \
+           "detector built by name), found 'smp' 'FasterRCNN'" in message
     assert "$.classes: lists 1 classes but architecture.out_channels is 2" in message
 
 
@@ -243,3 +245,38 @@ def test_merger_suppresses_across_overlapping_tiles_and_streams():
         assert len(rows) == 1 and len(rows[0]) == expected
         assert rows[0].scores[0] == pytest.approx(0.9)
         merger.finish()
+
+
+def test_intersection_over_smaller_removes_nested_boxes_within_and_across_tiles():
+    """A box nested in a larger one has a small IoU with it (here 0.25): NMS keeps both; with an IoS threshold the
+    lower score goes, whether the two boxes come from one tile or from two overlapping tiles."""
+    from deepraster.models.detectors import Detections
+    from deepraster.objects.boxes import ios_matrix, iou_matrix, nms
+    from deepraster.objects.merge import StreamingMerger
+
+    big, small = np.array([[60, 10, 100, 50]], float), np.array([[82, 12, 102, 32]], float)
+    assert iou_matrix(big, small)[0, 0] < 0.3 and ios_matrix(big, small)[0, 0] == pytest.approx(0.9)
+    boxes, scores, labels = np.concatenate([big, small]), np.array([0.7, 0.9]), np.array([1, 1])
+    assert list(nms(boxes, scores, labels, 0.5)) == [1, 0]
+    assert list(nms(boxes, scores, labels, 0.5, ios=0.8)) == [1]
+    assert list(nms(boxes, scores, labels, 0.5, ios=0.95)) == [1, 0]
+
+    grid = TileGrid(Window(0, 0, 200, 200), 100, 40)  # column cores [0, 80) and [80, 130): one box in each
+    tiles = list(grid)
+    inner = np.array([[62, 12, 82, 32]], float)  # centre x 72: tile 0; inside ``big`` (centre x 80: tile 1)
+    for ios, expected in ((None, 2), (0.8, 1)):
+        rows: list = []
+        merger = StreamingMerger(grid, 0.5, False, rows.append, ios)
+        merger.add(tiles[0], Detections(inner, np.array([0.9], np.float32), np.array([1])))
+        merger.add(tiles[1], Detections(big, np.array([0.7], np.float32), np.array([1])))
+        for t in tiles[2:]:
+            merger.add(t, Detections.empty())
+        merger.finish()
+        kept = np.concatenate([r.scores for r in rows])
+        assert len(kept) == expected and kept.max() == pytest.approx(0.9)
+
+
+def test_core_refuses_an_ios_threshold_outside_0_1(tmp_path, package_folder):
+    request = DetectRequest("x.tif", open_model(package_folder), str(tmp_path / "o.gpkg"), ios=1.5)
+    with pytest.raises(DeepRasterError, match="intersection-over-smaller threshold 1.5 is outside 0–1"):
+        detect_objects(request)

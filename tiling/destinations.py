@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -145,8 +146,9 @@ def _check_writable(dest: Destination) -> None:
 
 
 def partial_files(target: str | os.PathLike[str]) -> list[Path]:
-    """The hidden temporary files earlier runs left beside ``target`` (writer partials and their sidecars),
-    except the one a resumable run recorded in its resume state (with that state)."""
+    """The hidden temporary files earlier runs left beside ``target`` (writer partials and their sidecars, folders
+    of pieces of a distributed run), except the one a resumable run recorded in its resume state (with that
+    state)."""
     target = Path(target)
     keep: set[str] = set()
     state = target.with_name(f".{target.name}.resume.json")
@@ -157,7 +159,7 @@ def partial_files(target: str | os.PathLike[str]) -> list[Path]:
     except (OSError, ValueError, AttributeError):
         pass
     pattern = f".{target.name}.*.partial*"
-    return sorted(p for p in target.parent.glob(pattern) if p.name not in keep and p.is_file())
+    return sorted(p for p in target.parent.glob(pattern) if p.name not in keep and (p.is_file() or p.is_dir()))
 
 
 class _Lock:
@@ -220,7 +222,10 @@ def reserve_destinations(destinations: Sequence[Destination],
             locks.append(_Lock(target, dest.label))
             for stale in partial_files(target):
                 with contextlib.suppress(OSError):
-                    stale.unlink()
+                    if stale.is_dir():
+                        shutil.rmtree(stale)
+                    else:
+                        stale.unlink()
         yield paths
     finally:
         for lock in reversed(locks):

@@ -9,7 +9,8 @@ tiles, the grid is aligned to s and blending happens in output pixels (see :clas
 A region wider than the panel width is produced in column panels (see :mod:`tiling.panels`), so memory does not
 grow with the raster's width; the result is the same. A run whose heads were resumed (they report ``resumed_col``
 and ``resumed_rows``) starts in the unfinished panel at the first grid row that still contributes to an unwritten
-row, so its result equals an uninterrupted run's.
+row, so its result equals an uninterrupted run's. A run given a ``part`` produces only that window of the output
+(one piece of a distributed run, see :mod:`scale`), with the same pixels as the whole run.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ from .callbacks import Callbacks, check_cancel
 from .errors import DeepRasterError, RasterInputError, RunCancelled
 from .grid import Tile, TileGrid
 from .outputs import OutputHead
-from .panels import DEFAULT_PANEL_WIDTH, Panel, plan_panels
+from .panels import DEFAULT_PANEL_WIDTH, Panel, panel_of, plan_panels
 from .reader import Strip, StripReader
 from .transaction import commit_all
+from .window import Window
 from .writer import DEFAULT_BLOCK_SIZE
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -85,12 +87,16 @@ class TiledRun:
             run starts at the top or is resumed (results of some models, e.g. int8 ones, depend on the batch).
         pause_s: seconds to wait after each batch (keeps the computer usable during long runs; cancel still works).
         panel_width: widest column panel in input pixels (see :func:`~tiling.panels.plan_panels`).
+        part: produce only this window of the output (output pixels from the region's top-left; its columns one
+            panel): with every tile of the whole grid that reaches it, weighted as in the whole grid, so its pixels
+            equal the whole run's. The heads are made for the part's window: chunks reach them in its coordinates.
+            An all-nodata part is not an error (the whole raster was checked before it was cut into parts).
     """
 
     def __init__(self, grid: TileGrid, reader: StripReader, predict: Predict, channels: int,
                  heads: Sequence[OutputHead], batch_size: int = 4, blend: str = "hann",
                  callbacks: Callbacks | None = None, output_stride: int = 1, batches_within_rows: bool = False,
-                 pause_s: float = 0.0, panel_width: int = DEFAULT_PANEL_WIDTH) -> None:
+                 pause_s: float = 0.0, panel_width: int = DEFAULT_PANEL_WIDTH, part: Window | None = None) -> None:
         self.grid = grid
         self.reader = reader
         self.predict = predict
@@ -102,12 +108,19 @@ class TiledRun:
         self.stride = output_stride
         self.batches_within_rows = batches_within_rows
         self.pause_s = max(float(pause_s), 0.0)
-        block = math.lcm(*(head.block_size for head in self.heads)) if self.heads else DEFAULT_BLOCK_SIZE
-        self.panels = plan_panels(grid, output_stride, block, panel_width)
-        positions = [_resume_position(head) for head in self.heads]
-        self.start_col, self.start_row = min(positions) if positions else (0, 0)
-        self.stats = RunStats(tiles_total=sum(len(p.grid) for p in self.panels), rows_resumed=self.start_row,
-                              panels=len(self.panels))
+        self.part = part
+        if part is None:
+            block = math.lcm(*(head.block_size for head in self.heads)) if self.heads else DEFAULT_BLOCK_SIZE
+            self.panels = plan_panels(grid, output_stride, block, panel_width)
+            positions = [_resume_position(head) for head in self.heads]
+            self.start_col, self.start_row = min(positions) if positions else (0, 0)
+            tiles, resumed = sum(len(p.grid) for p in self.panels), self.start_row
+        else:
+            self.panels = [panel_of(grid, part.col_off, part.col_end, output_stride)]
+            self.start_col, self.start_row = part.col_off, part.row_off
+            first, end = self._grid_rows(self.panels[0].grid, part.row_off)
+            tiles, resumed = (end - first) * self.panels[0].grid.shape[1], 0
+        self.stats = RunStats(tiles_total=tiles, rows_resumed=resumed, panels=len(self.panels))
         self.blender: StripBlender | None = None  # the current panel's
         self._blended_row = -1  # last grid row whose tiles reached the blender
         self._out_tile = grid.tile_size // output_stride
@@ -135,7 +148,7 @@ class TiledRun:
                 reader = None  # the previous panel's reader and buffers go before the next panel's come
                 reader = self.reader if len(self.panels) == 1 else self.reader.for_grid(panel.grid)
                 self._run_panel(panel, reader, self.start_row if panel.col_off == self.start_col else 0)
-            if self.stats.tiles_predicted == 0 and self.start_col == self.start_row == 0:
+            if self.stats.tiles_predicted == 0 and self.start_col == self.start_row == 0 and self.part is None:
                 raise RasterInputError(
                     "The raster has no valid pixel in the processed area (all nodata, or all removed by the mask). "
                     "Check the nodata value, the extent and the mask settings."
@@ -169,7 +182,9 @@ class TiledRun:
         self.blender = StripBlender(grid, self.channels, self.blend, self.stride, start_row,
                                     (panel.col_off, panel.col_end))
         self._blended_row = -1
-        if start_row:
+        if self.part is not None:
+            reader.skip_to(*self._grid_rows(grid, start_row))
+        elif start_row:
             self._resume(grid, reader, start_row)
         pending: list[_Pending] = []
         for strip in reader:
@@ -189,7 +204,20 @@ class TiledRun:
             self._report()
         if pending:
             self._predict_and_blend(pending)
-        self._release(grid.region.row_end)
+        self._release(grid.region.row_end if self.part is None else self._input_row(self.part.row_end))
+
+    def _input_row(self, out_row: int) -> int:
+        """The raster row where output row ``out_row`` (from the region's top) starts."""
+        return self.grid.region.row_off + out_row * self.stride
+
+    def _grid_rows(self, grid: TileGrid, start_row: int) -> tuple[int, int]:
+        """``(first, end)``: the grid rows whose tiles reach output rows ``start_row`` to the part's end (the
+        region's end without a part)."""
+        first = grid.first_row_reaching(self._input_row(start_row))
+        if self.part is None:
+            return first, len(grid.row_starts)
+        end_input = self._input_row(self.part.row_end)
+        return first, next((i for i, r in enumerate(grid.row_starts) if r >= end_input), len(grid.row_starts))
 
     def _resume(self, grid: TileGrid, reader: StripReader, start_row: int) -> None:
         """Start reading at the first grid row that reaches an output row an interrupted run did not write."""
@@ -264,6 +292,9 @@ class TiledRun:
         """Finish the current panel's output rows above raster row ``row`` and hand them to every head (what a
         resumed head already has is not given again)."""
         for chunk in self.blender.release_until(row):
+            if self.part is not None:  # into the part's coordinates: its heads were made for its window
+                chunk = Chunk(chunk.row_off - self.part.row_off, chunk.values, chunk.valid,
+                              chunk.col_off - self.part.col_off)
             for head in self.heads:
                 head_col, head_rows = _resume_position(head)
                 skip = head_rows - chunk.row_off if chunk.col_off == head_col else 0

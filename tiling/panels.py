@@ -53,10 +53,12 @@ def plan_panels(grid: TileGrid, stride: int = 1, block: int = 256,
     if count <= 1:
         return [Panel(0, out_cols, grid)]
     width = math.ceil(math.ceil(out_cols / count) / block) * block
-    panels = []
-    for col_off in range(0, out_cols, width):
-        col_end = min(col_off + width, out_cols)
-        first_input = grid.region.col_off + col_off * stride
-        end_input = min(grid.region.col_off + col_end * stride, grid.region.col_end)
-        panels.append(Panel(col_off, col_end, grid.columns(*grid.columns_touching(first_input, end_input))))
-    return panels
+    return [panel_of(grid, col_off, min(col_off + width, out_cols), stride) for col_off in range(0, out_cols, width)]
+
+
+def panel_of(grid: TileGrid, col_off: int, col_end: int, stride: int = 1) -> Panel:
+    """The panel of output columns ``[col_off, col_end)`` (from the region's left edge) with every tile of the whole
+    grid that reaches them."""
+    first_input = grid.region.col_off + col_off * stride
+    end_input = min(grid.region.col_off + col_end * stride, grid.region.col_end)
+    return Panel(col_off, col_end, grid.columns(*grid.columns_touching(first_input, end_input)))

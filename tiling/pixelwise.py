@@ -79,19 +79,20 @@ def _as_results(result: np.ndarray | Sequence[np.ndarray], outputs: Sequence[Pix
 
 def map_pixels(source: RasterSource, bands: Sequence[int], fn: PixelFunction, outputs: Sequence[PixelOutput],
                region: Window | None = None, callbacks: Callbacks | None = None,
-               budget_bytes: int = DEFAULT_BUDGET) -> PixelRunStats:
+               budget_bytes: int = DEFAULT_BUDGET, require_valid: bool = True) -> PixelRunStats:
     """Apply ``fn`` to the valid pixels of ``region`` window by window and stream its results to ``outputs``.
 
     Each output covers ``region`` on the input's grid and CRS; pixels that are invalid in the input are the output's
     nodata. Outputs are written under temporary names and renamed at the end: on error or cancel nothing is left.
-    Raises :class:`RasterInputError` when the region has no valid pixel. Freed memory is kept for reuse meanwhile
-    (see :mod:`tiling.allocator`).
+    Raises :class:`RasterInputError` when the region has no valid pixel, unless ``require_valid`` is False (a piece
+    of a distributed run: the whole raster was checked). Freed memory is kept for reuse meanwhile (see
+    :mod:`tiling.allocator`).
     """
     with freed_memory_kept():
-        return _map_pixels(source, bands, fn, outputs, region, callbacks, budget_bytes)
+        return _map_pixels(source, bands, fn, outputs, region, callbacks, budget_bytes, require_valid)
 
 
-def _writer(out: PixelOutput, region: Window, source: RasterSource) -> GeoTiffWriter:
+def pixel_writer(out: PixelOutput, region: Window, source: RasterSource) -> GeoTiffWriter:
     """A writer for ``out`` covering ``region`` on the input's grid and CRS."""
     return GeoTiffWriter(out.path, RasterSpec(
         width=region.width, height=region.height, bands=out.bands, dtype=np.dtype(out.dtype),
@@ -101,16 +102,18 @@ def _writer(out: PixelOutput, region: Window, source: RasterSource) -> GeoTiffWr
 
 
 def _map_pixels(source: RasterSource, bands: Sequence[int], fn: PixelFunction, outputs: Sequence[PixelOutput],
-                region: Window | None, callbacks: Callbacks | None, budget_bytes: int) -> PixelRunStats:
+                region: Window | None, callbacks: Callbacks | None, budget_bytes: int,
+                require_valid: bool) -> PixelRunStats:
     cb = callbacks or Callbacks()
-    if source.gcp_warning:
+    if source.gcp_warning and require_valid:
         cb.warning(source.gcp_warning)
-    require_valid_pixel(source, bands, region, cb)  # an all-nodata raster stops here, before outputs are made
+    if require_valid:
+        require_valid_pixel(source, bands, region, cb)  # an all-nodata raster stops here, before outputs are made
     region = region or source.window
     stats = PixelRunStats()
     start = time.perf_counter()
     with ExitStack() as uncommitted:  # leaving it by any exception (KeyboardInterrupt too) aborts every writer
-        writers = [uncommitted.enter_context(_writer(out, region, source)) for out in outputs]
+        writers = [uncommitted.enter_context(pixel_writer(out, region, source)) for out in outputs]
         with PixelReader(source, bands, region, budget_bytes) as reader:
             total = reader.window_count
             for strip, windows in reader.strips():
@@ -132,7 +135,7 @@ def _map_pixels(source: RasterSource, bands: Sequence[int], fn: PixelFunction, o
                     writer.write(strip.row_off - region.row_off, buf)
                 reader.strip_done()
         stats.pixels = region.width * region.height
-        if stats.valid_pixels == 0:
+        if stats.valid_pixels == 0 and require_valid:
             raise RasterInputError(
                 "The raster has no valid pixel in the processed area (all nodata). Check the nodata value, the "
                 "bands and the extent."

@@ -48,6 +48,34 @@ def denormals_flushed(on_cpu: bool) -> Iterator[None]:
         torch.set_flush_denormal(False)
 
 
+PRECISIONS = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+"""Compute precisions of :class:`TorchPredictor` on a CUDA GPU (weights and activations in that type)."""
+PRECISION_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
+
+
+def resolve_precision(name: str | None, half: bool = False) -> str:
+    """The precision's canonical name: None → ``float16`` when ``half``, else ``float32``; aliases accepted."""
+    if name is None or not str(name).strip():
+        return "float16" if half else "float32"
+    key = str(name).strip().lower()
+    key = PRECISION_ALIASES.get(key, key)
+    if key not in PRECISIONS:
+        raise DeepRasterError(f"Unknown precision {name!r}: choose float32, float16 or bfloat16 "
+                              "(fp32, fp16, bf16).")
+    return key
+
+
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype the model computes in: float32 on the CPU whatever ``precision`` says (as ``half`` always was);
+    on CUDA the precision's, bfloat16 only on a GPU that supports it (compute capability 8.0, Ampere, or newer)."""
+    if device.type != "cuda":
+        return torch.float32
+    if precision == "bfloat16" and not torch.cuda.is_bf16_supported():
+        raise DeepRasterError(f"This GPU ({torch.cuda.get_device_name(device)}) does not compute in bfloat16: "
+                              "choose float16 or float32.")
+    return PRECISIONS[precision]
+
+
 Poll = Callable[[float], None]
 """Called after each forward call with the fraction (0–1) of the current batch done; it may raise
 :class:`~tiling.errors.RunCancelled` to stop the run between two calls."""
@@ -64,16 +92,19 @@ class TorchPredictor:
         device: where to run.
         activation: ``softmax`` over channels, ``sigmoid`` per channel, or ``none``.
         half: run in float16 (CUDA only; ignored on the CPU).
+        precision: ``float32``, ``float16`` or ``bfloat16`` (or ``fp32`` / ``fp16`` / ``half`` / ``bf16``),
+            overriding ``half`` (see :func:`resolve_precision`); CUDA only: the CPU always computes in float32.
     """
 
     def __init__(self, model: torch.nn.Module, device: torch.device, activation: str = "softmax",
-                 half: bool = False) -> None:
+                 half: bool = False, precision: str | None = None) -> None:
         self.poll: Poll | None = None  # set by the run loop (tiling.engine.TiledRun)
         self.device = device
-        self.half = half and device.type == "cuda"
+        self.dtype = compute_dtype(resolve_precision(precision, half), device)
+        self.half = self.dtype == torch.float16
         self.model = model.to(device).eval()
-        if self.half:
-            self.model = self.model.half()
+        if self.dtype != torch.float32:
+            self.model = self.model.to(self.dtype)
         self.activation = activation
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -93,8 +124,8 @@ class TorchPredictor:
             x = torch.from_numpy(np.ascontiguousarray(batch))
             if self.device.type == "cuda":
                 x = x.pin_memory().to(self.device, non_blocking=True)
-            if self.half:
-                x = x.half()
+            if self.dtype != torch.float32:
+                x = x.to(self.dtype)
             y = self.model(x).float()
             if self.activation == "softmax":
                 y = torch.softmax(y, dim=1)

@@ -110,6 +110,7 @@ class StripReader:
         self.mask_rules = list(mask_rules)
         self.read_bands = sorted({*transform.bands, *(b for needed, _ in mask_rules for b in needed)})
         self.first_row = 0  # grid rows above are not read (a resumed run): see skip_to
+        self.end_row: int | None = None  # grid rows from here on are not read (a piece of a run): see skip_to
         self._queue: queue.Queue = queue.Queue(maxsize=max(prefetch, 1))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -118,16 +119,18 @@ class StripReader:
     def for_grid(self, grid: TileGrid) -> StripReader:
         """A reader like this one (raster, bands, transform, rules, read-ahead) over another grid, e.g. a panel."""
         other = copy.copy(self)
-        other.grid, other.first_row, other._rows, other._thread = grid, 0, None, None
+        other.grid, other.first_row, other.end_row, other._rows, other._thread = grid, 0, None, None, None
         other._queue = queue.Queue(maxsize=self._queue.maxsize)
         other._stop = threading.Event()
         return other
 
-    def skip_to(self, grid_row: int) -> None:
-        """Start the iteration at ``grid_row`` (a resumed run re-reads only what it still needs)."""
+    def skip_to(self, grid_row: int, end_row: int | None = None) -> None:
+        """Start the iteration at ``grid_row`` (a resumed run re-reads only what it still needs) and, given
+        ``end_row``, stop before that grid row (a piece of a run reads only the rows reaching it)."""
         if self._thread is not None:
             raise RuntimeError("skip_to must be called before iterating")
         self.first_row = max(int(grid_row), 0)
+        self.end_row = end_row
 
     def __iter__(self) -> Iterator[Strip]:
         self._thread = threading.Thread(target=self._produce, name="deepraster-reader", daemon=True)
@@ -168,7 +171,8 @@ class StripReader:
         last: object = RasterInputError(f"Reading {self.source.path} stopped unexpectedly.")
         try:
             ds = gdal.Open(self.source.path, gdal.GA_ReadOnly)
-            for r in range(self.first_row, len(self.grid.row_starts)):
+            end = len(self.grid.row_starts) if self.end_row is None else min(self.end_row, len(self.grid.row_starts))
+            for r in range(self.first_row, end):
                 if self._stop.is_set() or not self._put(self.read_strip(ds, r)):
                     return
                 ds.FlushCache()  # drop this handle's cached blocks: memory must not grow with the raster

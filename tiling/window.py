@@ -52,6 +52,10 @@ class Window:
         """This window with offsets counted from ``origin``'s top-left corner."""
         return Window(self.col_off - origin.col_off, self.row_off - origin.row_off, self.width, self.height)
 
+    def shifted(self, cols: int, rows: int) -> Window:
+        """This window moved ``cols`` to the right and ``rows`` down (pixels)."""
+        return Window(self.col_off + cols, self.row_off + rows, self.width, self.height)
+
     def slices(self) -> tuple[slice, slice]:
         """``(rows, cols)`` slices for indexing a ``(..., rows, cols)`` array anchored at (0, 0)."""
         return slice(self.row_off, self.row_end), slice(self.col_off, self.col_end)

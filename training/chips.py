@@ -3,8 +3,9 @@
 - Ours: ``manifest.json`` (see :mod:`training.layout`) lists every chip with its split, the class table, the ignore
   value and the band statistics of the training chips.
 - Esri's *Classified_Tiles* (ArcGIS Pro's *Export Training Data For Deep Learning*): ``images/`` and ``labels/``
-  with chips of the same names, ``esri_model_definition.emd`` (``Classes``: Value, Name, Color as [r, g, b]),
-  ``esri_accumulated_stats.json`` and ``map.txt`` (image and label paths, Windows or POSIX separators). Such a
+  with chips of the same names, ``esri_model_definition.emd`` (``Classes``: Value, Name, Color as [r, g, b];
+  band names and statistics in ``InputRastersProps`` and ``AllTilesStats``), ``esri_accumulated_stats.json`` and
+  ``map.txt`` (image and label paths, Windows or POSIX separators). Such a
   folder carries no split (``split`` is None: the training step draws one) and no ignore value (0 is background).
 """
 
@@ -135,9 +136,33 @@ def _esri(folder: Path) -> ChipFolder:
     else:
         chips = [Chip(p, folder / "labels" / p.name, None) for p in sorted((folder / "images").glob("*"))
                  if p.suffix.lower() in IMAGE_SUFFIXES]
-    band_stats = stats.get("BandStats") or []
-    mean = [float(b["Mean"]) for b in band_stats] if band_stats else None
-    std = [float(b["StdDev"]) for b in band_stats] if band_stats else None
+    mean, std, bands = _esri_band_statistics(emd, stats, folder)
     size = stats.get("TileSizeX") or emd.get("ImageWidth")
     return ChipFolder("esri", _checked(folder, chips), _esri_classes(emd, emd_path), None,
-                      int(size) if size else None, mean, std, [str(b.get("BandName", "")) for b in band_stats])
+                      int(size) if size else None, mean, std, bands)
+
+
+def _esri_band_statistics(emd: dict, stats: dict, where: Path) -> tuple[list[float] | None, list[float] | None,
+                                                                         list[str]]:
+    """Per-band mean, std and band names of an Esri folder: the .emd's ``AllTilesStats`` and
+    ``InputRastersProps.BandNames`` (ArcGIS Pro 2.7 and later), else ``BandStatsState`` of the accumulated
+    statistics (M1, sqrt(M2 / Num)), else the ``BandStats`` that Deep Raster wrote before; (None, None, names) when
+    none is recorded."""
+    props = emd.get("InputRastersProps") if isinstance(emd.get("InputRastersProps"), dict) else {}
+    names = [str(n) for n in props.get("BandNames") or []]
+    try:
+        if emd.get("AllTilesStats"):
+            rows = emd["AllTilesStats"]
+            return [float(b["Mean"]) for b in rows], [float(b["StdDev"]) for b in rows], names
+        if stats.get("BandStatsState"):
+            rows = stats["BandStatsState"]
+            return ([float(b["M1"]) for b in rows], [(float(b["M2"]) / max(float(b["Num"]), 1.0)) ** 0.5 for b in rows],
+                    names)
+        rows = stats.get("BandStats") or []
+        if rows:
+            return ([float(b["Mean"]) for b in rows], [float(b["StdDev"]) for b in rows],
+                    names or [str(b.get("BandName", "")) for b in rows])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ChipFolderError(f"{where}: the band statistics lack {exc} (Mean/StdDev, or M1/M2/Num): export "
+                              "again.") from exc
+    return None, None, names

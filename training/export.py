@@ -113,19 +113,26 @@ def check_disk_space(output: Path, estimate: int) -> None:
                           "choose another disk, or export fewer chips (a larger stride or a smaller extent).")
 
 
+def open_north_up(raster: str, bands: Sequence[int]) -> tuple[RasterSource, tuple[int, ...]]:
+    """The raster and its bands to export (all when ``bands`` is empty); refused unless georeferenced north-up."""
+    source = RasterSource.open(raster)
+    chosen = tuple(bands) or tuple(range(1, source.band_count + 1))
+    source.check_bands(chosen)
+    gt = source.geotransform
+    if not source.georeferenced or source.gcps or gt[2] or gt[4]:
+        raise RasterInputError(f"{source.path} is not georeferenced north-up: chips could not be placed on the map. "
+                               "Warp it first (Raster > Projections > Warp).")
+    return source, chosen
+
+
 def export_training_data(request: ExportRequest, callbacks: Callbacks | None = None) -> ExportResult:
     """Write the chips, ``manifest.json`` and Esri's Classified_Tiles files (see the module docstring)."""
     gdal.UseExceptions()
     callbacks = callbacks or Callbacks()
     output = Path(request.output)
     check_output(output, request.overwrite, (request.raster, request.label_raster or "", *request.inputs))
-    source = RasterSource.open(request.raster)
-    bands = tuple(request.bands) or tuple(range(1, source.band_count + 1))
-    source.check_bands(bands)
+    source, bands = open_north_up(request.raster, request.bands)
     gt = source.geotransform
-    if not source.georeferenced or source.gcps or gt[2] or gt[4]:
-        raise RasterInputError(f"{source.path} is not georeferenced north-up: chips could not be placed on the map. "
-                               "Warp it first (Raster > Projections > Warp).")
     chip, stride = request.chip_size, request.stride or request.chip_size
     if chip < 16 or stride < 1:
         raise TrainingDataError(f"Chip size {chip} px is too small: use at least 16 px (e.g. 256).")
@@ -185,20 +192,14 @@ def _write_chips(request: ExportRequest, source: RasterSource, bands: tuple[int,
                  folder: Path, callbacks: Callbacks) -> _Written:
     """Every kept chip written; per-class pixel counts per split and band statistics of the training chips."""
     ds = gdal.Open(source.path)
-    dtypes = {source.dtypes[b - 1] for b in bands}
-    dtype = gdal.GetDataTypeByName(dtypes.pop()) if len(dtypes) == 1 else gdal.GDT_Float32
+    dtype = chip_dtype(source, bands)
     stats = ChipStatistics(len(bands), [c["value"] for c in labels.classes])
     records: list[dict] = []
     skipped = {"too_few_labelled": 0, "no_valid_pixel": 0, "gap": plan.dropped_by_gap}
     callbacks.stage("Writing chips")
     for i, (window, split) in enumerate(plan.chips):
         check_cancel(callbacks)
-        try:
-            by_band = {b: ds.GetRasterBand(b).ReadAsArray(window.col_off, window.row_off, window.width,
-                                                          window.height) for b in bands}
-        except RuntimeError as exc:
-            raise read_failure(source.path, exc) from exc
-        valid = pixel_validity(source, ds, window, by_band)
+        by_band, valid = read_chip(ds, source, bands, window)
         label = labels.read(window)
         label[~valid] = IGNORE
         if not valid.any():
@@ -208,7 +209,7 @@ def _write_chips(request: ExportRequest, source: RasterSource, bands: tuple[int,
             skipped["too_few_labelled"] += 1
             continue
         name = f"{len(records):09d}.tif"
-        _write_image(folder / "images" / name, source, bands, by_band, window, dtype)
+        write_image_chip(folder / "images" / name, source, bands, by_band, window, dtype)
         _write_label(folder / "labels" / name, source, window, label, labels.classes)
         stats.add(split, [by_band[b] for b in bands], valid, label)
         records.append({"image": f"images/{name}", "label": f"labels/{name}", "split": split,
@@ -220,6 +221,24 @@ def _write_chips(request: ExportRequest, source: RasterSource, bands: tuple[int,
                    f"{skipped['too_few_labelled']} with too few labelled pixels, {skipped['no_valid_pixel']} without "
                    f"a valid pixel, {skipped['gap']} in the one-chip gap between the splits.")
     return _Written(records, stats, skipped)
+
+
+def chip_dtype(source: RasterSource, bands: tuple[int, ...]) -> int:
+    """The GDAL data type of image chips: the bands' own when they share one, else float32."""
+    dtypes = {source.dtypes[b - 1] for b in bands}
+    return gdal.GetDataTypeByName(dtypes.pop()) if len(dtypes) == 1 else gdal.GDT_Float32
+
+
+def read_chip(ds: gdal.Dataset, source: RasterSource, bands: tuple[int, ...], window: Window
+              ) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """The bands of one chip window (band number → array) and its pixel validity
+    (:func:`tiling.source.pixel_validity`)."""
+    try:
+        by_band = {b: ds.GetRasterBand(b).ReadAsArray(window.col_off, window.row_off, window.width, window.height)
+                   for b in bands}
+    except RuntimeError as exc:
+        raise read_failure(source.path, exc) from exc
+    return by_band, pixel_validity(source, ds, window, by_band)
 
 
 def _check_counts(records: list[dict], stats: ChipStatistics, classes: Sequence[dict], skipped: dict) -> None:
@@ -246,8 +265,9 @@ def _create(path: Path, source: RasterSource, window: Window, count: int, dtype:
     return ds
 
 
-def _write_image(path: Path, source: RasterSource, bands: tuple[int, ...], by_band: dict, window: Window,
-                 dtype: int) -> None:
+def write_image_chip(path: Path, source: RasterSource, bands: tuple[int, ...], by_band: dict, window: Window,
+                     dtype: int) -> None:
+    """One image chip: ``by_band`` (band number → array of ``window``) as a tiled GeoTIFF on the raster's grid."""
     ds = _create(path, source, window, len(bands), dtype)
     for i, b in enumerate(bands, 1):
         out = ds.GetRasterBand(i)

@@ -4,9 +4,9 @@
   per-band mean/std of the valid pixels of the **training** chips, pixel size, CRS, chip size, stride, ignore value,
   the split (blocks, seed, fraction), every chip (files, split, pixel window) and pixel counts per class and split.
 - Esri's *Classified_Tiles* layout, over the same ``images/`` and ``labels/`` (each chip with its ``.tfw`` world
-  file): ``esri_model_definition.emd`` (classes as Value/Name/Color), ``esri_accumulated_stats.json``
-  (MetaDataMode, tile size, cell size, ClassPixelStats), ``map.txt`` (image and label path per line) and
-  ``stats.txt``.
+  file): ``esri_model_definition.emd`` (classes as Value/Name/Color, tile size, band names and per-band statistics
+  as ArcGIS Pro's exports carry them), ``esri_accumulated_stats.json`` (MetaDataMode, tile size, cell size,
+  ClassPixelStats, BandStatsState), ``map.txt`` (image and label path per line) and ``stats.txt``.
 """
 
 from __future__ import annotations
@@ -112,28 +112,47 @@ def write_layout(folder: Path, request, source: RasterSource, bands: tuple[int, 
     _write_esri(folder, source, bands, classes, records, stats, chip)
 
 
+WELL_KNOWN_BANDS = "WellKnownBandNames (FYI, these band names can be used in ExtractBands)"
+"""An .emd key of ArcGIS Pro's exports that arcgis.learn's ``prepare_data`` indexes directly for 3-band data."""
+
+
+def _band_stats(stats: ChipStatistics, i: int) -> dict[str, float]:
+    return {"Min": float(stats.minimum[i]), "Max": float(stats.maximum[i]), "Mean": stats.mean[i],
+            "StdDev": stats.std[i]}
+
+
 def _write_esri(folder: Path, source: RasterSource, bands: tuple[int, ...], classes: Sequence[dict],
                 records: list[dict], stats: ChipStatistics, chip: int) -> None:
+    """Esri's Classified_Tiles files, with the keys arcgis.learn's ``prepare_data`` reads: in the .emd ``Classes``,
+    ``ImageSpaceUsed``, ``InputRastersProps`` (band names) and ``AllTilesStats`` (per-band Min/Max/Mean/StdDev, here
+    of the training chips); in esri_accumulated_stats.json ``MetaDataMode``, ``ClassPixelStats`` and
+    ``BandStatsState`` (Min, Max, M1 = mean, M2 = sum of squared deviations, Num = pixels)."""
     gt = source.geotransform
     esri_classes = [{"Value": c["value"], "Name": c["name"], "Color": _rgb(c["color"])} for c in classes]
+    names = [source.descriptions[b - 1] or f"band {b}" for b in bands]
+    band_stats = [_band_stats(stats, i) for i in range(len(bands))] if stats.n else []
     emd = {"Framework": "", "ModelConfiguration": "", "ModelType": "ImageClassification",
            "ImageHeight": chip, "ImageWidth": chip, "ExtractBands": list(range(len(bands))),
            "DataRange": [float(np.min(stats.minimum)), float(np.max(stats.maximum))] if stats.n else None,
-           "Classes": esri_classes}
+           "MetaDataMode": "Classified_Tiles", "ImageSpaceUsed": "MAP_SPACE",
+           "InputRastersProps": {"RasterCount": 1, "SensorName": "", "BandNames": names},
+           "AllTilesStats": band_stats, WELL_KNOWN_BANDS: names, "Classes": esri_classes}
     total = [stats.pixel_counts[TRAIN].get(c["value"], 0) + stats.pixel_counts[VALIDATION].get(c["value"], 0)
              for c in classes]
     cell = {"x": abs(gt[1]), "y": abs(gt[5])}
     epsg = _epsg(source.projection)
+    m2 = (np.asarray(stats.std) ** 2 * stats.n).tolist()
     accumulated = {
-        "MetaDataMode": "Classified_Tiles", "ImageSpaceUsed": "MAP_SPACE", "NumTiles": len(records),
-        "TileSizeX": chip, "TileSizeY": chip, "NumBands": len(bands), "MinCellSize": cell, "MaxCellSize": cell,
+        "MetaDataMode": "Classified_Tiles", "ImageSpaceUsed": "MAP_SPACE", "OutputFeatures": False,
+        "NumTiles": len(records), "TileSizeX": chip, "TileSizeY": chip, "NumBands": len(bands),
+        "NumClasses": len(classes), "MinCellSize": cell, "MaxCellSize": cell,
         "SpatialReference": {"wkid": epsg} if epsg else {"wkt": source.projection},
         "Classes": esri_classes,
-        "ClassPixelStats": {"NumImagesPerClass": [stats.images_per_class.get(c["value"], 0) for c in classes],
+        "ClassPixelStats": {"NumClasses": len(classes), "NumImagesTotal": len(records),
+                            "NumImagesPerClass": [stats.images_per_class.get(c["value"], 0) for c in classes],
                             "NumPixelsPerClass": total},
-        "BandStats": [{"BandName": source.descriptions[b - 1] or f"band {b}", "Min": float(stats.minimum[i]),
-                       "Max": float(stats.maximum[i]), "Mean": stats.mean[i], "StdDev": stats.std[i]}
-                      for i, b in enumerate(bands)] if stats.n else [],
+        "BandStatsState": [{"Min": b["Min"], "Max": b["Max"], "M1": b["Mean"], "M2": m2[i], "Num": stats.n}
+                           for i, b in enumerate(band_stats)],
     }
     (folder / "esri_model_definition.emd").write_text(json.dumps(emd, indent=1), encoding="utf-8")
     (folder / "esri_accumulated_stats.json").write_text(json.dumps(accumulated, indent=1), encoding="utf-8")

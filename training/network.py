@@ -1,58 +1,23 @@
 """The network, its starting weights, the loss and the learning-rate schedule of a training run.
 
 The network is a segmentation-models-pytorch architecture built by :func:`models.loaders.build_network` (never with
-downloaded weights). Fine-tuning starts from the encoder of an existing model package: its bands must be the chips'
-bands (matched by name or alias, :mod:`models.bands`), and its value scale and normalisation are kept.
+downloaded weights). Its starting weights (a package's encoder, or a weights file) are loaded by
+:func:`training.initial.load_start`, which adapts the first convolution when the chips' bands differ.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
-from ..models.bands import match_bands_by_name
-from ..models.errors import BandMappingError, ModelPackageError
-from ..models.sources import open_model
-from ..models.spec import Architecture, ModelPackage
-from ..models.weights import read_state_dict
+from ..models.errors import ModelPackageError
+from ..models.spec import Architecture
 from .dataset import IGNORE_INDEX
 from .errors import TrainingDataError
+from .initial import StartingPoint, load_start
 
 ARCHITECTURES = ("Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus", "Linknet", "MAnet", "PSPNet", "PAN")
 LOSSES = ("ce", "ce+dice", "dice", "focal")
 SCHEDULES = ("cosine", "onecycle", "constant")
-
-
-@dataclass(frozen=True)
-class StartingPoint:
-    """An existing package whose encoder starts the training, and the chip bands (0-based) in its band order."""
-
-    package: ModelPackage
-    bands: tuple[int, ...]
-
-
-def starting_point(path: str, chip_bands: Sequence[str]) -> StartingPoint:
-    """Open the package at ``path`` and match its bands with the chips' band descriptions (refused when they
-    differ: the encoder learnt those bands)."""
-    package = open_model(path)
-    a = package.architecture
-    if a.framework != "smp" or package.weights_format not in ("safetensors", "state_dict"):
-        raise ModelPackageError(f"The package {package.name} is not a segmentation-models-pytorch network with a state "
-                                "dict, so its encoder cannot start a training. Choose another package, or none.")
-    names = ", ".join(package.band_names)
-    if not chip_bands or not all(chip_bands):
-        raise BandMappingError(f"The chips carry no band names, so they cannot be matched with the bands of "
-                               f"{package.name} ({names}). Export the chips from a raster with band descriptions.")
-    missing = [f"{b.name} ({', '.join(b.aliases)})" if b.aliases else b.name for b in package.bands
-               if not any(b.matches(d) for d in chip_bands)]
-    if missing or len(chip_bands) != len(package.bands):
-        found = f" Not found: {'; '.join(missing)}." if missing else ""
-        raise BandMappingError(
-            f"The chips' bands ({', '.join(chip_bands)}) do not match the bands of {package.name}, whose encoder was "
-            f"trained on {len(package.bands)} bands ({names}).{found} Export the chips with exactly these bands "
-            "(band descriptions such as B02, B03 …), or train without initial weights.")
-    bands = match_bands_by_name(package.bands, chip_bands)
-    return StartingPoint(package, tuple(b - 1 for b in bands))
 
 
 def architecture(arch: str, encoder: str, in_channels: int, classes: int) -> Architecture:
@@ -62,8 +27,11 @@ def architecture(arch: str, encoder: str, in_channels: int, classes: int) -> Arc
     return Architecture("smp", arch, encoder, in_channels, classes)
 
 
-def build(arch: Architecture, start: StartingPoint | None):
-    """The network with random weights, its encoder copied from ``start`` when given."""
+def build(arch: Architecture, start: StartingPoint | None, chip_bands: Sequence[str] = (), init: str = "mean",
+          info: Callable[[str], None] | None = None, warning: Callable[[str], None] | None = None):
+    """The network with random weights, then the tensors of ``start`` when given (see
+    :func:`training.initial.load_start`: ``chip_bands`` names the input bands, ``init`` fills the first-layer
+    filters of bands the weights lack, ``info`` and ``warning`` receive the log lines)."""
     from ..models.loaders import build_network
 
     try:
@@ -72,18 +40,10 @@ def build(arch: Architecture, start: StartingPoint | None):
         raise TrainingDataError(f"segmentation-models-pytorch cannot build {arch.arch} with encoder {arch.encoder!r}: "
                                 f"{exc.__cause__ or exc}. Choose another encoder (e.g. resnet18, resnet34, "
                                 "efficientnet-b0, mobilenet_v2).") from exc
-    if start is None:
-        return net
-    state = read_state_dict(start.package.weights_file, start.package.weights_format)
-    own = net.state_dict()
-    encoder = {k: v.to(own[k].dtype) for k, v in state.items()
-               if k.startswith("encoder.") and k in own and tuple(v.shape) == tuple(own[k].shape)}
-    wanted = [k for k in own if k.startswith("encoder.") and not k.endswith("num_batches_tracked")]
-    missing = [k for k in wanted if k not in encoder]
-    if missing:
-        raise ModelPackageError(f"The encoder of {start.package.name} ({start.package.architecture.encoder}) does not "
-                                f"fit a {arch.encoder} encoder ({len(missing)} tensors missing, e.g. {missing[0]}).")
-    net.load_state_dict(encoder, strict=False)
+    if start is not None:
+        quiet = lambda line: None  # noqa: E731
+        load_start(net, start, chip_bands or [""] * arch.in_channels, arch.in_channels, init, info or quiet,
+                   warning or quiet)
     return net
 
 

@@ -66,7 +66,7 @@ def write_outputs(run, parameters: dict[str, Any]):
             encoder=run.arch.encoder, out_channels=len(run.values), value_scale=t.scale, value_offset=t.offset,
             mean=t.mean, std=t.std, tile_size=size, overlap=size // 4, activation="softmax",
             training={"tile_size": size}, provenance=_provenance(run, parameters),
-            attribution=run.start.package.attribution if run.start else ""))
+            attribution=run.start.attribution if run.start else ""))
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

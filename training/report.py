@@ -41,23 +41,26 @@ class TrainingReport:
         return write_reports(html_path, lambda: report_html(self), json_path, self.to_dict)
 
 
-def learning_curves_png(history: list[dict[str, Any]]) -> bytes | None:
-    """Training / validation loss and validation mIoU per epoch as a PNG (None without matplotlib)."""
+def learning_curves_png(history: list[dict[str, Any]], score: str = "validation_miou",
+                        label: str = "validation mIoU") -> bytes | None:
+    """Training / validation loss (when recorded) and the validation ``score`` (named ``label``) per epoch as a PNG
+    (None without matplotlib)."""
     try:
         from matplotlib.figure import Figure
     except ImportError:
         return None
     epochs = [h["epoch"] for h in history]
     figure = Figure(figsize=(8, 3.2), dpi=100)
-    loss, score = figure.subplots(1, 2)
+    loss, axes = figure.subplots(1, 2)
     loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="training")
-    loss.plot(epochs, [h["validation_loss"] for h in history], "s-", label="validation")
+    if all(h.get("validation_loss") is not None for h in history):
+        loss.plot(epochs, [h["validation_loss"] for h in history], "s-", label="validation")
     loss.set_xlabel("epoch")
     loss.set_ylabel("loss")
     loss.legend()
-    score.plot(epochs, [h["validation_miou"] for h in history], "o-", color="tab:green")
-    score.set_xlabel("epoch")
-    score.set_ylabel("validation mIoU")
+    axes.plot(epochs, [h[score] for h in history], "o-", color="tab:green")
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(label)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
@@ -93,7 +96,8 @@ def split_map_png(windows: dict[str, list[list[int]]]) -> bytes | None:
     return buffer.getvalue()
 
 
-def _image(title: str, alt: str, png: bytes | None) -> list[str]:
+def image_section(title: str, alt: str, png: bytes | None) -> list[str]:
+    """A heading and the PNG embedded as a data URI (nothing without a PNG)."""
     if not png:
         return []
     return [f'<h2>{title}</h2><img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">']
@@ -110,8 +114,8 @@ def report_html(report: TrainingReport) -> str:
              f"{e(str(report.data.get('split', '')))})<br>Best epoch: {report.best_epoch} of {len(report.history)} "
              f"run ({e(report.stopped)})</p>"]
     parts += [f'<p class="warn">{e(w)}</p>' for w in report.warnings]
-    parts += _image("Learning curves", "learning curves", learning_curves_png(report.history))
-    parts += _image("Training and validation chips", "map of the split", split_map_png(report.chip_windows))
+    parts += image_section("Learning curves", "learning curves", learning_curves_png(report.history))
+    parts += image_section("Training and validation chips", "map of the split", split_map_png(report.chip_windows))
     parts.append("<h2>Epochs</h2>")
     parts.append(table(["epoch", "training loss", "validation loss", "validation mIoU", "overall accuracy",
                          "learning rate", "seconds"],

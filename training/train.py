@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from ..tiling.callbacks import Callbacks
 from ..tiling.errors import RunCancelled
+from .adapt import NEW_BAND_INITS
 from .checkpoint import (
     load_checkpoint,
     random_states,
@@ -43,8 +44,9 @@ from .dataset import (
     prepare_chips,
 )
 from .errors import TrainingDataError
+from .initial import PARTS, StartingPoint, from_file, from_package, input_statistics
 from .loop import Cancelled, deterministic, train_epoch, validate
-from .network import StartingPoint, architecture, build, class_weights, make_loss, make_schedule, starting_point
+from .network import architecture, build, class_weights, make_loss, make_schedule
 from .packaging import write_outputs
 
 
@@ -61,6 +63,15 @@ class TrainRequest:
     encoder: str = "resnet18"
     initial_package: Path | None = None
     """A model package whose encoder starts the training (its encoder, bands and normalisation are used)."""
+    initial_weights: Path | None = None
+    """A weights file (safetensors or a state dict) that starts the training: see ``initial_part``."""
+    initial_part: str = "encoder"
+    """What ``initial_weights`` starts: "network" (the whole network, same architecture) or "encoder"."""
+    trust_weights: bool = False
+    """Open ``initial_weights`` even when it is a pickle (which can run code when opened)."""
+    new_bands: str = "mean"
+    """First-layer filters of chip bands the initial weights lack: "mean" of the pretrained filters (all scaled by
+    pretrained ÷ chip bands, as timm's adapt_input_conv) or "zero" (the kept bands then respond as before)."""
     loss: str = "ce"
     class_weighting: bool = False
     """Weight the cross-entropy by inverse class frequency (training pixel counts)."""
@@ -101,35 +112,65 @@ def _check(request: TrainRequest) -> None:
         raise TrainingDataError("The learning rate must be positive (e.g. 0.001).")
     if Path(request.output).suffix.lower() != ".drpk":
         raise TrainingDataError(f"The model package must be a .drpk file, not {Path(request.output).name}.")
+    if request.initial_package and request.initial_weights:
+        raise TrainingDataError("Give either a model package or a weights file as initial weights, not both.")
+    if request.new_bands not in NEW_BAND_INITS or request.initial_part not in PARTS:
+        raise TrainingDataError(f"New bands start as one of {', '.join(NEW_BAND_INITS)}; a weights file starts one "
+                                f"of {', '.join(PARTS)}.")
+
+
+def _start(request: TrainRequest, folder: ChipFolder, n_bands: int) -> StartingPoint | None:
+    """The starting weights the request names (None: random)."""
+    if request.initial_package:
+        return from_package(request.initial_package, _chip_band_names(folder, n_bands))
+    if request.initial_weights:
+        return from_file(request.initial_weights, request.initial_part, request.trust_weights)
+    return None
+
+
+def _chip_band_names(folder: ChipFolder, n_bands: int) -> list[str]:
+    return list(folder.bands) if len(folder.bands) == n_bands else [""] * n_bands
 
 
 def _transform(folder: ChipFolder, data: PreparedChips, start: StartingPoint | None,
                callbacks: Callbacks) -> InputTransform:
-    """Model input from chip values: the starting package's scale and normalisation, else the training
-    statistics (the manifest's, Esri's BandStats, or computed from the training chips)."""
-    if start is not None:
-        p = start.package
-        shift, divisor = p.normalization.shift_and_divisor(len(p.bands))
-        return InputTransform(start.bands, p.value_scale, p.value_offset, tuple(shift), tuple(divisor))
-    mean, std = folder.mean, folder.std
-    if not mean or not std or len(mean) != data.band_count or len(std) != data.band_count:
-        callbacks.info("The folder records no band statistics: computing them from the training chips.")
-        mean, std = chip_statistics(data.train)
-    return InputTransform(tuple(range(data.band_count)), 1.0, 0.0, tuple(mean), tuple(std))
+    """Model input from chip values (chip band order): the starting package's scale and normalisation for the bands
+    it knows, else the training statistics (the manifest's, Esri's band statistics, or computed from the training
+    chips)."""
+
+    def chip_stats() -> tuple[list[float], list[float]]:
+        mean, std = folder.mean, folder.std
+        if not mean or not std or len(mean) != data.band_count or len(std) != data.band_count:
+            callbacks.info("The folder records no band statistics: computing them from the training chips.")
+            mean, std = chip_statistics(data.train)
+        return list(mean), list(std)
+
+    scale, offset, mean, std = input_statistics(start, chip_stats, data.band_count)
+    return InputTransform(tuple(range(data.band_count)), scale, offset, tuple(mean), tuple(std))
 
 
 def _key_parameters(request: TrainRequest, arch, transform: InputTransform) -> dict[str, Any]:
     return {"chips": str(Path(request.chips).resolve()), "arch": arch.arch, "encoder": arch.encoder,
-            "initial": str(request.initial_package or ""), "loss": request.loss, "weighted": request.class_weighting,
+            "initial": str(request.initial_package or request.initial_weights or ""),
+            "initial_part": request.initial_part if request.initial_weights else "", "new_bands": request.new_bands,
+            "trusted": request.trust_weights, "loss": request.loss, "weighted": request.class_weighting,
             "epochs": request.epochs, "batch": request.batch_size, "lr": request.learning_rate,
             "wd": request.weight_decay, "schedule": request.schedule, "patience": request.patience,
             "seed": request.seed, "fraction": request.validation_fraction, "mean": transform.mean}
 
 
+def _initial_text(request: TrainRequest) -> str:
+    if request.initial_package:
+        return f"encoder of the package {request.initial_package}"
+    if request.initial_weights:
+        return f"{'whole network' if request.initial_part == 'network' else 'encoder'} from {request.initial_weights}"
+    return "none"
+
+
 def parameters_of(request: TrainRequest, arch) -> dict[str, Any]:
     """The parameters as the package's provenance and the report record them."""
     return {"architecture": arch.arch, "encoder": arch.encoder,
-            "initial_weights": str(request.initial_package) if request.initial_package else "none",
+            "initial_weights": _initial_text(request), "new_bands": request.new_bands,
             "loss": request.loss, "class_weighting": request.class_weighting, "epochs": request.epochs,
             "batch_size": request.batch_size, "learning_rate": request.learning_rate,
             "weight_decay": request.weight_decay, "optimizer": "AdamW", "schedule": request.schedule,
@@ -147,10 +188,10 @@ def train_segmentation(request: TrainRequest, callbacks: Callbacks | None = None
     cb.info(f"{len(data.train)} training and {len(data.validation)} validation chips of {data.chip_size} px, "
             f"{data.band_count} band(s), {len(folder.classes)} classes; split: {split}"
             + (f" (seed {request.seed}, fraction {request.validation_fraction})." if data.drawn_split else "."))
-    start = starting_point(str(request.initial_package), folder.bands) if request.initial_package else None
+    start = _start(request, folder, data.band_count)
     transform = _transform(folder, data, start, cb)
-    encoder = start.package.architecture.encoder if start else request.encoder
-    if start and encoder != request.encoder:
+    encoder = start.package.architecture.encoder if start and start.package else request.encoder
+    if start and start.package and encoder != request.encoder:
         cb.info(f"Encoder {encoder}, as in {start.package.name} (its weights start the training).")
     arch = architecture(request.arch, encoder, data.band_count, len(folder.classes))
     work = work_folder(Path(request.output), run_key(_key_parameters(request, arch, transform)))
@@ -159,6 +200,7 @@ def train_segmentation(request: TrainRequest, callbacks: Callbacks | None = None
     device = resolve_device(request.device)
     with deterministic(device.type == "cpu"):
         run = _Run(request, folder, data, transform, arch, start, device, work, cb)
+        del start  # its tensors are in the network now: no second copy through the epochs
         run.train()
     if run.best_state is None:
         raise RunCancelled("The run was cancelled before its first epoch ended; no output was written.")
@@ -182,7 +224,9 @@ class _Run:
         import random
 
         random.seed(request.seed)
-        self.net = build(arch, start).to(device)
+        self.net = build(arch, start, _chip_band_names(folder, data.band_count), request.new_bands, callbacks.info,
+                         callbacks.warning).to(device)
+        self.start = replace(start, state={}) if start else None  # the tensors are in the network now
         stride = int(getattr(self.net.encoder, "output_stride", 32) or 1)
         if data.chip_size % stride:
             size = max(stride, data.chip_size // stride * stride)

@@ -1,0 +1,155 @@
+"""Where a run computes: this process, a local Dask cluster started for the run, or a running Dask scheduler.
+
+:func:`connect` opens a ``dask.distributed`` client for a :class:`Backend` and closes it (and the local cluster)
+afterwards. Workers of a local cluster are started with QGIS's own Python (inside QGIS ``sys.executable`` is the QGIS
+program), one piece at a time each, with the model's CPU threads capped at ``threads`` so that workers do not
+compete for cores.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ..tiling.errors import DeepRasterError
+
+BACKENDS = ("process", "local", "address")
+"""``process``: this process (no Dask); ``local``: a Dask cluster on this machine started for the run;
+``address``: a running Dask scheduler (``tcp://host:8786``)."""
+
+INSTALL_HINT = ("install them with Deep Raster's installer (Plugins ▸ Deep Raster ▸ Install Python packages) or "
+                "with QGIS's Python: python3 -m pip install 'dask==2026.8.0' 'distributed==2026.8.0'")
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+class BackendError(DeepRasterError):
+    """The execution backend cannot be used (Dask missing, scheduler unreachable, bad settings)."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An execution backend. ``workers``: workers of a local cluster (0: one per ``threads`` cores); ``threads``:
+    CPU threads of the model in each worker (each worker computes one piece at a time); ``memory_limit``: per local
+    worker, Dask's notation (``"4GB"``; ``"auto"``: the machine's memory shared out); ``address``: the scheduler
+    of kind ``address``; ``connect_timeout_s``: how long to try reaching it (seconds). A piece whose worker dies
+    is started again on another worker (up to Dask's ``distributed.scheduler.allowed-failures``, 3)."""
+
+    kind: str = "process"
+    workers: int = 0
+    threads: int = 1
+    memory_limit: str = "auto"
+    address: str = ""
+    connect_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in BACKENDS:
+            raise BackendError(f"Unknown execution backend {self.kind!r}: choose one of {', '.join(BACKENDS)}.")
+        if self.workers < 0 or self.threads < 1:
+            raise BackendError(f"Dask workers must be ≥ 0 (0: automatic) and threads per worker ≥ 1; got "
+                               f"{self.workers} workers, {self.threads} threads.")
+        if self.kind == "address" and not re.fullmatch(r"(tcp|tls|inproc|ucx)://\S+|[\w.\-\[\]:]+:\d+", self.address):
+            raise BackendError(f"Dask scheduler address {self.address!r} is not an address: give it as "
+                               "tcp://host:8786 (what 'dask scheduler' prints).")
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the run goes to a Dask cluster."""
+        return self.kind != "process"
+
+    def worker_count(self) -> int:
+        """Workers of a local cluster: the setting, or one per ``threads`` cores (at least one)."""
+        return self.workers or max(1, (os.cpu_count() or 1) // self.threads)
+
+
+def import_distributed() -> Any:
+    """The ``distributed`` module, or a :class:`BackendError` saying what to install."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise BackendError(f"The Dask backend needs the dask and distributed packages, which are not installed "
+                           f"({exc}): {INSTALL_HINT}; or choose 'this process'.") from exc
+    return distributed
+
+
+@functools.lru_cache(maxsize=1)
+def worker_python() -> str:
+    """The Python to start local workers with: the executable of this very Python (inside QGIS ``sys.executable``
+    may be the QGIS program, or another Python of the same version found on PATH)."""
+    from ..installer.interpreter import this_python
+
+    try:
+        return str(this_python())
+    except LookupError as exc:
+        raise BackendError(f"Cannot start local Dask workers: {exc} Use a Dask scheduler address instead.") from exc
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices of this computer as ``CUDA_VISIBLE_DEVICES`` entries: that variable's list when it is set,
+    else one per ``nvidia-smi -L`` line (no torch import); empty without a GPU."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        lines = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(line for line in lines if line.startswith("GPU "))]
+
+
+@contextmanager
+def connect(backend: Backend, info=lambda message: None, device: str = "auto") -> Iterator[Any]:
+    """A ``distributed.Client`` for ``backend`` (kind ``local`` or ``address``), closed on exit. A local cluster
+    with an automatic worker count for a run whose ``device`` may be a GPU gets one worker per visible GPU, each
+    seeing only its own (``CUDA_VISIBLE_DEVICES``)."""
+    distributed = import_distributed()
+    if backend.kind == "address":
+        try:
+            client = distributed.Client(backend.address, timeout=f"{backend.connect_timeout_s}s",
+                                        set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise BackendError(f"Cannot reach the Dask scheduler at {backend.address} within "
+                               f"{backend.connect_timeout_s:g} s ({exc}). Check the address and that "
+                               "'dask scheduler' runs there and is reachable from this computer.") from None
+        workers = len(client.scheduler_info().get("workers", {}))
+        info(f"Dask scheduler {backend.address}: {workers} worker{'s' if workers != 1 else ''}.")
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    multiprocessing.set_executable(worker_python())
+    gpus = visible_gpus() if backend.workers == 0 and device != "cpu" else []
+    with local_cluster(distributed, backend, gpus) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        count = len(gpus) or backend.worker_count()
+        where = f"one per GPU ({', '.join(gpus)})" if gpus else f"{backend.threads} thread" \
+            f"{'s' if backend.threads != 1 else ''} each"
+        info(f"Local Dask cluster: {count} worker{'s' if count != 1 else ''} ({worker_python()}), {where}, memory "
+             f"limit {backend.memory_limit}.")
+        yield client
+
+
+def local_cluster(distributed, backend: Backend, gpus: list[str]) -> Any:
+    """A local cluster of single-task workers: ``backend.worker_count()`` of them, or one per entry of ``gpus``
+    with ``CUDA_VISIBLE_DEVICES`` set to it."""
+    env = {name: str(backend.threads) for name in _THREAD_VARIABLES}
+    if not gpus:
+        return distributed.LocalCluster(n_workers=backend.worker_count(), threads_per_worker=1, processes=True,
+                                        memory_limit=backend.memory_limit, dashboard_address=None, env=env,
+                                        silence_logs=40)
+    workers = {f"gpu{gpu}": {"cls": distributed.Nanny, "options": {
+        "nthreads": 1, "memory_limit": backend.memory_limit, "env": {**env, "CUDA_VISIBLE_DEVICES": gpu}}}
+        for gpu in gpus}
+    return distributed.SpecCluster(workers=workers, silence_logs=40, scheduler={
+        "cls": distributed.Scheduler, "options": {"dashboard_address": None}})

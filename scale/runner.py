@@ -1,0 +1,121 @@
+"""Running a job as pieces on a Dask cluster and assembling the result.
+
+The caller makes the final outputs' writers; :func:`run_pieces` submits one task per piece, writes the pieces into the
+outputs in order as they finish (see :mod:`scale.assemble`) and commits the outputs all together; a failure or a
+cancel cancels the remaining tasks, aborts the outputs and removes the pieces. Progress counts finished pieces.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..tiling.callbacks import Callbacks, check_cancel
+from ..tiling.transaction import commit_all
+from ..tiling.window import Window
+from ..tiling.writer import GeoTiffWriter
+from .assemble import InOrder, copy_pieces
+from .backend import Backend, BackendError, connect, import_distributed
+from .worker import PieceResult
+
+POLL_S = 0.25
+"""Seconds between two looks at the cancel button while pieces run."""
+
+PartPlanner = Callable[[int, int], list[Window]]
+"""``(workers, block) → pieces``: output windows in the order the writers take them (``block``: their TIFF block)."""
+
+
+@dataclass
+class PiecesDone:
+    """What a distributed run did: pieces, the pieces' counts summed (tiles or pixels done and skipped, seconds in
+    the model), wall seconds, the files committed."""
+
+    pieces: int = 0
+    done: int = 0
+    skipped: int = 0
+    model_seconds: float = 0.0
+    seconds: float = 0.0
+    outputs: list[Path] = field(default_factory=list)
+
+
+def run_pieces(task: Callable[..., PieceResult], plan: object, writers: Mapping[str, GeoTiffWriter],
+               plan_parts: PartPlanner, backend: Backend, callbacks: Callbacks, device: str = "auto") -> PiecesDone:
+    """Compute ``task(plan, piece, folder, threads)`` for every piece ``plan_parts`` gives on ``backend``, write the
+    pieces into ``writers`` and commit them; nothing is left behind on failure or cancel. ``device``: the run's (a
+    local cluster gets one worker per GPU when it may use one)."""
+    start = time.perf_counter()
+    done = PiecesDone()
+    first = next(iter(writers.values())).target
+    folder = first.with_name(f".{first.name}.{uuid.uuid4().hex[:8]}.partial-pieces")  # a killed run's: removed by
+    # the next run to the same output (tiling.destinations.partial_files)
+    committed = False
+    try:
+        folder.mkdir()
+        with connect(backend, callbacks.info, device) as client:
+            workers = max(1, len(client.scheduler_info().get("workers", {})))
+            parts = plan_parts(workers, math.lcm(*(writer.block for writer in writers.values())))
+            callbacks.info(f"{len(parts)} piece{'s' if len(parts) != 1 else ''} on {workers} Dask "
+                           f"worker{'s' if workers != 1 else ''}.")
+            compute(client, task, plan, parts, str(folder), backend, done, callbacks,
+                    lambda i, result: copy_pieces(writers, parts[i], result.files))
+        done.outputs = commit_all(list(writers.values()))
+        committed = True
+    finally:
+        if not committed:
+            for writer in writers.values():
+                writer.abort()
+        shutil.rmtree(folder, ignore_errors=True)
+    done.seconds = time.perf_counter() - start
+    callbacks.progress(1.0)
+    return done
+
+
+def compute(client, task: Callable[..., PieceResult], plan: object, parts: list[Window], folder: str,
+            backend: Backend, done: PiecesDone, callbacks: Callbacks,
+            consume: Callable[[int, PieceResult], None]) -> None:
+    """Submit ``task(plan, part, folder, threads)`` for every part, then hand each result to ``consume`` in the
+    order of ``parts`` as they finish; cancel what is left on any failure or cancel."""
+    distributed = import_distributed()
+    token = uuid.uuid4().hex[:8]
+    futures = [client.submit(task, plan, part, folder, backend.threads, pure=False,
+                             key=f"deepraster-piece-{token}-{i}") for i, part in enumerate(parts)]
+    index = {future.key: i for i, future in enumerate(futures)}
+    ordered = InOrder(consume)
+    pending = list(futures)
+    try:
+        while pending:
+            check_cancel(callbacks)
+            finished = [future for future in pending if future.done()]
+            if not finished:
+                time.sleep(POLL_S)
+                continue
+            finished_keys = {future.key for future in finished}
+            pending = [future for future in pending if future.key not in finished_keys]
+            for future in finished:
+                i = index[future.key]
+                result = _result(future, parts[i], distributed)
+                ordered.add(i, result)
+                done.done += result.done
+                done.skipped += result.skipped
+                done.model_seconds += result.seconds
+                done.pieces += 1
+                callbacks.progress(done.pieces / len(parts))
+                callbacks.stage(f"{done.pieces} of {len(parts)} pieces done")
+    except BaseException:
+        client.cancel(futures, force=True)
+        raise
+
+
+def _result(future, part, distributed) -> PieceResult:
+    """The piece's result; a piece whose workers kept dying is reported as such (other errors pass unchanged)."""
+    try:
+        return future.result()
+    except distributed.KilledWorker as exc:
+        raise BackendError(f"The piece at rows {part.row_off}–{part.row_end}, columns {part.col_off}–{part.col_end} "
+                           f"was started on several Dask workers and each of them died ({exc}). Give the workers "
+                           "more memory, or fewer threads or a smaller batch size.") from None

@@ -1,0 +1,142 @@
+"""The epoch loop every training run shares (segmentation, detection): seeding, resume from the checkpoint of an
+interrupted run, one checkpoint per epoch, the best epoch by a validation score, early stopping, cancel.
+
+A subclass builds its network, optimiser, schedule and gradient scaler, sets :attr:`EpochRun.batches_per_epoch` and
+:attr:`EpochRun.validation_batches`, calls :meth:`EpochRun.resume`, and implements :meth:`EpochRun.run_epoch` (one
+epoch of training and one validation pass) and :meth:`EpochRun.entry` (the epoch's history entry, holding the score
+under :attr:`EpochRun.score_key`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..tiling.callbacks import Callbacks
+from .checkpoint import load_checkpoint, random_states, restore_random_states, save_checkpoint, weights_digest
+from .loop import Cancelled
+
+
+class EpochRun:
+    """The state of one training run, epoch by epoch (see the module docstring).
+
+    Args:
+        request: the run's request (``epochs``, ``patience``, ``seed`` are read here).
+        device: the torch device.
+        work: the hidden folder holding the checkpoint.
+        callbacks: progress, log and cancel.
+    """
+
+    score_key = "validation_miou"
+    """The history entry's key of the score that picks the best epoch (higher is better)."""
+    score_label = "validation mIoU"
+
+    def __init__(self, request: Any, device, work: Path, callbacks: Callbacks) -> None:
+        import torch
+
+        self.request, self.device, self.work, self.cb = request, device, work, callbacks
+        torch.manual_seed(request.seed)
+        np.random.seed(request.seed % 2**32)
+        random.seed(request.seed)
+        self.net = self.optimizer = self.scheduler = self.scaler = None
+        self.batches_per_epoch = self.validation_batches = 0
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"epoch": 0, "score": -1.0, "scores": None}
+        self.best_state: dict[str, Any] | None = None
+        self.stale = 0
+        self.stopped = "completed"
+        self.resumed_from = 0
+
+    def run_epoch(self, step) -> tuple[float, float | None, dict[str, Any]]:
+        """Train epoch :attr:`epoch` and validate: (mean training loss, validation loss or None, scores); ``step()``
+        after every batch. Raises :class:`training.loop.Cancelled` on a cancel."""
+        raise NotImplementedError
+
+    def entry(self, loss: float, val_loss: float | None, scores: dict[str, Any]) -> dict[str, Any]:
+        """The validation part of the epoch's history entry (holding :attr:`score_key`)."""
+        raise NotImplementedError
+
+    def best_weights(self) -> dict[str, Any]:
+        """The weights kept for the best epoch (a CPU copy)."""
+        return {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+
+    def resume(self) -> None:
+        """Continue from the work folder's checkpoint, if there is one."""
+        state = load_checkpoint(self.work)
+        if state is None:
+            return
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_random_states(state["random"])
+        self.epoch, self.history, self.best = state["epoch"], list(state["history"]), dict(state["best"])
+        self.best_state, self.stale = state["best_model"], state["stale"]
+        self.resumed_from = self.epoch
+        self.cb.info(f"Resuming after epoch {self.epoch} from the checkpoint in {self.work}.")
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.work, {
+            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "random": random_states(),
+            "epoch": self.epoch, "history": self.history, "best": self.best, "best_model": self.best_state,
+            "stale": self.stale})
+
+    def train(self) -> None:
+        """Epochs until the last, early stopping, or a cancel (which keeps the best epoch so far)."""
+        epochs, patience = self.request.epochs, self.request.patience
+        per_epoch = self.batches_per_epoch + self.validation_batches
+        done = [0]
+
+        def step() -> None:
+            done[0] += 1
+            self.cb.progress(min((self.epoch + done[0] / per_epoch) / epochs, 1.0))
+
+        if self.epoch >= epochs or (patience and self.stale >= patience):
+            return
+        self.cb.stage("Training")
+        while self.epoch < epochs:
+            done[0] = 0
+            began = time.perf_counter()
+            rate = self.optimizer.param_groups[0]["lr"]
+            try:
+                loss, val_loss, scores = self.run_epoch(step)
+            except Cancelled:
+                self.stopped = "cancelled"
+                self.cb.warning(f"Cancelled during epoch {self.epoch + 1}: the package holds the best epoch so far "
+                                f"({self.best['epoch'] or 'none'}).")
+                return
+            self.epoch += 1
+            self._record(loss, val_loss, scores, rate, time.perf_counter() - began)
+            self.checkpoint()
+            h = self.history[-1]
+            losses = f"training loss {loss:.4f}" + (f", validation loss {val_loss:.4f}" if val_loss is not None else "")
+            self.cb.info(f"Epoch {self.epoch}/{epochs}: {losses}, {self.score_label} {h[self.score_key]:.4f}, "
+                         f"{h['seconds']:.1f} s" + (" (best so far)" if self.best["epoch"] == self.epoch else ""))
+            self.cb.progress(self.epoch / epochs)
+            if patience and self.stale >= patience:
+                self.stopped = "early stopping"
+                self.cb.info(f"Early stopping: no better {self.score_label} for {self.stale} epochs.")
+                return
+
+    def _record(self, loss: float, val_loss: float | None, scores: dict[str, Any], rate: float,
+                seconds: float) -> None:
+        entry = self.entry(loss, val_loss, scores)
+        self.history.append({"epoch": self.epoch, "train_loss": loss, **entry, "learning_rate": rate,
+                             "seconds": seconds})
+        score = entry[self.score_key]
+        if score > self.best["score"]:
+            self.best = {"epoch": self.epoch, "score": score, "scores": scores}
+            self.best_state = self.best_weights()
+            self.stale = 0
+        else:
+            self.stale += 1
+
+    def final_digest(self) -> str:
+        """SHA-256 of the last epoch's weights (equal for a resumed and an uninterrupted CPU run)."""
+        return weights_digest(self.net.state_dict())
