@@ -245,12 +245,24 @@ def _parse_architecture(arch_raw: Mapping[str, Any], p: _Problems) -> Architectu
         in_channels=p.get(arch_raw, "in_channels", path, int, default=0),
         out_channels=p.get(arch_raw, "out_channels", path, int, default=0),
         kwargs=p.get(arch_raw, "kwargs", path, dict, required=False, default={}),
+        input_scale=_input_scale(arch_raw, framework, p),
     )
     for key in ("in_channels", "out_channels"):
         value = arch_raw.get(key, 1)
         if isinstance(value, int) and not isinstance(value, bool) and value < 1:
             p.add(f"{path}.{key}", "must be at least 1")
     return architecture
+
+
+def _input_scale(arch_raw: Mapping[str, Any], framework: str, p: _Problems) -> float:
+    """``architecture.input_scale``: a number in (0, 8], only for torchvision detectors (default 1: no resize)."""
+    value = arch_raw.get("input_scale", 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 8:
+        p.add("$.architecture.input_scale", f"expected a number above 0 and at most 8, found {value!r}")
+        return 1.0
+    if value != 1 and framework != "torchvision":
+        p.add("$.architecture.input_scale", "only torchvision detectors resize their tiles: leave it out")
+    return float(value)
 
 
 def _inside(folder: Path, name: str, path: str, p: _Problems) -> Path:

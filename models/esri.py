@@ -3,9 +3,11 @@
 The .emd keys are mapped onto a Deep Raster description (see docs/model-package.md, "Esri import"): ModelType →
 task, ImageHeight/ImageWidth → tile size, ModelPadding → overlap (twice the padding), ExtractBands and Bands → input
 bands, NormalizationStats (or ArcGIS's ImageNet default) → normalisation, Classes → classes, ModelFile → weights.
-What can run here runs: TorchScript files, and state dicts of a segmentation-models-pytorch architecture named by
-ModelConfiguration / ModelParameters. What needs ArcGIS (arcgis.learn's own networks, arcpy, a Python raster
-function) fails with a message naming the missing piece.
+What can run here runs: TorchScript files; state dicts of a segmentation-models-pytorch architecture named by
+ModelConfiguration / ModelParameters (ImageClassification); and arcgis.learn's Faster R-CNN on RGB with its default
+resnet50 backbone (ObjectDetection), which is torchvision's ``fasterrcnn_resnet50_fpn`` resizing tiles by 1.5 inside.
+What needs ArcGIS (arcgis.learn's own networks, arcpy, a Python raster function) fails with a message naming the
+missing piece.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from .weights import is_torchscript, read_state_dict
 # ArcGIS's normalisation when an .emd has no NormalizationStats (arcgis.learn _inferencing/util.py): ImageNet, 0–255.
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
-SUPPORTED_MODEL_TYPES = {"ImageClassification": "pixel_classification"}
+SUPPORTED_MODEL_TYPES = {"ImageClassification": "pixel_classification", "ObjectDetection": "object_detection"}
+STANDARD_INFERENCE_FUNCTIONS = {"ObjectDetection": "ArcGISObjectDetector.py"}
+"""Esri's own inference function per model type: it applies the network as it was trained and needs no code here."""
+ARCGIS_FASTER_RCNN_SCALE = 1.5
+"""arcgis.learn's Faster R-CNN is built with ``min_size = 1.5 × chip`` and ``max_size = 2 × chip``: a square tile of
+the chip size is enlarged 1.5 times inside the network."""
 
 
 def load_emd(path: str | Path) -> ModelPackage:
@@ -62,9 +69,11 @@ def _model_type(emd: dict[str, Any], source: str) -> str:
     model_type = emd.get("ModelType", "ImageClassification")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ModelPackageError(f"{source}: ModelType {model_type!r} is not supported yet; Deep Raster runs Esri pixel "
-                                "classification models (ModelType ImageClassification).")
+                                "classification models (ModelType ImageClassification) and object detectors "
+                                "(ModelType ObjectDetection).")
     inference = emd.get("InferenceFunction")
-    if inference and not str(inference).startswith("[Functions]System"):
+    standard = STANDARD_INFERENCE_FUNCTIONS.get(model_type)
+    if inference and not str(inference).startswith("[Functions]System") and str(inference) != standard:
         raise ModelPackageError(
             f"{source}: the model needs its own ArcGIS Python raster function {inference!r} (code written for ArcGIS "
             "Pro's raster engine and arcpy), which cannot run in QGIS. Export the network as TorchScript, or give "
@@ -113,6 +122,33 @@ def _smp_architecture(emd: dict[str, Any], source: str) -> tuple[str, str]:
     if not backbone:
         raise ModelPackageError(f"{source}: ModelParameters.backbone (the encoder name) is missing.")
     return arch, backbone
+
+
+def _torchvision_detector(emd: dict[str, Any], source: str, n_classes: int) -> dict[str, Any]:
+    """The torchvision architecture of an arcgis.learn Faster R-CNN (RGB, resnet50); other detectors are explained."""
+    name = str(emd.get("ModelName") or "")
+    configuration = str(emd.get("ModelFileConfigurationClass") or "")
+    if name != "FasterRCNN" and configuration != "MyFasterRCNN":
+        found = name or configuration or str(emd.get("ModelConfiguration") or "an unnamed network")
+        raise ModelPackageError(
+            f"{source}: the detector {found!r} is an arcgis.learn network that only arcgis.learn can build. Deep "
+            "Raster imports arcgis.learn's FasterRCNN (resnet50 backbone) and TorchScript detectors: export the "
+            "model to TorchScript, or train a Faster R-CNN."
+        )
+    backbone = str((emd.get("ModelParameters") or {}).get("backbone") or "resnet50")
+    if backbone != "resnet50":
+        raise ModelPackageError(
+            f"{source}: arcgis.learn's FasterRCNN with backbone {backbone!r} is built from arcgis.learn's own parts; "
+            "only the default resnet50 backbone is torchvision's fasterrcnn_resnet50_fpn, which Deep Raster builds."
+        )
+    if emd.get("IsMultispectral"):
+        raise ModelPackageError(
+            f"{source}: multispectral arcgis.learn detectors are not imported: their input normalisation "
+            "(NormalizationStats and the detector's own mean/std) has not been verified against ArcGIS. RGB "
+            "FasterRCNN models and TorchScript detectors are imported."
+        )
+    return {"framework": "torchvision", "arch": "fasterrcnn_resnet50_fpn", "in_channels": 3,
+            "out_channels": n_classes, "input_scale": ARCGIS_FASTER_RCNN_SCALE}
 
 
 def _bands(emd: dict[str, Any], source: str) -> list[dict[str, Any]]:
@@ -164,8 +200,9 @@ def _classes(emd: dict[str, Any], source: str) -> list[dict[str, Any]]:
     for i, item in enumerate(_require(emd, "Classes", source)):
         try:
             r, g, b = (int(c) for c in item.get("Color", [128, 128, 128])[:3])
-            classes.append({"value": int(item["Value"]), "name": str(item.get("Name", item["Value"])),
-                            "color": f"#{r:02x}{g:02x}{b:02x}"})
+            value = item["Value"] if "Value" in item else item["ClassValue"]  # older .emd files: ClassValue/ClassName
+            name = item.get("Name", item.get("ClassName", value))
+            classes.append({"value": int(value), "name": str(name), "color": f"#{r:02x}{g:02x}{b:02x}"})
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelPackageError(f"{source}: Classes[{i}] needs Value, Name and Color [r, g, b] ({exc}).") from exc
     return classes
@@ -192,6 +229,8 @@ def emd_to_description(emd: dict[str, Any], folder: Path, source: str = "model.e
     overlap = 2 * int(padding) if padding is not None else tile // 4
     if fmt == "torchscript":
         architecture = {"framework": "torchscript", "in_channels": len(bands), "out_channels": len(classes)}
+    elif task == "object_detection":
+        architecture = _torchvision_detector(emd, source, len(classes))
     else:
         arch, encoder = _smp_architecture(emd, source)
         out = _output_channels(folder, weights, fmt) or len(classes)
@@ -212,7 +251,8 @@ def emd_to_description(emd: dict[str, Any], folder: Path, source: str = "model.e
         "input": {"bands": bands, "value_scale": 1.0, "value_offset": 0.0,
                   **({"expected_range": emd["DataRange"]} if isinstance(emd.get("DataRange"), list) else {}),
                   "normalization": _normalization(emd, source)},
-        "inference": {"tile_size": tile, "overlap": overlap, "size_divisor": 32 if fmt != "torchscript" else 1,
+        "inference": {"tile_size": tile, "overlap": overlap,
+                      "size_divisor": 32 if fmt != "torchscript" and task == "pixel_classification" else 1,
                       "activation": "softmax", **({"batch_size": int(emd["BatchSize"])} if "BatchSize" in emd else {})},
         "classes": classes,
         "provenance": {"source": source, "esri_model_definition": {k: v for k, v in emd.items()

@@ -89,6 +89,8 @@ class Architecture:
     ``smp``: ``arch`` is a segmentation-models-pytorch architecture, ``encoder`` its encoder; ``timm``: ``arch`` is a
     timm model name; ``torchvision``: ``arch`` is a torchvision detector (:data:`TORCHVISION_DETECTORS`);
     ``torchscript``: the weights file is the whole scripted model. ``kwargs`` go to the constructor.
+    ``input_scale`` (torchvision detectors only): the factor by which the detector resizes each tile inside, as it
+    did in training (ArcGIS's Faster R-CNN: 1.5); boxes still come back in tile pixels.
     """
 
     framework: str
@@ -97,6 +99,7 @@ class Architecture:
     in_channels: int
     out_channels: int
     kwargs: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    input_scale: float = 1.0
 
 
 @dataclass(frozen=True)

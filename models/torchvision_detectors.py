@@ -73,7 +73,7 @@ def build_torchvision_detector(arch: Architecture, class_values: Sequence[int] =
                                 "Check architecture.kwargs in the package.") from exc
     if arch.in_channels != 3:
         adapt_input_bands(net, arch.in_channels)
-    return TorchvisionDetector(net, values, int(background))
+    return TorchvisionDetector(net, values, int(background), arch.input_scale)
 
 
 class TorchvisionDetector(torch.nn.Module):
@@ -83,24 +83,28 @@ class TorchvisionDetector(torch.nn.Module):
         model: the torchvision detection model.
         values: the class value of each class index (the package's ``classes[]`` in order).
         offset: 1 where torchvision's labels count a background class first, else 0.
+        scale: the factor by which the detector's transform resizes each tile (1: never resized); boxes are mapped
+            back to tile pixels by torchvision's own post-processing.
     """
 
     state_prefix = "model."
     """What this wrapper puts before torchvision's state-dict keys (:func:`models.loaders.fitting` adds it)."""
 
-    def __init__(self, model: torch.nn.Module, values: Sequence[int], offset: int) -> None:
+    def __init__(self, model: torch.nn.Module, values: Sequence[int], offset: int, scale: float = 1.0) -> None:
         super().__init__()
         self.model = model
         self.values = tuple(int(v) for v in values)
         self.offset = offset
+        self.scale = float(scale)
 
     def fit_size(self, height: int, width: int) -> None:
-        """Make the detector's transform keep ``height`` × ``width`` images as they are (no resize)."""
+        """Make the detector's transform resize ``height`` × ``width`` images by exactly :attr:`scale` (1: keep them
+        as they are)."""
         transform = self.model.transform
-        transform.min_size = (min(height, width),)
-        transform.max_size = max(height, width)
+        transform.min_size = (self.scale * min(height, width),)
+        transform.max_size = self.scale * max(height, width)
         if transform.fixed_size is not None:
-            transform.fixed_size = (width, height)
+            transform.fixed_size = (round(self.scale * width), round(self.scale * height))
 
     def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Per tile of ``x`` (N, bands, H, W): boxes (K, 4) in tile pixels, scores (K,), labels (K,) class values."""

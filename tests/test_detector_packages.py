@@ -120,6 +120,8 @@ def test_plain_state_dict_and_trusted_pickle_load(package, tmp_path):
     ({"task": "pixel_classification", "inference": {"tile_size": 64, "activation": "softmax"}},
      "framework 'torchvision' holds a detector: its task is 'object_detection'"),
     ({"classes": CLASSES[:1]}, "$.classes: lists 1 classes but architecture.out_channels is 2"),
+    ({"architecture": {"framework": "torchvision", "arch": "fcos_resnet50_fpn", "in_channels": 4, "out_channels": 2,
+                       "input_scale": 0}}, "$.architecture.input_scale: expected a number above 0 and at most 8"),
 ])
 def test_wrong_descriptions_are_refused_by_the_plugin_and_the_schema(tmp_path, change, message):
     import jsonschema

@@ -153,7 +153,7 @@ def test_dlpk_classifies_like_our_package(esri_folder, model_6b_l1c, s2_30m, tmp
     ({"ModelConfiguration": "_unet", "ModelParameters": {"backbone": "resnet34"}}, "arcgis.learn network"),
     ({"InferenceFunction": "MyFunction.py"}, "Python raster function 'MyFunction.py'"),
     ({"Framework": "TensorFlow"}, "Deep Raster runs PyTorch models"),
-    ({"ModelType": "ObjectDetection"}, "ModelType 'ObjectDetection' is not supported yet"),
+    ({"ModelType": "ObjectDetection"}, "is an arcgis.learn network that only arcgis.learn can build"),
     ({"ModelFile": "missing.pth"}, "'missing.pth' named by ModelFile is missing"),
     ({"ImageWidth": 512}, "only square tiles"),
 ])
