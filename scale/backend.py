@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import multiprocessing.spawn
 import os
 import re
 import shutil
@@ -128,16 +129,36 @@ def connect(backend: Backend, info=lambda message: None, device: str = "auto") -
         finally:
             client.close()
         return
-    multiprocessing.set_executable(worker_python())
     gpus = visible_gpus() if backend.workers == 0 and device != "cpu" else []
-    with local_cluster(distributed, backend, gpus) as cluster, \
-            distributed.Client(cluster, set_as_default=False) as client:
-        count = len(gpus) or backend.worker_count()
-        where = f"one per GPU ({', '.join(gpus)})" if gpus else f"{backend.threads} thread" \
-            f"{'s' if backend.threads != 1 else ''} each"
-        info(f"Local Dask cluster: {count} worker{'s' if count != 1 else ''} ({worker_python()}), {where}, memory "
-             f"limit {backend.memory_limit}.")
-        yield client
+    with process_state_kept():
+        multiprocessing.set_executable(worker_python())
+        with local_cluster(distributed, backend, gpus) as cluster, \
+                distributed.Client(cluster, set_as_default=False) as client:
+            count = len(gpus) or backend.worker_count()
+            where = f"one per GPU ({', '.join(gpus)})" if gpus else f"{backend.threads} thread" \
+                f"{'s' if backend.threads != 1 else ''} each"
+            info(f"Local Dask cluster: {count} worker{'s' if count != 1 else ''} ({worker_python()}), {where}, "
+                 f"memory limit {backend.memory_limit}.")
+            yield client
+
+
+@contextmanager
+def process_state_kept() -> Iterator[None]:
+    """Inside the block this process's environment and multiprocessing's executable may change; after it they are
+    as before. A local cluster's nannies live in this process and write their workers' variables into its
+    environment before each spawn (``OMP_NUM_THREADS=1``, ``PYTHONHASHSEED`` ...): left there, every later child
+    process of QGIS (or of the tests) would inherit them, e.g. PyTorch would train with one thread."""
+    environment = dict(os.environ)
+    executable = multiprocessing.spawn.get_executable()
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(environment):
+            del os.environ[name]
+        for name, value in environment.items():
+            if os.environ.get(name) != value:
+                os.environ[name] = value
+        multiprocessing.set_executable(executable)
 
 
 def local_cluster(distributed, backend: Backend, gpus: list[str]) -> Any:

@@ -85,3 +85,38 @@ def make_raster(tmp_path: Path) -> Callable[..., Path]:
     return make
 
 
+
+
+_SET_ON_FIRST_USE = {"TORCHINDUCTOR_CACHE_DIR", "CUDA_MODULE_LOADING"}
+"""Environment variables PyTorch sets itself the first time a part of it is used: not a test's doing."""
+
+
+def _process_state() -> dict[str, object]:
+    """Process-wide state a test could leave changed and so make a later test depend on the order of the run: the
+    environment (inherited by every child process), multiprocessing's executable, PyTorch's thread counts and
+    deterministic mode (CPU sums round differently with another thread count), and whether this thread flushes
+    denormal floats to zero."""
+    import multiprocessing.spawn
+
+    import numpy as np
+
+    state: dict[str, object] = {f"env {name}": value for name, value in os.environ.items()
+                                if name != "PYTEST_CURRENT_TEST" and name not in _SET_ON_FIRST_USE}
+    state["multiprocessing executable"] = multiprocessing.spawn.get_executable()
+    state["denormals flushed"] = bool(np.float32(1e-39) * np.float32(1.0) == 0)
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_num_threads"):
+        state.update(torch_threads=torch.get_num_threads(), torch_interop_threads=torch.get_num_interop_threads(),
+                     torch_deterministic=torch.are_deterministic_algorithms_enabled())
+    return state
+
+
+@pytest.fixture(autouse=True)
+def process_state_restored():
+    """Fails the test that leaves process-wide state changed (the cause of order-dependent failures elsewhere)."""
+    before = _process_state()
+    yield
+    after = _process_state()
+    changed = {key: (before.get(key), after.get(key)) for key in before.keys() | after.keys()
+               if before.get(key) != after.get(key) and not (key.startswith("torch") and key not in before)}
+    assert not changed, f"this test left process-wide state changed (before, after): {changed}"

@@ -323,3 +323,18 @@ def test_detection_pieces_follow_the_panels_in_bands_of_tile_rows():
     for p in parts:
         cover[p.slices()] += 1
     assert (cover == 1).all() and len({p.col_off for p in parts}) == len(panels(grid, 400)) > 1
+
+
+def test_a_local_cluster_leaves_this_process_as_it_was(qgis_app, tmp_path):
+    """Dask's nannies write their workers' variables (OMP_NUM_THREADS=1, PYTHONHASHSEED ...) into the environment of
+    the process holding the cluster, and the backend points multiprocessing at QGIS's Python: after the run both
+    are as before, so later child processes (a training run, qgis_process) do not inherit one thread."""
+    import multiprocessing.spawn
+
+    from deepraster.scale.backend import Backend, connect
+
+    environment, executable = dict(os.environ), multiprocessing.spawn.get_executable()
+    with connect(Backend("local", workers=1, threads=1)) as client:
+        assert client.submit(os.getpid).result() != os.getpid()
+        assert os.environ.get("OMP_NUM_THREADS") == "1"  # what the nanny wrote, during the run
+    assert dict(os.environ) == environment and multiprocessing.spawn.get_executable() == executable
