@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from osgeo import gdal
@@ -122,6 +122,12 @@ class DeepRasterAlgorithm(QgsProcessingAlgorithm):
         """QGIS's raster layer for ``name``; a file it has to load leaves no .aux.xml beside it."""
         with no_aux_files():
             return super().parameterAsRasterLayer(parameters, name, context)
+
+    def add_advanced(self, params: Iterable[QgsProcessingParameterDefinition]) -> None:
+        """Add parameters, in this order, under the dialog's "Advanced parameters"."""
+        for param in params:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
 
     def canExecute(self):  # noqa: N802 (QGIS API)
         missing = missing_packages(self.required_packages)
@@ -291,12 +297,6 @@ class TiledModelAlgorithm(DeepRasterAlgorithm):
             QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(self.DEVICES), defaultValue=0),
             QgsProcessingParameterBoolean(self.HALF, self.tr("Half precision on GPU (float16)"), False),
         ]
-
-    def add_advanced(self, params: list[QgsProcessingParameterDefinition]) -> None:
-        """Add parameters under the dialog's "Advanced parameters"."""
-        for param in params:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
 
     def tiling_values(self, parameters, context) -> dict:
         """tile_size, overlap (None: the default), batch_size, device and half, as request fields."""
