@@ -40,6 +40,9 @@ ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "deepra
 DOCS_URL = "https://github.com/deepraster/deepraster/blob/main/docs/algorithms/{name}.md"
 """The help page of an algorithm (docs/algorithms/<name>.md in the repository); the dialog's Help button opens it."""
 
+DEVICES = ("auto", "cpu", "cuda")
+"""The options of the Device parameters: 'auto' is a CUDA GPU when PyTorch sees one, else the CPU."""
+
 # import name → pip requirement, for the packages the deep-learning algorithms need
 DEEP_LEARNING_PACKAGES = {"torch": "torch", "segmentation_models_pytorch": "segmentation-models-pytorch",
                           "safetensors": "safetensors"}
@@ -272,6 +275,18 @@ class DeepRasterAlgorithm(QgsProcessingAlgorithm):
         raise NotImplementedError
 
 
+class TrainingGroupAlgorithm(DeepRasterAlgorithm):
+    """The algorithms of the toolbox group "Training": training data export, model training and evaluation."""
+
+    abstract = True
+
+    def group(self) -> str:
+        return self.tr("Training")
+
+    def groupId(self) -> str:  # noqa: N802 (QGIS API)
+        return "training"
+
+
 class TiledModelAlgorithm(DeepRasterAlgorithm):
     """What the algorithms that run a network over tiles share: the input raster and its processing extent, and
     the advanced tiling and compute parameters (tile size, overlap, batch size, device, half precision)."""
@@ -282,7 +297,7 @@ class TiledModelAlgorithm(DeepRasterAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     DEVICE = "DEVICE"
     HALF = "HALF"
-    DEVICES = ("auto", "cpu", "cuda")
+    DEVICES = DEVICES
 
     def tiling_parameters(self, tile_default: str, overlap_default: str) -> list[QgsProcessingParameterDefinition]:
         """The tiling and compute parameters; 0 tile size and −1 overlap mean the defaults named in the labels (the

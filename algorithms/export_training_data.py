@@ -32,10 +32,10 @@ from ..training.errors import TrainingDataError
 from ..training.export import ExportRequest, export_training_data
 from .analysis_common import reference_features
 from .band_parameters import band_numbers
-from .base import DeepRasterAlgorithm, callbacks_for
+from .base import TrainingGroupAlgorithm, callbacks_for
 
 
-class ExportTrainingDataAlgorithm(DeepRasterAlgorithm):
+class ExportTrainingDataAlgorithm(TrainingGroupAlgorithm):
     search_tags = ("training data", "chips", "tiles", "labels", "segmentation", "deep learning", "export",
                    "classified tiles", "arcgis", "validation split", "spatial blocks", "unet")
     summary = "Exports image and label chips with a spatial-block validation split, for training a segmentation model."
@@ -64,12 +64,6 @@ class ExportTrainingDataAlgorithm(DeepRasterAlgorithm):
 
     def displayName(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr("Export training data")
-
-    def group(self) -> str:
-        return self.tr("Training")
-
-    def groupId(self) -> str:  # noqa: N802 (QGIS API)
-        return "training"
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr(
