@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -34,6 +35,7 @@ from ..tiling.interrupt import terminate_as_cancel
 from ..tiling.source import RasterSource
 from ..tiling.transaction import run_transaction
 from ..tiling.window import Window
+from .band_parameters import band_numbers
 from .styling import output_name
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "deepraster.svg")
@@ -289,9 +291,12 @@ class TrainingGroupAlgorithm(DeepRasterAlgorithm):
 
 class TiledModelAlgorithm(DeepRasterAlgorithm):
     """What the algorithms that run a network over tiles share: the input raster and its processing extent, and
-    the advanced tiling and compute parameters (tile size, overlap, batch size, device, half precision)."""
+    the advanced tiling and compute parameters (tile size, overlap, batch size, device, half precision), the bands in
+    the model's order and the input value scale."""
 
     abstract = True
+    BANDS = "BANDS"
+    VALUE_SCALE = "VALUE_SCALE"
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
@@ -312,6 +317,23 @@ class TiledModelAlgorithm(DeepRasterAlgorithm):
             QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(self.DEVICES), defaultValue=0),
             QgsProcessingParameterBoolean(self.HALF, self.tr("Half precision on GPU (float16)"), False),
         ]
+
+    def model_bands_parameter(self) -> QgsProcessingParameterBand:
+        """The input raster's bands in the model's order (empty: matched with the model's band names)."""
+        return QgsProcessingParameterBand(self.BANDS, self.tr("Bands, model order (empty: by name)"),
+                                          parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True)
+
+    def value_scale_parameter(self) -> QgsProcessingParameterNumber:
+        """The input value scale (raster values × scale = model units; 0: the package's)."""
+        return QgsProcessingParameterNumber(self.VALUE_SCALE, self.tr("Input value scale (0: the package's)"),
+                                            QgsProcessingParameterNumber.Double, 0.0, minValue=0.0)
+
+    def model_input_values(self, parameters, context) -> dict:
+        """bands (None: matched by name) and value_scale (None: the package's), as request fields."""
+        return {
+            "bands": tuple(band_numbers(self, parameters, self.BANDS, context)) or None,
+            "value_scale": self.parameterAsDouble(parameters, self.VALUE_SCALE, context) or None,
+        }
 
     def tiling_values(self, parameters, context) -> dict:
         """tile_size, overlap (None: the default), batch_size, device and half, as request fields."""
