@@ -14,7 +14,6 @@ from qgis.core import (
     QgsGeometry,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFileDestination,
@@ -83,10 +82,6 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
         return "feature_space_analysis"
 
     # ------------------------------------------------------------------------------------------------ parameters
-    def add_advanced(self, param: QgsProcessingParameterDefinition) -> None:
-        param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-        self.addParameter(param)
-
     def add_raster_parameters(self, with_extent: bool = True) -> None:
         self.addParameter(QgsProcessingParameterRasterLayer(
             self.INPUT, self.tr("Input raster (features or image bands)")))
@@ -101,12 +96,12 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
         # option numbers (what `qgis_process help` lists) and option texts are both accepted: see parameterAsEnum
         self.addParameter(QgsProcessingParameterEnum(self.METHOD, self.tr(what), options=list(options),
                                                      defaultValue=0))
-        self.add_advanced(QgsProcessingParameterString(
-            self.METHOD_NAME, self.tr("Other scikit-learn estimator (by name)"),
-            optional=True))
-        self.add_advanced(QgsProcessingParameterString(
-            self.KWARGS, self.tr("Estimator arguments (JSON)"), optional=True,
-            multiLine=False))
+        self.add_advanced([
+            QgsProcessingParameterString(self.METHOD_NAME, self.tr("Other scikit-learn estimator (by name)"),
+                                         optional=True),
+            QgsProcessingParameterString(self.KWARGS, self.tr("Estimator arguments (JSON)"), optional=True,
+                                         multiLine=False),
+        ])
 
     def add_sampling_parameters(self, default_size: int) -> None:
         self.addParameter(QgsProcessingParameterNumber(
@@ -116,12 +111,12 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
         self.add_standardize_parameter()
 
     def add_seed_parameter(self) -> None:
-        self.add_advanced(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"),
-                                                       QgsProcessingParameterNumber.Integer, 42, minValue=0))
+        self.add_advanced([QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"),
+                                                        QgsProcessingParameterNumber.Integer, 42, minValue=0)])
 
     def add_standardize_parameter(self) -> None:
-        self.add_advanced(QgsProcessingParameterBoolean(
-            self.STANDARDIZE, self.tr("Standardise bands before fitting"), True))
+        self.add_advanced([QgsProcessingParameterBoolean(
+            self.STANDARDIZE, self.tr("Standardise bands before fitting"), True)])
 
     def add_model_output(self) -> None:
         self.addParameter(QgsProcessingParameterFileDestination(
@@ -131,8 +126,7 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
     # ------------------------------------------------------------------------------------------------ inputs
     def add_execution_parameters(self) -> None:
         """Where every pixel is mapped once the model is fitted: this process or a Dask cluster (advanced)."""
-        for param in execution_parameters(self.tr):
-            self.add_advanced(param)
+        self.add_advanced(execution_parameters(self.tr))
 
     def raster_input(self, parameters, context) -> RasterInput:
         layer, source, region = self.input_source(parameters, context)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from osgeo import gdal
@@ -14,6 +14,7 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -34,11 +35,15 @@ from ..tiling.interrupt import terminate_as_cancel
 from ..tiling.source import RasterSource
 from ..tiling.transaction import run_transaction
 from ..tiling.window import Window
+from .band_parameters import band_numbers
 from .styling import output_name
 
 ICON = os.path.join(os.path.dirname(os.path.dirname(__file__)), "icons", "deepraster.svg")
 DOCS_URL = "https://github.com/deepraster/deepraster/blob/main/docs/algorithms/{name}.md"
 """The help page of an algorithm (docs/algorithms/<name>.md in the repository); the dialog's Help button opens it."""
+
+DEVICES = ("auto", "cpu", "cuda")
+"""The options of the Device parameters: 'auto' is a CUDA GPU when PyTorch sees one, else the CPU."""
 
 # import name → pip requirement, for the packages the deep-learning algorithms need
 DEEP_LEARNING_PACKAGES = {"torch": "torch", "segmentation_models_pytorch": "segmentation-models-pytorch",
@@ -122,6 +127,12 @@ class DeepRasterAlgorithm(QgsProcessingAlgorithm):
         """QGIS's raster layer for ``name``; a file it has to load leaves no .aux.xml beside it."""
         with no_aux_files():
             return super().parameterAsRasterLayer(parameters, name, context)
+
+    def add_advanced(self, params: Iterable[QgsProcessingParameterDefinition]) -> None:
+        """Add parameters, in this order, under the dialog's "Advanced parameters"."""
+        for param in params:
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
 
     def canExecute(self):  # noqa: N802 (QGIS API)
         missing = missing_packages(self.required_packages)
@@ -266,17 +277,32 @@ class DeepRasterAlgorithm(QgsProcessingAlgorithm):
         raise NotImplementedError
 
 
-class TiledModelAlgorithm(DeepRasterAlgorithm):
-    """What the algorithms that run a network over tiles share: the input raster and its processing extent, and
-    the advanced tiling and compute parameters (tile size, overlap, batch size, device, half precision)."""
+class TrainingGroupAlgorithm(DeepRasterAlgorithm):
+    """The algorithms of the toolbox group "Training": training data export, model training and evaluation."""
 
     abstract = True
+
+    def group(self) -> str:
+        return self.tr("Training")
+
+    def groupId(self) -> str:  # noqa: N802 (QGIS API)
+        return "training"
+
+
+class TiledModelAlgorithm(DeepRasterAlgorithm):
+    """What the algorithms that run a network over tiles share: the input raster and its processing extent, and
+    the advanced tiling and compute parameters (tile size, overlap, batch size, device, half precision), the bands in
+    the model's order and the input value scale."""
+
+    abstract = True
+    BANDS = "BANDS"
+    VALUE_SCALE = "VALUE_SCALE"
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
     DEVICE = "DEVICE"
     HALF = "HALF"
-    DEVICES = ("auto", "cpu", "cuda")
+    DEVICES = DEVICES
 
     def tiling_parameters(self, tile_default: str, overlap_default: str) -> list[QgsProcessingParameterDefinition]:
         """The tiling and compute parameters; 0 tile size and −1 overlap mean the defaults named in the labels (the
@@ -292,11 +318,22 @@ class TiledModelAlgorithm(DeepRasterAlgorithm):
             QgsProcessingParameterBoolean(self.HALF, self.tr("Half precision on GPU (float16)"), False),
         ]
 
-    def add_advanced(self, params: list[QgsProcessingParameterDefinition]) -> None:
-        """Add parameters under the dialog's "Advanced parameters"."""
-        for param in params:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
+    def model_bands_parameter(self) -> QgsProcessingParameterBand:
+        """The input raster's bands in the model's order (empty: matched with the model's band names)."""
+        return QgsProcessingParameterBand(self.BANDS, self.tr("Bands, model order (empty: by name)"),
+                                          parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True)
+
+    def value_scale_parameter(self) -> QgsProcessingParameterNumber:
+        """The input value scale (raster values × scale = model units; 0: the package's)."""
+        return QgsProcessingParameterNumber(self.VALUE_SCALE, self.tr("Input value scale (0: the package's)"),
+                                            QgsProcessingParameterNumber.Double, 0.0, minValue=0.0)
+
+    def model_input_values(self, parameters, context) -> dict:
+        """bands (None: matched by name) and value_scale (None: the package's), as request fields."""
+        return {
+            "bands": tuple(band_numbers(self, parameters, self.BANDS, context)) or None,
+            "value_scale": self.parameterAsDouble(parameters, self.VALUE_SCALE, context) or None,
+        }
 
     def tiling_values(self, parameters, context) -> dict:
         """tile_size, overlap (None: the default), batch_size, device and half, as request fields."""

@@ -7,50 +7,37 @@ from __future__ import annotations
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsProcessing,
-    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterFeatureSource,
-    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
-    QgsProcessingParameterVectorDestination,
     QgsVectorFileWriter,
 )
 
-from ..models.sources import MODEL_FILE_FILTER, open_model
+from ..models.sources import open_model
 from ..tiling.outputs import ClassInfo
-from .band_parameters import band_numbers
-from .base import TiledModelAlgorithm, callbacks_for
+from .base import callbacks_for
+from .objects_common import ObjectModelAlgorithm
 from .styling import CategoryStyle, output_name, style_on_load
 
 
-class ClassifyObjectsAlgorithm(TiledModelAlgorithm):
+class ClassifyObjectsAlgorithm(ObjectModelAlgorithm):
     search_tags = ("object classification", "image classification", "classify features", "points", "polygons",
                    "tree crowns", "alive dead", "chips", "deep learning", "pytorch", "timm", "torchscript",
                    "model package", "inference")
     summary = "Classifies each point or polygon of a layer from the imagery under it with a classification package."
     FEATURES = "FEATURES"
-    MODEL = "MODEL"
     BUFFER = "BUFFER"
     CHIP_PIXELS = "CHIP_PIXELS"
     FIELD_PREFIX = "FIELD_PREFIX"
-    BANDS = "BANDS"
-    VALUE_SCALE = "VALUE_SCALE"
     TRUST = "TRUST"
-    OUTPUT = "OUTPUT"
 
     def name(self) -> str:
         return "classify_objects"
 
     def displayName(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr("Classify objects")
-
-    def group(self) -> str:
-        return self.tr("Objects")
-
-    def groupId(self) -> str:  # noqa: N802 (QGIS API)
-        return "objects"
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr(
@@ -73,29 +60,23 @@ class ClassifyObjectsAlgorithm(TiledModelAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSource(
             self.FEATURES, self.tr("Points or polygons to classify"),
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]))
-        self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, self.tr("Model package (.drpk, .json)"), behavior=QgsProcessingParameterFile.File,
-            fileFilter=MODEL_FILE_FILTER))
+        self.addParameter(self.model_parameter())
         self.addParameter(QgsProcessingParameterNumber(
             self.BUFFER, self.tr("Buffer around each feature (raster CRS units)"),
             QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
         self.addParameter(QgsProcessingParameterNumber(
             self.CHIP_PIXELS, self.tr("Chip size, raster px (0: feature extent + buffer)"),
             QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=100000))
-        output = QgsProcessingParameterVectorDestination(self.OUTPUT, self.tr("Classified features"))
-        output.setSupportsNonFileBasedOutput(False)
-        self.addParameter(output)
+        self.addParameter(self.vector_output(self.tr("Classified features")))
         compute = [p for p in self.tiling_parameters("", "") if p.name() in (self.DEVICE, self.HALF)]
         self.add_advanced([
             QgsProcessingParameterString(self.FIELD_PREFIX, self.tr("Prefix of the class fields"), "",
                                          optional=True),
-            QgsProcessingParameterBand(self.BANDS, self.tr("Bands, model order (empty: by name)"),
-                                       parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True),
+            self.model_bands_parameter(),
             QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (chips per model call)"),
                                          QgsProcessingParameterNumber.Integer, 32, minValue=1, maxValue=4096),
             *compute,
-            QgsProcessingParameterNumber(self.VALUE_SCALE, self.tr("Input value scale (0: the package's)"),
-                                         QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
+            self.value_scale_parameter(),
             QgsProcessingParameterBoolean(self.TRUST, self.tr("I trust this model file (pickles can run code)"),
                                           False),
         ])
@@ -116,11 +97,10 @@ class ClassifyObjectsAlgorithm(TiledModelAlgorithm):
             features_crs=crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED_GDAL) if crs.isValid() else None,
             buffer=self.parameterAsDouble(parameters, self.BUFFER, context),
             chip_pixels=self.parameterAsInt(parameters, self.CHIP_PIXELS, context) or None,
-            bands=tuple(band_numbers(self, parameters, self.BANDS, context)) or None,
+            **self.model_input_values(parameters, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             device=self.DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             half=self.parameterAsBool(parameters, self.HALF, context),
-            value_scale=self.parameterAsDouble(parameters, self.VALUE_SCALE, context) or None,
             trusted=self.parameterAsBool(parameters, self.TRUST, context),
             field_prefix=prefix,
         )

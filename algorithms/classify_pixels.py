@@ -35,12 +35,10 @@ class ClassifyPixelsAlgorithm(TiledModelAlgorithm):
     summary = "Classifies every pixel of a raster with a deep-learning segmentation model package (e.g. a cloud mask)."
     MODEL = "MODEL"
     TRUST = "TRUST"
-    BANDS = "BANDS"
     MASK = "MASK"
     GREEN_BAND = "GREEN_BAND"
     NIR_BAND = "NIR_BAND"
     NDWI_THRESHOLD = "NDWI_THRESHOLD"
-    VALUE_SCALE = "VALUE_SCALE"
     PROBABILITY_TYPE = "PROBABILITY_TYPE"
     TTA = "TTA"
     RUNTIME = "RUNTIME"
@@ -94,9 +92,7 @@ class ClassifyPixelsAlgorithm(TiledModelAlgorithm):
         self.addParameter(QgsProcessingParameterFile(
             self.MODEL, self.tr("Model package (.drpk, .json, .emd, .dlpk)"),
             behavior=QgsProcessingParameterFile.File, fileFilter=MODEL_FILE_FILTER))
-        self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, self.tr("Bands, model order (empty: by name)"),
-            parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True))
+        self.addParameter(self.model_bands_parameter())
         self.addParameter(QgsProcessingParameterExtent(
             self.EXTENT, self.tr("Extent (empty: whole raster)"), optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT_CLASSES, self.tr("Class raster")))
@@ -114,8 +110,7 @@ class ClassifyPixelsAlgorithm(TiledModelAlgorithm):
             QgsProcessingParameterNumber(self.NDWI_THRESHOLD, self.tr("NDWI threshold"),
                                          QgsProcessingParameterNumber.Double, 0.0, minValue=-1.0, maxValue=1.0),
             *self.tiling_parameters("the package's", "the package's"),
-            QgsProcessingParameterNumber(self.VALUE_SCALE, self.tr("Input value scale (0: the package's)"),
-                                         QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
+            self.value_scale_parameter(),
             QgsProcessingParameterEnum(self.PROBABILITY_TYPE, self.tr("Probability raster type"),
                                        options=list(self.PROBABILITY_TYPES), defaultValue=0),
             QgsProcessingParameterBoolean(self.TTA, self.tr("Test-time augmentation"), False),

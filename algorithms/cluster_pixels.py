@@ -56,8 +56,8 @@ class ClusterPixelsAlgorithm(AnalysisAlgorithm):
             self.N_CLUSTERS, self.tr("Number of clusters (methods that take one)"),
             QgsProcessingParameterNumber.Integer, 8, minValue=2, maxValue=65534))
         self.add_sampling_parameters(20000)
-        self.add_advanced(QgsProcessingParameterBoolean(
-            self.NOISE_AS_NODATA, self.tr("Noise pixels become nodata"), False))
+        self.add_advanced([QgsProcessingParameterBoolean(
+            self.NOISE_AS_NODATA, self.tr("Noise pixels become nodata"), False)])
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Clusters")))
         self.add_model_output()
         self.add_execution_parameters()

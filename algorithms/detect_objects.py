@@ -4,48 +4,35 @@ merged exactly across tiles into a GeoPackage of polygons. The core is :func:`ob
 from __future__ import annotations
 
 from qgis.core import (
-    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterExtent,
-    QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
-    QgsProcessingParameterVectorDestination,
 )
 
-from ..models.sources import MODEL_FILE_FILTER, open_model
+from ..models.sources import open_model
 from ..tiling.outputs import ClassInfo
-from .band_parameters import band_numbers
-from .base import TiledModelAlgorithm, callbacks_for
+from .base import callbacks_for
 from .execution import backend_value, execution_parameters
+from .objects_common import ObjectModelAlgorithm
 from .styling import BoxStyle, output_name, style_on_load
 
 
-class DetectObjectsAlgorithm(TiledModelAlgorithm):
+class DetectObjectsAlgorithm(ObjectModelAlgorithm):
     search_tags = ("object detection", "detection", "bounding boxes", "boxes", "trees", "buildings", "vehicles",
                    "deep learning", "pytorch", "torchscript", "model package", "inference", "nms")
     summary = "Finds objects in a raster with a detection model package: boxes with class and confidence as polygons."
-    MODEL = "MODEL"
-    BANDS = "BANDS"
     CONFIDENCE = "CONFIDENCE"
     IOU = "IOU"
     IOS = "IOS"
     CLASS_AGNOSTIC = "CLASS_AGNOSTIC"
     MAX_DETECTIONS = "MAX_DETECTIONS"
-    VALUE_SCALE = "VALUE_SCALE"
-    OUTPUT = "OUTPUT"
 
     def name(self) -> str:
         return "detect_objects"
 
     def displayName(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr("Detect objects")
-
-    def group(self) -> str:
-        return self.tr("Objects")
-
-    def groupId(self) -> str:  # noqa: N802 (QGIS API)
-        return "objects"
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr(
@@ -67,9 +54,7 @@ class DetectObjectsAlgorithm(TiledModelAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
-        self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, self.tr("Model package (.drpk, .json)"), behavior=QgsProcessingParameterFile.File,
-            fileFilter=MODEL_FILE_FILTER))
+        self.addParameter(self.model_parameter())
         self.addParameter(QgsProcessingParameterExtent(
             self.EXTENT, self.tr("Extent (empty: whole raster)"), optional=True))
         self.addParameter(QgsProcessingParameterNumber(
@@ -80,19 +65,15 @@ class DetectObjectsAlgorithm(TiledModelAlgorithm):
             minValue=0.0, maxValue=1.0))
         self.addParameter(QgsProcessingParameterBoolean(
             self.CLASS_AGNOSTIC, self.tr("Merge overlapping boxes of different classes"), False))
-        output = QgsProcessingParameterVectorDestination(self.OUTPUT, self.tr("Detected objects"))
-        output.setSupportsNonFileBasedOutput(False)
-        self.addParameter(output)
+        self.addParameter(self.vector_output(self.tr("Detected objects")))
         self.add_advanced([
-            QgsProcessingParameterBand(self.BANDS, self.tr("Bands, model order (empty: by name)"),
-                                       parentLayerParameterName=self.INPUT, optional=True, allowMultiple=True),
+            self.model_bands_parameter(),
             QgsProcessingParameterNumber(self.IOS, self.tr("Intersection over smaller box threshold (0–1, 0: off)"),
                                          QgsProcessingParameterNumber.Double, 0.0, minValue=0.0, maxValue=1.0),
             QgsProcessingParameterNumber(self.MAX_DETECTIONS, self.tr("Maximum detections per tile"),
                                          QgsProcessingParameterNumber.Integer, 300, minValue=1, maxValue=100000),
             *self.tiling_parameters("the package's", "the package's"),
-            QgsProcessingParameterNumber(self.VALUE_SCALE, self.tr("Input value scale (0: the package's)"),
-                                         QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
+            self.value_scale_parameter(),
             *execution_parameters(self.tr),
         ])
 
@@ -115,14 +96,13 @@ class DetectObjectsAlgorithm(TiledModelAlgorithm):
         layer, source, region = self.input_source(parameters, context)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         request = DetectRequest(
-            raster=source.path, package=package, output=output,
-            bands=tuple(band_numbers(self, parameters, self.BANDS, context)) or None, region=region,
+            raster=source.path, package=package, output=output, region=region,
+            **self.model_input_values(parameters, context),
             confidence=self.parameterAsDouble(parameters, self.CONFIDENCE, context),
             iou=self.parameterAsDouble(parameters, self.IOU, context),
             ios=self.parameterAsDouble(parameters, self.IOS, context) or None,
             class_agnostic=self.parameterAsBool(parameters, self.CLASS_AGNOSTIC, context),
             max_detections=self.parameterAsInt(parameters, self.MAX_DETECTIONS, context),
-            value_scale=self.parameterAsDouble(parameters, self.VALUE_SCALE, context) or None,
             **self.tiling_values(parameters, context),
         )
         backend = backend_value(self, parameters, context)

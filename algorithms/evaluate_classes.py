@@ -25,10 +25,10 @@ from ..analysis.evaluation import PolygonReference, RasterReference, class_table
 from ..tiling.errors import RasterInputError
 from ..training.chips import read_chip_folder
 from .analysis_common import reference_features
-from .base import DeepRasterAlgorithm, callbacks_for
+from .base import TrainingGroupAlgorithm, callbacks_for
 
 
-class EvaluateClassesAlgorithm(DeepRasterAlgorithm):
+class EvaluateClassesAlgorithm(TrainingGroupAlgorithm):
     search_tags = ("accuracy assessment", "evaluation", "confusion matrix", "IoU", "mIoU", "kappa", "overall accuracy",
                    "validation", "reference", "ground truth", "segmentation", "land cover")
     summary = "Scores a class raster against reference polygons or a reference raster: IoU, accuracy, kappa."
@@ -48,12 +48,6 @@ class EvaluateClassesAlgorithm(DeepRasterAlgorithm):
 
     def displayName(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr("Evaluate a class map")
-
-    def group(self) -> str:
-        return self.tr("Training")
-
-    def groupId(self) -> str:  # noqa: N802 (QGIS API)
-        return "training"
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr(

@@ -5,27 +5,15 @@ reads the parameters and hands it plain geometries in the raster's CRS."""
 
 from __future__ import annotations
 
-import os
-
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingOutputFile,
-    QgsProcessingOutputNumber,
-    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
-    QgsProcessingParameterExtent,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
-    QgsProcessingParameterFile,
-    QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterRasterLayer,
 )
 
-from ..models.class_tables import read_class_table
 from ..training.object_export import ObjectExportRequest, export_object_training_data
-from .band_parameters import band_numbers
 from .base import callbacks_for
 from .export_training_data import ExportTrainingDataAlgorithm
 
@@ -67,60 +55,25 @@ class ExportObjectTrainingDataAlgorithm(ExportTrainingDataAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        number = QgsProcessingParameterNumber
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
-        self.addParameter(QgsProcessingParameterFeatureSource(
-            self.LABELS, self.tr("Object polygons (boxes)"), [QgsProcessing.TypeVectorPolygon]))
-        self.addParameter(QgsProcessingParameterField(
-            self.LABEL_FIELD, self.tr("Class field (numbers or names)"), parentLayerParameterName=self.LABELS))
-        self.addParameter(QgsProcessingParameterFile(
-            self.CLASS_TABLE, self.tr("Class table (empty: from the class field)"), optional=True,
-            fileFilter="Class tables (*.csv *.txt *.qml);;All files (*.*)"))
-        self.addParameter(QgsProcessingParameterBand(
-            self.BANDS, self.tr("Bands (empty: all)"), parentLayerParameterName=self.INPUT, optional=True,
-            allowMultiple=True))
-        self.addParameter(number(self.CHIP_SIZE, self.tr("Chip size, px"), number.Integer, 256, minValue=16,
-                                 maxValue=8192))
-        self.addParameter(number(self.MIN_VISIBLE, self.tr("Minimum visible fraction of a clipped box"),
-                                 number.Double, 0.5, minValue=0.01, maxValue=1.0))
-        self.addParameter(QgsProcessingParameterBoolean(
-            self.KEEP_EMPTY, self.tr("Keep chips without objects"), False))
-        self.addParameter(QgsProcessingParameterExtent(
-            self.EXTENT, self.tr("Extent (empty: whole raster)"), optional=True))
-        self.addParameter(number(self.BLOCK_SIZE, self.tr("Validation block size, map units (0: 10 chips)"),
-                                 number.Double, 0.0, minValue=0.0))
-        self.addParameter(number(self.VALIDATION_FRACTION, self.tr("Validation fraction of the blocks"),
-                                 number.Double, 0.2, minValue=0.01, maxValue=0.99))
-        self.addParameter(QgsProcessingParameterBoolean(
-            self.OVERWRITE, self.tr("Overwrite a non-empty output folder"), False))
-        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, self.tr("Output folder")))
-        for param in (number(self.STRIDE, self.tr("Stride, px (0: the chip size)"), number.Integer, 0, minValue=0,
-                             maxValue=8192),
-                      number(self.SEED, self.tr("Random seed (split)"), number.Integer, 0, minValue=0)):
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
-        self.addOutput(QgsProcessingOutputFile(self.MANIFEST, self.tr("Manifest (manifest.json)")))
-        self.addOutput(QgsProcessingOutputNumber(self.TRAIN_CHIPS, self.tr("Training chips")))
-        self.addOutput(QgsProcessingOutputNumber(self.VALIDATION_CHIPS, self.tr("Validation chips")))
+        self.add_export_parameters(
+            [QgsProcessingParameterFeatureSource(self.LABELS, self.tr("Object polygons (boxes)"),
+                                                 [QgsProcessing.TypeVectorPolygon]),
+             QgsProcessingParameterField(self.LABEL_FIELD, self.tr("Class field (numbers or names)"),
+                                         parentLayerParameterName=self.LABELS)],
+            self.tr("Class table (empty: from the class field)"),
+            [QgsProcessingParameterNumber(self.MIN_VISIBLE, self.tr("Minimum visible fraction of a clipped box"),
+                                          QgsProcessingParameterNumber.Double, 0.5, minValue=0.01, maxValue=1.0),
+             QgsProcessingParameterBoolean(self.KEEP_EMPTY, self.tr("Keep chips without objects"), False),
+             self.extent_parameter()])
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
         layer, source, region = self.input_source(parameters, context)
         output = self.output_folder(parameters, context)
         field = self.parameterAsString(parameters, self.LABEL_FIELD, context)
-        table = self.parameterAsFile(parameters, self.CLASS_TABLE, context)
         request = ObjectExportRequest(
             raster=source.path, output=output, boxes=self._polygons(parameters, context, layer, field),
-            classes=read_class_table(table) if table else None,
-            bands=tuple(band_numbers(self, parameters, self.BANDS, context)),
-            chip_size=self.parameterAsInt(parameters, self.CHIP_SIZE, context),
-            stride=self.parameterAsInt(parameters, self.STRIDE, context) or None,
             min_visible=self.parameterAsDouble(parameters, self.MIN_VISIBLE, context),
-            keep_empty=self.parameterAsBool(parameters, self.KEEP_EMPTY, context), region=region,
-            block_size=self.parameterAsDouble(parameters, self.BLOCK_SIZE, context) or None,
-            validation_fraction=self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context),
-            seed=self.parameterAsInt(parameters, self.SEED, context),
-            overwrite=self.parameterAsBool(parameters, self.OVERWRITE, context), label_field=field,
-            inputs=tuple(self.run_inputs(parameters, context)))
+            keep_empty=self.parameterAsBool(parameters, self.KEEP_EMPTY, context), region=region, label_field=field,
+            **self.export_values(parameters, context))
         result = export_object_training_data(request, callbacks_for(feedback))
-        return {self.OUTPUT: output, self.MANIFEST: os.path.join(output, "manifest.json"),
-                self.TRAIN_CHIPS: result.chips["train"], self.VALIDATION_CHIPS: result.chips["validation"]}
+        return self.export_outputs(output, result.chips)

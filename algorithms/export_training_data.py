@@ -6,6 +6,8 @@ raster's CRS."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import Any
 
 from qgis.core import (
     QgsFeatureRequest,
@@ -32,10 +34,10 @@ from ..training.errors import TrainingDataError
 from ..training.export import ExportRequest, export_training_data
 from .analysis_common import reference_features
 from .band_parameters import band_numbers
-from .base import DeepRasterAlgorithm, callbacks_for
+from .base import TrainingGroupAlgorithm, callbacks_for
 
 
-class ExportTrainingDataAlgorithm(DeepRasterAlgorithm):
+class ExportTrainingDataAlgorithm(TrainingGroupAlgorithm):
     search_tags = ("training data", "chips", "tiles", "labels", "segmentation", "deep learning", "export",
                    "classified tiles", "arcgis", "validation split", "spatial blocks", "unet")
     summary = "Exports image and label chips with a spatial-block validation split, for training a segmentation model."
@@ -65,12 +67,6 @@ class ExportTrainingDataAlgorithm(DeepRasterAlgorithm):
     def displayName(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr("Export training data")
 
-    def group(self) -> str:
-        return self.tr("Training")
-
-    def groupId(self) -> str:  # noqa: N802 (QGIS API)
-        return "training"
-
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr(
             "Cuts a raster and its labels into image and label chips (georeferenced, tiled, DEFLATE-compressed "
@@ -96,51 +92,84 @@ class ExportTrainingDataAlgorithm(DeepRasterAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
+        self.add_export_parameters(
+            [QgsProcessingParameterFeatureSource(self.LABELS, self.tr("Label polygons"),
+                                                 [QgsProcessing.TypeVectorPolygon], optional=True),
+             QgsProcessingParameterField(self.LABEL_FIELD, self.tr("Class field (numbers or names)"),
+                                         parentLayerParameterName=self.LABELS, optional=True),
+             QgsProcessingParameterRasterLayer(self.LABEL_RASTER, self.tr("Class raster (instead of polygons)"),
+                                               optional=True)],
+            self.tr("Class table (empty: from the labels)"),
+            [QgsProcessingParameterBoolean(self.BACKGROUND, self.tr("Unlabelled pixels are background (class 0)"),
+                                           False),
+             self.extent_parameter(),
+             QgsProcessingParameterFeatureSource(self.MASK, self.tr("Mask polygons (chips only inside)"),
+                                                 [QgsProcessing.TypeVectorPolygon], optional=True)],
+            advanced=[QgsProcessingParameterNumber(
+                self.MIN_LABELLED, self.tr("Minimum labelled fraction of a chip"),
+                QgsProcessingParameterNumber.Double, 0.05, minValue=0.0, maxValue=1.0)])
+
+    def add_export_parameters(self, labels: Sequence[QgsProcessingParameterDefinition], class_table_label: str,
+                              options: Sequence[QgsProcessingParameterDefinition],
+                              advanced: Sequence[QgsProcessingParameterDefinition] = ()) -> None:
+        """Add, in dialog order: the input raster, ``labels``, the class table (``class_table_label``), bands, chip
+        size, ``options``, validation block size and fraction, overwrite and the output folder; under "Advanced":
+        stride, ``advanced`` and the split's seed; then the manifest and chip count outputs."""
+        number = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
-        self.addParameter(QgsProcessingParameterFeatureSource(
-            self.LABELS, self.tr("Label polygons"), [QgsProcessing.TypeVectorPolygon], optional=True))
-        self.addParameter(QgsProcessingParameterField(
-            self.LABEL_FIELD, self.tr("Class field (numbers or names)"), parentLayerParameterName=self.LABELS,
-            optional=True))
-        self.addParameter(QgsProcessingParameterRasterLayer(
-            self.LABEL_RASTER, self.tr("Class raster (instead of polygons)"), optional=True))
+        for param in labels:
+            self.addParameter(param)
         self.addParameter(QgsProcessingParameterFile(
-            self.CLASS_TABLE, self.tr("Class table (empty: from the labels)"), optional=True,
+            self.CLASS_TABLE, class_table_label, optional=True,
             fileFilter="Class tables (*.csv *.txt *.qml);;All files (*.*)"))
         self.addParameter(QgsProcessingParameterBand(
             self.BANDS, self.tr("Bands (empty: all)"), parentLayerParameterName=self.INPUT, optional=True,
             allowMultiple=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.CHIP_SIZE, self.tr("Chip size, px"), QgsProcessingParameterNumber.Integer, 256, minValue=16,
-            maxValue=8192))
-        self.addParameter(QgsProcessingParameterBoolean(
-            self.BACKGROUND, self.tr("Unlabelled pixels are background (class 0)"), False))
-        self.addParameter(QgsProcessingParameterExtent(
-            self.EXTENT, self.tr("Extent (empty: whole raster)"), optional=True))
-        self.addParameter(QgsProcessingParameterFeatureSource(
-            self.MASK, self.tr("Mask polygons (chips only inside)"), [QgsProcessing.TypeVectorPolygon], optional=True))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.BLOCK_SIZE, self.tr("Validation block size, map units (0: 10 chips)"),
-            QgsProcessingParameterNumber.Double, 0.0, minValue=0.0))
-        self.addParameter(QgsProcessingParameterNumber(
-            self.VALIDATION_FRACTION, self.tr("Validation fraction of the blocks"),
-            QgsProcessingParameterNumber.Double, 0.2, minValue=0.01, maxValue=0.99))
+        self.addParameter(number(self.CHIP_SIZE, self.tr("Chip size, px"), number.Integer, 256, minValue=16,
+                                 maxValue=8192))
+        for param in options:
+            self.addParameter(param)
+        self.addParameter(number(self.BLOCK_SIZE, self.tr("Validation block size, map units (0: 10 chips)"),
+                                 number.Double, 0.0, minValue=0.0))
+        self.addParameter(number(self.VALIDATION_FRACTION, self.tr("Validation fraction of the blocks"),
+                                 number.Double, 0.2, minValue=0.01, maxValue=0.99))
         self.addParameter(QgsProcessingParameterBoolean(
             self.OVERWRITE, self.tr("Overwrite a non-empty output folder"), False))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, self.tr("Output folder")))
-        for param in (
-            QgsProcessingParameterNumber(self.STRIDE, self.tr("Stride, px (0: the chip size)"),
-                                         QgsProcessingParameterNumber.Integer, 0, minValue=0, maxValue=8192),
-            QgsProcessingParameterNumber(self.MIN_LABELLED, self.tr("Minimum labelled fraction of a chip"),
-                                         QgsProcessingParameterNumber.Double, 0.05, minValue=0.0, maxValue=1.0),
-            QgsProcessingParameterNumber(self.SEED, self.tr("Random seed (split)"),
-                                         QgsProcessingParameterNumber.Integer, 0, minValue=0),
-        ):
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
+        self.add_advanced([
+            number(self.STRIDE, self.tr("Stride, px (0: the chip size)"), number.Integer, 0, minValue=0,
+                   maxValue=8192),
+            *advanced,
+            number(self.SEED, self.tr("Random seed (split)"), number.Integer, 0, minValue=0),
+        ])
         self.addOutput(QgsProcessingOutputFile(self.MANIFEST, self.tr("Manifest (manifest.json)")))
         self.addOutput(QgsProcessingOutputNumber(self.TRAIN_CHIPS, self.tr("Training chips")))
         self.addOutput(QgsProcessingOutputNumber(self.VALIDATION_CHIPS, self.tr("Validation chips")))
+
+    def extent_parameter(self) -> QgsProcessingParameterExtent:
+        """The optional processing extent of the chips."""
+        return QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent (empty: whole raster)"), optional=True)
+
+    def export_values(self, parameters, context) -> dict[str, Any]:
+        """The parameters of :meth:`add_export_parameters` that both exports read alike, as request fields: classes,
+        bands, chip_size, stride, block_size, validation_fraction, seed, overwrite and the run's inputs."""
+        table = self.parameterAsFile(parameters, self.CLASS_TABLE, context)
+        return {
+            "classes": read_class_table(table) if table else None,
+            "bands": tuple(band_numbers(self, parameters, self.BANDS, context)),
+            "chip_size": self.parameterAsInt(parameters, self.CHIP_SIZE, context),
+            "stride": self.parameterAsInt(parameters, self.STRIDE, context) or None,
+            "block_size": self.parameterAsDouble(parameters, self.BLOCK_SIZE, context) or None,
+            "validation_fraction": self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context),
+            "seed": self.parameterAsInt(parameters, self.SEED, context),
+            "overwrite": self.parameterAsBool(parameters, self.OVERWRITE, context),
+            "inputs": tuple(self.run_inputs(parameters, context)),
+        }
+
+    def export_outputs(self, output: str, chips: dict[str, int]) -> dict:
+        """The run's outputs: the folder, its manifest and the training and validation chip counts."""
+        return {self.OUTPUT: output, self.MANIFEST: os.path.join(output, "manifest.json"),
+                self.TRAIN_CHIPS: chips["train"], self.VALIDATION_CHIPS: chips["validation"]}
 
     def run_destinations(self, parameters, context) -> list[Destination]:
         """The output folder; one that does not exist yet is created by the run, so its parent is checked."""
@@ -171,24 +200,14 @@ class ExportTrainingDataAlgorithm(DeepRasterAlgorithm):
             polygons = self._polygons(parameters, context, layer, field)
         elif parameters.get(self.LABELS):
             raise TrainingDataError("Give either label polygons or a class raster, not both.")
-        table = self.parameterAsFile(parameters, self.CLASS_TABLE, context)
         request = ExportRequest(
             raster=source.path, output=output, polygons=polygons,
             label_raster=label_raster.source() if label_raster is not None else None,
-            classes=read_class_table(table) if table else None,
-            bands=tuple(band_numbers(self, parameters, self.BANDS, context)),
-            chip_size=self.parameterAsInt(parameters, self.CHIP_SIZE, context),
-            stride=self.parameterAsInt(parameters, self.STRIDE, context) or None,
             min_labelled=self.parameterAsDouble(parameters, self.MIN_LABELLED, context),
-            background=self.parameterAsBool(parameters, self.BACKGROUND, context), region=region,
-            block_size=self.parameterAsDouble(parameters, self.BLOCK_SIZE, context) or None,
-            validation_fraction=self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context),
-            seed=self.parameterAsInt(parameters, self.SEED, context),
-            overwrite=self.parameterAsBool(parameters, self.OVERWRITE, context), label_field=field,
-            inputs=tuple(self.run_inputs(parameters, context)), mask=self._mask(parameters, context, layer))
+            background=self.parameterAsBool(parameters, self.BACKGROUND, context), region=region, label_field=field,
+            **self.export_values(parameters, context), mask=self._mask(parameters, context, layer))
         result = export_training_data(request, callbacks_for(feedback))
-        return {self.OUTPUT: output, self.MANIFEST: os.path.join(output, "manifest.json"),
-                self.TRAIN_CHIPS: result.chips["train"], self.VALIDATION_CHIPS: result.chips["validation"]}
+        return self.export_outputs(output, result.chips)
 
     def _mask(self, parameters, context, layer) -> list[bytes] | None:
         """The mask polygons' geometries as WKB in the raster's CRS (None: no mask layer given)."""

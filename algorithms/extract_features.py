@@ -65,7 +65,6 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
     REDUCE_TO_RGB = "REDUCE_TO_RGB"
     STRIDE = "STRIDE"
     INT8 = "INT8"
-    VALUE_SCALE = "VALUE_SCALE"
     NORMALIZATION = "NORMALIZATION"
     OUTPUT_TYPE = "OUTPUT_TYPE"
     PAUSE = "PAUSE"
@@ -151,9 +150,7 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
         self.add_advanced([
             *self.tiling_parameters("the encoder's default", "default, a quarter tile"),
             QgsProcessingParameterBoolean(self.INT8, self.tr("int8 dynamic quantisation on CPU (ViTs)"), False),
-            QgsProcessingParameterNumber(self.VALUE_SCALE,
-                                         self.tr("Input value scale (0: the package's)"),
-                                         QgsProcessingParameterNumber.Double, 0.0, minValue=0.0),
+            self.value_scale_parameter(),
             QgsProcessingParameterEnum(self.NORMALIZATION, self.tr("Normalisation"),
                                        options=list(self.NORMALIZATION_OPTIONS), defaultValue=0),
             QgsProcessingParameterEnum(self.OUTPUT_TYPE, self.tr("Feature raster type"),

@@ -67,8 +67,8 @@ class SimilarityMapAlgorithm(AnalysisAlgorithm):
             self.THRESHOLD, self.tr("Similarity threshold for the class map"), QgsProcessingParameterNumber.Double,
             0.9, minValue=-1.0, maxValue=1.0))
         self.add_seed_parameter()
-        self.add_advanced(QgsProcessingParameterBoolean(
-            self.CENTRE, self.tr("Centre bands on the raster mean"), False))
+        self.add_advanced([QgsProcessingParameterBoolean(
+            self.CENTRE, self.tr("Centre bands on the raster mean"), False)])
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Similarity")))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_CLASSES, self.tr("Class map (most similar class)"), optional=True,

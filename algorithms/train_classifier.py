@@ -105,9 +105,9 @@ class TrainClassifierAlgorithm(AnalysisAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.PIXELS_PER_POLYGON, self.tr("Pixels sampled per polygon (at most)"),
             QgsProcessingParameterNumber.Integer, 500, minValue=1))
-        self.add_advanced(QgsProcessingParameterNumber(
+        self.add_advanced([QgsProcessingParameterNumber(
             self.MAX_SAMPLES, self.tr("Training samples (at most, drawn at random)"),
-            QgsProcessingParameterNumber.Integer, 100000, minValue=2))
+            QgsProcessingParameterNumber.Integer, 100000, minValue=2)])
         self.add_seed_parameter()
         self.add_standardize_parameter()
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Prediction")))

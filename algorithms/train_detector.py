@@ -8,58 +8,34 @@ from pathlib import Path
 
 from qgis.core import (
     QgsProcessingOutputNumber,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
-    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
-    QgsProcessingParameterString,
 )
 
 from ..models.spec import TORCHVISION_DETECTORS
 from ..training.detection_train import DEFAULT_DETECTOR, DetectorTrainRequest, train_detector
-from ..training.network import SCHEDULES
-from .base import DeepRasterAlgorithm, callbacks_for
+from .base import callbacks_for
+from .training_parameters import ModelTrainingAlgorithm
 
 
-class TrainDetectorAlgorithm(DeepRasterAlgorithm):
+class TrainDetectorAlgorithm(ModelTrainingAlgorithm):
     search_tags = ("training", "train", "object detection", "detector", "faster r-cnn", "retinanet", "fcos",
                    "ssdlite", "torchvision", "deep learning", "pytorch", "model package", "boxes", "pascal voc")
     summary = "Trains a torchvision object detector (Faster R-CNN …) on exported chips with boxes into a package."
     DATA = "DATA"
     ARCH = "ARCH"
-    EPOCHS = "EPOCHS"
-    BATCH_SIZE = "BATCH_SIZE"
-    LEARNING_RATE = "LEARNING_RATE"
-    SCHEDULE = "SCHEDULE"
-    PATIENCE = "PATIENCE"
-    SEED = "SEED"
-    DEVICE = "DEVICE"
-    VALIDATION_FRACTION = "VALIDATION_FRACTION"
     TILE_SIZE = "TILE_SIZE"
     MIN_VISIBLE = "MIN_VISIBLE"
     MAX_DETECTIONS = "MAX_DETECTIONS"
-    NAME = "NAME"
-    LICENSE = "LICENSE"
-    OUTPUT = "OUTPUT"
-    OUTPUT_REPORT = "OUTPUT_REPORT"
-    OUTPUT_REPORT_JSON = "OUTPUT_REPORT_JSON"
-    BEST_EPOCH = "BEST_EPOCH"
     MAP_50 = "MAP_50"
     MAP_50_95 = "MAP_50_95"
-    DEVICES = ("auto", "cpu", "cuda")
 
     def name(self) -> str:
         return "train_detector"
 
     def displayName(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr("Train object detector")
-
-    def group(self) -> str:
-        return self.tr("Training")
-
-    def groupId(self) -> str:  # noqa: N802 (QGIS API)
-        return "training"
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr(
@@ -84,75 +60,36 @@ class TrainDetectorAlgorithm(DeepRasterAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         number = QgsProcessingParameterNumber
-        self.addParameter(QgsProcessingParameterFile(self.DATA, self.tr("Object training data folder"),
-                                                     behavior=QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterEnum(
-            self.ARCH, self.tr("Detector"), options=list(TORCHVISION_DETECTORS),
-            defaultValue=TORCHVISION_DETECTORS.index(DEFAULT_DETECTOR)))
-        self.addParameter(number(self.EPOCHS, self.tr("Epochs"), number.Integer, 20, minValue=1, maxValue=10000))
-        self.addParameter(number(self.BATCH_SIZE, self.tr("Batch size (chips)"), number.Integer, 4, minValue=1,
-                                 maxValue=1024))
-        self.addParameter(number(self.LEARNING_RATE, self.tr("Learning rate"), number.Double, 0.0003,
-                                 minValue=1e-12, maxValue=10.0))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT, self.tr("Detection package"), self.tr("Deep Raster model package (*.drpk)")))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_REPORT, self.tr("Training report (HTML)"), self.tr("HTML files (*.html)")))
-        advanced = [
-            QgsProcessingParameterFileDestination(self.OUTPUT_REPORT_JSON, self.tr("Training report (JSON)"),
-                                                  self.tr("JSON files (*.json)"), optional=True),
-            QgsProcessingParameterEnum(self.SCHEDULE, self.tr("Learning-rate schedule"), options=list(SCHEDULES),
-                                       defaultValue=0),
-            number(self.PATIENCE, self.tr("Early stopping patience, epochs (0: off)"), number.Integer, 5, minValue=0),
-            number(self.SEED, self.tr("Random seed"), number.Integer, 0, minValue=0),
-            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(self.DEVICES), defaultValue=0),
-            number(self.VALIDATION_FRACTION, self.tr("Validation fraction (folders without a split)"),
-                   number.Double, 0.2, minValue=0.01, maxValue=0.99),
-            number(self.TILE_SIZE, self.tr("Tile size, px (0: the chips' size)"), number.Integer, 0, minValue=0,
-                   maxValue=4096),
-            number(self.MIN_VISIBLE, self.tr("Minimum visible fraction of a box cut by a tile"), number.Double, 0.5,
-                   minValue=0.01, maxValue=1.0),
-            number(self.MAX_DETECTIONS, self.tr("Maximum detections per tile"), number.Integer, 300, minValue=1,
-                   maxValue=100000),
-            QgsProcessingParameterString(self.NAME, self.tr("Package name (empty: the file name)"), optional=True),
-            QgsProcessingParameterString(self.LICENSE, self.tr("Licence of the package (SPDX id)"),
-                                         defaultValue="unknown", optional=True),
-        ]
-        for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
-        self.addOutput(QgsProcessingOutputNumber(self.BEST_EPOCH, self.tr("Best epoch")))
+        self.add_training_parameters(
+            [QgsProcessingParameterFile(self.DATA, self.tr("Object training data folder"),
+                                        behavior=QgsProcessingParameterFile.Folder),
+             QgsProcessingParameterEnum(self.ARCH, self.tr("Detector"), options=list(TORCHVISION_DETECTORS),
+                                        defaultValue=TORCHVISION_DETECTORS.index(DEFAULT_DETECTOR))],
+            self.tr("Detection package"), batch_size=4, max_batch_size=1024, learning_rate=0.0003,
+            advanced_after=[
+                number(self.TILE_SIZE, self.tr("Tile size, px (0: the chips' size)"), number.Integer, 0, minValue=0,
+                       maxValue=4096),
+                number(self.MIN_VISIBLE, self.tr("Minimum visible fraction of a box cut by a tile"), number.Double,
+                       0.5, minValue=0.01, maxValue=1.0),
+                number(self.MAX_DETECTIONS, self.tr("Maximum detections per tile"), number.Integer, 300, minValue=1,
+                       maxValue=100000),
+            ])
         self.addOutput(QgsProcessingOutputNumber(self.MAP_50, self.tr("Validation mAP@0.5 of the best epoch")))
         self.addOutput(QgsProcessingOutputNumber(self.MAP_50_95, self.tr("Validation mAP@[.5:.95] of the best "
                                                                          "epoch")))
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
-        output = Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
-        html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context) or None
-        json_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT_JSON, context) or None
+        fields, reports = self.training_values(parameters, context)
         request = DetectorTrainRequest(
             data=Path(self.parameterAsFile(parameters, self.DATA, context)),
-            output=output if output.suffix.lower() == ".drpk" else output.with_suffix(".drpk"),
-            report_html=Path(html_path) if html_path else None, report_json=Path(json_path) if json_path else None,
             arch=TORCHVISION_DETECTORS[self.parameterAsEnum(parameters, self.ARCH, context)],
-            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
-            schedule=SCHEDULES[self.parameterAsEnum(parameters, self.SCHEDULE, context)],
-            patience=self.parameterAsInt(parameters, self.PATIENCE, context),
-            seed=self.parameterAsInt(parameters, self.SEED, context),
-            device=self.DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            validation_fraction=self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context),
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context) or None,
             min_visible=self.parameterAsDouble(parameters, self.MIN_VISIBLE, context),
             max_detections=self.parameterAsInt(parameters, self.MAX_DETECTIONS, context),
-            name=self.parameterAsString(parameters, self.NAME, context).strip(),
-            license=self.parameterAsString(parameters, self.LICENSE, context).strip() or "unknown",
-            inputs=tuple(self.run_inputs(parameters, context)))
+            inputs=tuple(self.run_inputs(parameters, context)), **fields)
         result = train_detector(request, callbacks_for(feedback))
         v = result.validation
         feedback.pushInfo(f"Package written: {result.package} (best epoch {result.best_epoch}, validation mAP@0.5 "
                           f"{v['map_50'] or 0:.4f}, mAP@[.5:.95] {v['map_50_95'] or 0:.4f}).")
-        return {self.OUTPUT: str(result.package), self.OUTPUT_REPORT: html_path, self.OUTPUT_REPORT_JSON: json_path,
-                self.BEST_EPOCH: result.best_epoch, self.MAP_50: v["map_50"] or 0.0,
-                self.MAP_50_95: v["map_50_95"] or 0.0}
+        return {self.OUTPUT: str(result.package), **reports, self.BEST_EPOCH: result.best_epoch,
+                self.MAP_50: v["map_50"] or 0.0, self.MAP_50_95: v["map_50_95"] or 0.0}

@@ -9,23 +9,21 @@ from pathlib import Path
 from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFile,
-    QgsProcessingParameterFileDestination,
-    QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
 
 from ..models.sources import MODEL_FILE_FILTER
 from ..training.adapt import NEW_BAND_INITS
 from ..training.errors import TrainingDataError
-from ..training.network import ARCHITECTURES, LOSSES, SCHEDULES
+from ..training.network import ARCHITECTURES, LOSSES
 from ..training.train import TrainRequest, train_segmentation
-from .base import DeepRasterAlgorithm, callbacks_for
+from .base import callbacks_for
+from .training_parameters import ModelTrainingAlgorithm
 
 
-class TrainSegmentationAlgorithm(DeepRasterAlgorithm):
+class TrainSegmentationAlgorithm(ModelTrainingAlgorithm):
     search_tags = ("training", "train", "fine-tuning", "deep learning", "segmentation", "unet", "pytorch",
                    "model package", "chips", "classified tiles", "arcgis", "land cover")
     summary = "Trains a segmentation network (U-Net …) on exported chips into a model package, with a report."
@@ -38,39 +36,18 @@ class TrainSegmentationAlgorithm(DeepRasterAlgorithm):
     TRUST_WEIGHTS = "TRUST_WEIGHTS"
     NEW_BANDS = "NEW_BANDS"
     LOSS = "LOSS"
-    EPOCHS = "EPOCHS"
-    BATCH_SIZE = "BATCH_SIZE"
-    LEARNING_RATE = "LEARNING_RATE"
     CLASS_WEIGHTS = "CLASS_WEIGHTS"
-    SCHEDULE = "SCHEDULE"
-    PATIENCE = "PATIENCE"
-    SEED = "SEED"
-    DEVICE = "DEVICE"
-    VALIDATION_FRACTION = "VALIDATION_FRACTION"
-    NAME = "NAME"
-    LICENSE = "LICENSE"
-    OUTPUT = "OUTPUT"
-    OUTPUT_REPORT = "OUTPUT_REPORT"
-    OUTPUT_REPORT_JSON = "OUTPUT_REPORT_JSON"
-    BEST_EPOCH = "BEST_EPOCH"
     MIOU = "MIOU"
     INITIAL_CHOICES = ("none (random)", "encoder of a model package", "weights file: whole network",
                        "weights file: encoder only")
     NEW_BAND_CHOICES = ("mean of the pretrained filters", "zero")
     WEIGHTS_FILTER = "Weights (*.safetensors *.pt *.pth *.ckpt *.bin);;All files (*.*)"
-    DEVICES = ("auto", "cpu", "cuda")
 
     def name(self) -> str:
         return "train_segmentation"
 
     def displayName(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr("Train segmentation model")
-
-    def group(self) -> str:
-        return self.tr("Training")
-
-    def groupId(self) -> str:  # noqa: N802 (QGIS API)
-        return "training"
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr(
@@ -95,53 +72,28 @@ class TrainSegmentationAlgorithm(DeepRasterAlgorithm):
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        number = QgsProcessingParameterNumber
-        self.addParameter(QgsProcessingParameterFile(self.CHIPS, self.tr("Training chips folder"),
-                                                     behavior=QgsProcessingParameterFile.Folder))
-        self.addParameter(QgsProcessingParameterEnum(self.ARCH, self.tr("Architecture"), options=list(ARCHITECTURES),
-                                                     defaultValue=0))
-        self.addParameter(QgsProcessingParameterString(self.ENCODER, self.tr("Encoder"), defaultValue="resnet18"))
-        self.addParameter(QgsProcessingParameterEnum(self.INITIAL, self.tr("Initial weights"),
-                                                     options=list(self.INITIAL_CHOICES), defaultValue=0))
-        self.addParameter(QgsProcessingParameterFile(self.INITIAL_PACKAGE, self.tr("Model package (initial encoder)"),
-                                                     optional=True, fileFilter=MODEL_FILE_FILTER))
-        self.addParameter(QgsProcessingParameterFile(self.INITIAL_WEIGHTS, self.tr("Weights file (initial weights)"),
-                                                     optional=True, fileFilter=self.WEIGHTS_FILTER))
-        self.addParameter(QgsProcessingParameterEnum(self.LOSS, self.tr("Loss"), options=list(LOSSES),
-                                                     defaultValue=0))
-        self.addParameter(number(self.EPOCHS, self.tr("Epochs"), number.Integer, 20, minValue=1, maxValue=10000))
-        self.addParameter(number(self.BATCH_SIZE, self.tr("Batch size (chips)"), number.Integer, 8, minValue=1,
-                                 maxValue=4096))
-        self.addParameter(number(self.LEARNING_RATE, self.tr("Learning rate"), number.Double, 0.001,
-                                 minValue=1e-12, maxValue=10.0))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT, self.tr("Model package"), self.tr("Deep Raster model package (*.drpk)")))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            self.OUTPUT_REPORT, self.tr("Training report (HTML)"), self.tr("HTML files (*.html)")))
-        advanced = [
-            QgsProcessingParameterFileDestination(self.OUTPUT_REPORT_JSON, self.tr("Training report (JSON)"),
-                                                  self.tr("JSON files (*.json)"), optional=True),
-            QgsProcessingParameterBoolean(self.CLASS_WEIGHTS, self.tr("Weight classes by inverse frequency"), False),
-            QgsProcessingParameterEnum(self.NEW_BANDS, self.tr("First-layer filters of new bands"),
-                                       options=list(self.NEW_BAND_CHOICES), defaultValue=0),
-            QgsProcessingParameterBoolean(self.TRUST_WEIGHTS, self.tr("I trust the weights file (pickles run code)"),
-                                          False),
-            QgsProcessingParameterEnum(self.SCHEDULE, self.tr("Learning-rate schedule"), options=list(SCHEDULES),
-                                       defaultValue=0),
-            number(self.PATIENCE, self.tr("Early stopping patience, epochs (0: off)"), number.Integer, 5,
-                   minValue=0),
-            number(self.SEED, self.tr("Random seed"), number.Integer, 0, minValue=0),
-            QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), options=list(self.DEVICES), defaultValue=0),
-            number(self.VALIDATION_FRACTION, self.tr("Validation fraction (folders without a split)"),
-                   number.Double, 0.2, minValue=0.01, maxValue=0.99),
-            QgsProcessingParameterString(self.NAME, self.tr("Package name (empty: the file name)"), optional=True),
-            QgsProcessingParameterString(self.LICENSE, self.tr("Licence of the package (SPDX id)"),
-                                         defaultValue="unknown", optional=True),
-        ]
-        for param in advanced:
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
-            self.addParameter(param)
-        self.addOutput(QgsProcessingOutputNumber(self.BEST_EPOCH, self.tr("Best epoch")))
+        self.add_training_parameters(
+            [QgsProcessingParameterFile(self.CHIPS, self.tr("Training chips folder"),
+                                        behavior=QgsProcessingParameterFile.Folder),
+             QgsProcessingParameterEnum(self.ARCH, self.tr("Architecture"), options=list(ARCHITECTURES),
+                                        defaultValue=0),
+             QgsProcessingParameterString(self.ENCODER, self.tr("Encoder"), defaultValue="resnet18"),
+             QgsProcessingParameterEnum(self.INITIAL, self.tr("Initial weights"), options=list(self.INITIAL_CHOICES),
+                                        defaultValue=0),
+             QgsProcessingParameterFile(self.INITIAL_PACKAGE, self.tr("Model package (initial encoder)"),
+                                        optional=True, fileFilter=MODEL_FILE_FILTER),
+             QgsProcessingParameterFile(self.INITIAL_WEIGHTS, self.tr("Weights file (initial weights)"),
+                                        optional=True, fileFilter=self.WEIGHTS_FILTER),
+             QgsProcessingParameterEnum(self.LOSS, self.tr("Loss"), options=list(LOSSES), defaultValue=0)],
+            self.tr("Model package"), batch_size=8, max_batch_size=4096, learning_rate=0.001,
+            advanced_before=[
+                QgsProcessingParameterBoolean(self.CLASS_WEIGHTS, self.tr("Weight classes by inverse frequency"),
+                                              False),
+                QgsProcessingParameterEnum(self.NEW_BANDS, self.tr("First-layer filters of new bands"),
+                                           options=list(self.NEW_BAND_CHOICES), defaultValue=0),
+                QgsProcessingParameterBoolean(self.TRUST_WEIGHTS,
+                                              self.tr("I trust the weights file (pickles run code)"), False),
+            ])
         self.addOutput(QgsProcessingOutputNumber(self.MIOU, self.tr("Validation mIoU of the best epoch (0–1)")))
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
@@ -154,13 +106,9 @@ class TrainSegmentationAlgorithm(DeepRasterAlgorithm):
         if initial >= 2 and not weights:
             raise TrainingDataError("Choose the weights file that starts the training, or set the initial weights to "
                                     "none.")
-        output = Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
-        html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context) or None
-        json_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT_JSON, context) or None
+        fields, reports = self.training_values(parameters, context)
         request = TrainRequest(
             chips=Path(self.parameterAsFile(parameters, self.CHIPS, context)),
-            output=output if output.suffix.lower() == ".drpk" else output.with_suffix(".drpk"),
-            report_html=Path(html_path) if html_path else None, report_json=Path(json_path) if json_path else None,
             arch=ARCHITECTURES[self.parameterAsEnum(parameters, self.ARCH, context)],
             encoder=self.parameterAsString(parameters, self.ENCODER, context).strip() or "resnet18",
             initial_package=Path(package) if initial == 1 else None,
@@ -169,19 +117,9 @@ class TrainSegmentationAlgorithm(DeepRasterAlgorithm):
             trust_weights=self.parameterAsBool(parameters, self.TRUST_WEIGHTS, context),
             new_bands=NEW_BAND_INITS[self.parameterAsEnum(parameters, self.NEW_BANDS, context)],
             loss=LOSSES[self.parameterAsEnum(parameters, self.LOSS, context)],
-            class_weighting=self.parameterAsBool(parameters, self.CLASS_WEIGHTS, context),
-            epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
-            learning_rate=self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
-            schedule=SCHEDULES[self.parameterAsEnum(parameters, self.SCHEDULE, context)],
-            patience=self.parameterAsInt(parameters, self.PATIENCE, context),
-            seed=self.parameterAsInt(parameters, self.SEED, context),
-            device=self.DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            validation_fraction=self.parameterAsDouble(parameters, self.VALIDATION_FRACTION, context),
-            name=self.parameterAsString(parameters, self.NAME, context).strip(),
-            license=self.parameterAsString(parameters, self.LICENSE, context).strip() or "unknown")
+            class_weighting=self.parameterAsBool(parameters, self.CLASS_WEIGHTS, context), **fields)
         result = train_segmentation(request, callbacks_for(feedback))
         feedback.pushInfo(f"Package written: {result.package} (best epoch {result.best_epoch}, validation mIoU "
                           f"{result.validation['miou']:.4f}).")
-        return {self.OUTPUT: str(result.package), self.OUTPUT_REPORT: html_path, self.OUTPUT_REPORT_JSON: json_path,
-                self.BEST_EPOCH: result.best_epoch, self.MIOU: result.validation["miou"]}
+        return {self.OUTPUT: str(result.package), **reports, self.BEST_EPOCH: result.best_epoch,
+                self.MIOU: result.validation["miou"]}
