@@ -34,6 +34,9 @@ class EpochRun:
     score_key = "validation_miou"
     """The history entry's key of the score that picks the best epoch (higher is better)."""
     score_label = "validation mIoU"
+    """How the log names the score."""
+    best_key = "score"
+    """The key of the best epoch's score in :attr:`best` (as the checkpoint stores it)."""
 
     def __init__(self, request: Any, device, work: Path, callbacks: Callbacks) -> None:
         import torch
@@ -46,7 +49,7 @@ class EpochRun:
         self.batches_per_epoch = self.validation_batches = 0
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"epoch": 0, "score": -1.0, "scores": None}
+        self.best: dict[str, Any] = {"epoch": 0, self.best_key: -1.0, "scores": None}
         self.best_state: dict[str, Any] | None = None
         self.stale = 0
         self.stopped = "completed"
@@ -130,8 +133,8 @@ class EpochRun:
         self.history.append({"epoch": self.epoch, "train_loss": loss, **entry, "learning_rate": rate,
                              "seconds": seconds})
         score = entry[self.score_key]
-        if score > self.best["score"]:
-            self.best = {"epoch": self.epoch, "score": score, "scores": scores}
+        if score > self.best[self.best_key]:
+            self.best = {"epoch": self.epoch, self.best_key: score, "scores": scores}
             self.best_state = self.best_weights()
             self.stale = 0
         else:
