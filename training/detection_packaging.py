@@ -91,5 +91,4 @@ def write_detector_outputs(run, parameters: dict[str, Any]):
         report.warnings.append("The folder had no split: validation samples were drawn at random, so they may lie "
                                "next to training samples and the scores may be optimistic.")
     report.write(request.report_html, request.report_json)
-    return DetectorTrainResult(output, run.best["epoch"], len(run.history), run.stopped, run.history,
-                               run.best["scores"], digest, run.resumed_from)
+    return DetectorTrainResult.of(run, output, run.best["scores"], digest)

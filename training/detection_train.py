@@ -30,6 +30,8 @@ from .errors import TrainingDataError
 from .loop import deterministic
 from .network import SCHEDULES, make_schedule
 from .object_chips import ObjectFolder, read_object_folder
+from .run_checks import check_run_request
+from .run_result import RunResult
 from .split import VALIDATION
 
 DEFAULT_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"
@@ -70,31 +72,15 @@ class DetectorTrainRequest:
     inputs: tuple[str, ...] = field(default_factory=tuple)
 
 
-@dataclass
-class DetectorTrainResult:
-    """What the run wrote and how it went."""
-
-    package: Path
-    best_epoch: int
-    epochs_run: int
-    stopped: str
-    history: list[dict[str, Any]]
-    validation: dict[str, Any]
-    final_weights_sha256: str
-    resumed_from: int
+class DetectorTrainResult(RunResult):
+    """What the detector run wrote and how it went."""
 
 
 def _check(request: DetectorTrainRequest) -> None:
     if request.arch not in TORCHVISION_DETECTORS:
         raise TrainingDataError(f"Unknown detector {request.arch!r}: choose one of {', '.join(TORCHVISION_DETECTORS)}.")
-    if request.epochs < 1 or request.batch_size < 1 or request.max_detections < 1:
-        raise TrainingDataError("Epochs, batch size and maximum detections must be at least 1.")
-    if not request.learning_rate > 0:
-        raise TrainingDataError("The learning rate must be positive (e.g. 0.0003).")
-    if request.schedule not in SCHEDULES:
-        raise TrainingDataError(f"Unknown schedule {request.schedule!r}: choose one of {', '.join(SCHEDULES)}.")
-    if Path(request.output).suffix.lower() != ".drpk":
-        raise TrainingDataError(f"The model package must be a .drpk file, not {Path(request.output).name}.")
+    check_run_request(request, {"Epochs": request.epochs, "batch size": request.batch_size,
+                                "maximum detections": request.max_detections}, "0.0003", SCHEDULES)
 
 
 def input_transform(folder: ObjectFolder, data: PreparedSamples, callbacks: Callbacks) -> InputTransform:

@@ -81,5 +81,4 @@ def write_outputs(run, parameters: dict[str, Any]):
         report.warnings.append("The folder had no split: validation chips were drawn at random by chip, so they may "
                                "lie next to training chips and the scores may be optimistic.")
     report.write(request.report_html, request.report_json)
-    return TrainResult(output, run.best["epoch"], len(run.history), run.stopped, run.history, scores, digest,
-                       run.resumed_from)
+    return TrainResult.of(run, output, scores, digest)

@@ -38,6 +38,8 @@ from .initial import PARTS, StartingPoint, from_file, from_package, input_statis
 from .loop import deterministic, train_epoch, validate
 from .network import architecture, build, class_weights, make_loss, make_schedule
 from .packaging import write_outputs
+from .run_checks import check_run_request
+from .run_result import RunResult
 
 
 @dataclass
@@ -81,27 +83,12 @@ class TrainRequest:
     inputs: tuple[str, ...] = field(default_factory=tuple)
 
 
-@dataclass
-class TrainResult:
-    """What the run wrote and how it went."""
-
-    package: Path
-    best_epoch: int
-    epochs_run: int
-    stopped: str
-    history: list[dict[str, Any]]
-    validation: dict[str, Any]
-    final_weights_sha256: str
-    resumed_from: int
+class TrainResult(RunResult):
+    """What the segmentation run wrote and how it went."""
 
 
 def _check(request: TrainRequest) -> None:
-    if request.epochs < 1 or request.batch_size < 1:
-        raise TrainingDataError("Epochs and batch size must be at least 1.")
-    if not request.learning_rate > 0:
-        raise TrainingDataError("The learning rate must be positive (e.g. 0.001).")
-    if Path(request.output).suffix.lower() != ".drpk":
-        raise TrainingDataError(f"The model package must be a .drpk file, not {Path(request.output).name}.")
+    check_run_request(request, {"Epochs": request.epochs, "batch size": request.batch_size}, "0.001")
     if request.initial_package and request.initial_weights:
         raise TrainingDataError("Give either a model package or a weights file as initial weights, not both.")
     if request.new_bands not in NEW_BAND_INITS or request.initial_part not in PARTS:
