@@ -12,7 +12,6 @@ keeps the best epoch so far. Early stopping ends the run after ``patience`` epoc
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from .epochs import EpochRun
 from .errors import TrainingDataError
 from .initial import PARTS, StartingPoint, from_file, from_package, input_statistics
 from .loop import deterministic, train_epoch, validate
-from .network import architecture, build, class_weights, make_loss, make_schedule
+from .network import architecture, build, class_weights, make_loss
 from .packaging import write_outputs
 from .run_checks import check_run_request
 from .run_result import RunResult
@@ -191,13 +190,10 @@ class _Run(EpochRun):
 
     def __init__(self, request: TrainRequest, folder: ChipFolder, data: PreparedChips, transform: InputTransform,
                  arch, start: StartingPoint | None, device, work: Path, callbacks: Callbacks) -> None:
-        import torch
-
         super().__init__(request, device, work, callbacks)
         self.folder, self.data, self.transform, self.arch = folder, data, transform, arch
         self.values = [int(c["value"]) for c in folder.classes]
         self.names = [str(c["name"]) for c in folder.classes]
-        self.amp = device.type == "cuda"
         self.net = build(arch, start, _chip_band_names(folder, data.band_count), request.new_bands, callbacks.info,
                          callbacks.warning).to(device)
         self.start = replace(start, state={}) if start else None  # the tensors are in the network now
@@ -217,13 +213,7 @@ class _Run(EpochRun):
         self.validation_set = ChipDataset(data.validation, transform, lut, False, request.seed)
         n_train = len(data.train) - (1 if len(data.train) % request.batch_size == 1 and len(data.train) > 1 else 0)
         self.n_train = n_train  # a last batch of one chip is left out (batch norm needs two)
-        self.batches_per_epoch = math.ceil(n_train / request.batch_size)
-        self.validation_batches = math.ceil(len(data.validation) / request.batch_size)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=request.learning_rate,
-                                           weight_decay=request.weight_decay)
-        self.scheduler = make_schedule(request.schedule, self.optimizer, request.learning_rate,
-                                       request.epochs * self.batches_per_epoch)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.make_optimizer(n_train, len(data.validation))
         self.resume()
 
     def run_epoch(self, step) -> tuple[float, float, dict[str, Any]]:
