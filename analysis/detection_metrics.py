@@ -15,18 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from ..tiling.box_overlap import iou_matrix
+
 THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 
-
-def box_overlaps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(len(a), len(b))`` intersection over union of two box arrays; 0 where a union has no area."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
-    area = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)[:, None] + \
-        np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)[None, :] - inter
-    return np.divide(inter, area, out=np.zeros_like(inter, dtype=np.float64), where=area > 0)
+box_overlaps = iou_matrix
+"""``(len(a), len(b))`` intersection over union of two box arrays; 0 where a union has no area
+(:func:`tiling.box_overlap.iou_matrix`)."""
 
 
 def match(pred: np.ndarray, scores: np.ndarray, true: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
@@ -35,7 +31,7 @@ def match(pred: np.ndarray, scores: np.ndarray, true: np.ndarray, thresholds: Se
     hits = np.zeros((len(pred), len(thresholds)), dtype=bool)
     if not len(pred) or not len(true):
         return hits
-    iou = box_overlaps(pred, true)
+    iou = iou_matrix(pred, true)
     order = np.lexsort((np.arange(len(scores)), -scores))
     for k, t in enumerate(thresholds):
         taken = np.zeros(len(true), dtype=bool)

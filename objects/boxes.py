@@ -10,33 +10,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..tiling.box_overlap import intersections, iou_matrix
+
 
 def centres(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(x, y)`` of the boxes' centres (px)."""
     return (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
 
 
-def _intersections(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(K, M)`` intersection areas of every box of ``a`` with every box of ``b``, and the areas of ``a`` and ``b``."""
-    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    area_a = (a[:, 2] - a[:, 0]).clip(0) * (a[:, 3] - a[:, 1]).clip(0)
-    area_b = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
-    return w * h, area_a, area_b
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of every box of ``a`` (K, 4) with every box of ``b`` (M, 4): ``(K, M)``; 0 for
-    boxes without area."""
-    inter, area_a, area_b = _intersections(a, b)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter, dtype=np.float64), where=union > 0)
-
-
 def ios_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over the smaller box's area, ``(K, M)``: 1 when one box lies inside the other, whatever their
     sizes (IoU is then small); 0 for boxes without area."""
-    inter, area_a, area_b = _intersections(a, b)
+    inter, area_a, area_b = intersections(a, b)
     smaller = np.minimum(area_a[:, None], area_b[None, :])
     return np.divide(inter, smaller, out=np.zeros_like(inter, dtype=np.float64), where=smaller > 0)
 

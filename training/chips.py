@@ -75,6 +75,14 @@ def _json(path: Path) -> dict:
     return data
 
 
+def map_pairs(folder: Path) -> list[tuple[Path, Path]]:
+    """The (image, label) paths of Esri's ``map.txt`` in ``folder``, one pair a line (Windows or POSIX separators;
+    lines without two paths are passed over)."""
+    lines = (folder / "map.txt").read_text(encoding="utf-8-sig").splitlines()
+    pairs = [line.replace("\\", "/").split() for line in lines]
+    return [(folder / p[0], folder / p[-1]) for p in pairs if len(p) >= 2]
+
+
 def _checked(folder: Path, chips: list[Chip]) -> list[Chip]:
     missing = [str(p.relative_to(folder)) for c in chips for p in (c.image, c.label) if not p.is_file()]
     if missing:
@@ -128,11 +136,7 @@ def _esri(folder: Path) -> ChipFolder:
     if mode not in (None, "Classified_Tiles"):
         raise ChipFolderError(f"{folder} holds {mode} training data; segmentation needs Classified_Tiles.")
     if (folder / "map.txt").is_file():
-        chips = []
-        for line in (folder / "map.txt").read_text(encoding="utf-8-sig").splitlines():
-            parts = line.replace("\\", "/").split()
-            if len(parts) >= 2:
-                chips.append(Chip(folder / parts[0], folder / parts[-1], None))
+        chips = [Chip(image, label, None) for image, label in map_pairs(folder)]
     else:
         chips = [Chip(p, folder / "labels" / p.name, None) for p in sorted((folder / "images").glob("*"))
                  if p.suffix.lower() in IMAGE_SUFFIXES]

@@ -63,12 +63,17 @@ class InputTransform:
         return (x - mean) / std
 
 
-def read_array(path) -> np.ndarray:
-    """All bands of a chip file as (bands, rows, cols)."""
+def open_raster(path, what: str = "chip") -> gdal.Dataset:
+    """The GDAL dataset of ``path``; refused by naming it (``what``: "chip", "image") when GDAL cannot read it."""
     ds = gdal.Open(str(path))
     if ds is None:
-        raise ChipFolderError(f"Cannot read the chip {path}: {gdal.GetLastErrorMsg() or 'not a raster'}.")
-    array = ds.ReadAsArray()
+        raise ChipFolderError(f"Cannot read the {what} {path}: {gdal.GetLastErrorMsg() or 'not a raster'}.")
+    return ds
+
+
+def read_array(path) -> np.ndarray:
+    """All bands of a chip file as (bands, rows, cols)."""
+    array = open_raster(path).ReadAsArray()
     return array[None] if array.ndim == 2 else array
 
 
@@ -80,16 +85,30 @@ def class_lookup(values: Sequence[int]) -> np.ndarray:
 
 
 def _shape(path) -> tuple[int, int, int]:
-    ds = gdal.Open(str(path))
-    if ds is None:
-        raise ChipFolderError(f"Cannot read the chip {path}: {gdal.GetLastErrorMsg() or 'not a raster'}.")
+    ds = open_raster(path)
     return ds.RasterCount, ds.RasterYSize, ds.RasterXSize
 
 
+def drawn_validation(n: int, fraction: float, seed: int) -> set[int]:
+    """The items (of ``n``, n ≥ 2) drawn at random with ``seed`` as validation: ``fraction`` of them rounded, at
+    least one, and at least one left for training."""
+    order = np.random.default_rng(seed).permutation(n)
+    return set(order[:min(max(1, round(fraction * n)), n - 1)].tolist())
+
+
+def by_split(items: Sequence) -> tuple[list, list]:
+    """The training and the validation items (by their ``split``)."""
+    return [i for i in items if i.split == TRAIN], [i for i in items if i.split == VALIDATION]
+
+
+def augmentation(seed: int, epoch: int, index: int) -> tuple[np.int64, np.int64]:
+    """The quarter turns (0–3) and the flip (0 or 1) of training item ``index`` in ``epoch`` (drawn from the three)."""
+    turns, flip = np.random.default_rng((seed, epoch, index)).integers(0, [4, 2])
+    return turns, flip
+
+
 def _draw_split(chips: list[Chip], fraction: float, seed: int) -> list[Chip]:
-    order = np.random.default_rng(seed).permutation(len(chips))
-    n_val = min(max(1, round(fraction * len(chips))), len(chips) - 1)
-    chosen = set(order[:n_val].tolist())
+    chosen = drawn_validation(len(chips), fraction, seed)
     return [Chip(c.image, c.label, VALIDATION if i in chosen else TRAIN, c.window) for i, c in enumerate(chips)]
 
 
@@ -124,8 +143,7 @@ def prepare_chips(folder: ChipFolder, validation_fraction: float, seed: int) -> 
     if folder.bands and len(folder.bands) != bands:
         raise ChipFolderError(f"The chips have {bands} band(s) but the folder's description lists "
                               f"{len(folder.bands)}: export the training data again.")
-    train = [c for c in chips if c.split == TRAIN]
-    validation = [c for c in chips if c.split == VALIDATION]
+    train, validation = by_split(chips)
     if len(train) < 2 or not validation:
         raise TrainingDataError(f"The folder holds {len(train)} training and {len(validation)} validation chip(s); "
                                 "at least two training chips and one validation chip are needed. Export with a "
@@ -175,7 +193,7 @@ class ChipDataset:
         image = self.transform(read_array(chip.image))
         label = self.lut[read_array(chip.label)[0]]
         if self.augment:
-            turns, flip = np.random.default_rng((self.seed, self.epoch, index)).integers(0, [4, 2])
+            turns, flip = augmentation(self.seed, self.epoch, index)
             image, label = np.rot90(image, turns, (1, 2)), np.rot90(label, turns)
             if flip:
                 image, label = image[:, :, ::-1], label[:, ::-1]

@@ -21,7 +21,7 @@ from osgeo import gdal
 
 from ..tiling.grid import axis_starts
 from ..tiling.window import Window
-from .dataset import InputTransform, read_ahead
+from .dataset import InputTransform, augmentation, by_split, drawn_validation, open_raster, read_ahead
 from .errors import ChipFolderError, TrainingDataError
 from .object_boxes import clip_boxes
 from .object_chips import ObjectFolder
@@ -60,9 +60,7 @@ class PreparedSamples:
 
 
 def _size(path) -> tuple[int, int, int]:
-    ds = gdal.Open(str(path))
-    if ds is None:
-        raise ChipFolderError(f"Cannot read the image {path}: {gdal.GetLastErrorMsg() or 'not a raster'}.")
+    ds = open_raster(path, "image")
     return ds.RasterCount, ds.RasterXSize, ds.RasterYSize
 
 
@@ -96,12 +94,10 @@ def prepare_samples(folder: ObjectFolder, tile: int | None, fraction: float, see
                                   np.asarray([lookup[int(v)] for v in item.values[keep]], np.int64),
                                   item.split or "", item.window))
     if drawn:
-        order = np.random.default_rng(seed).permutation(len(samples))
-        chosen = set(order[:min(max(1, round(fraction * len(samples))), len(samples) - 1)].tolist())
+        chosen = drawn_validation(len(samples), fraction, seed)
         samples = [Sample(s.image, s.window, s.boxes, s.classes, VALIDATION if k in chosen else TRAIN,
                           s.source_window) for k, s in enumerate(samples)]
-    train = [s for s in samples if s.split == TRAIN]
-    validation = [s for s in samples if s.split == VALIDATION]
+    train, validation = by_split(samples)
     if len(train) < 2 or not validation:
         raise TrainingDataError(f"The folder gives {len(train)} training and {len(validation)} validation sample(s); "
                                 "at least two training and one validation sample are needed. Export with a smaller "
@@ -157,7 +153,7 @@ class ObjectDataset:
         sample = self.samples[index]
         image, boxes = self.transform(read_window(sample)), sample.boxes
         if self.augment:
-            turns, flip = np.random.default_rng((self.seed, self.epoch, index)).integers(0, [4, 2])
+            turns, flip = augmentation(self.seed, self.epoch, index)
             image = np.rot90(image, turns, (1, 2))
             image = image[:, :, ::-1] if flip else image
             boxes = turn_boxes(boxes, sample.window.width, int(turns), bool(flip))

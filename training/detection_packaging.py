@@ -7,14 +7,12 @@ a run started again with the same parameters then continues from it."""
 from __future__ import annotations
 
 import math
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from ..models.detectors import write_detection_package
-from ..tiling.transaction import Move, stage
 from .detection_report import DetectionReport
+from .run_outputs import publish_package, write_report
 
 
 def _band_names(run) -> list[str]:
@@ -71,25 +69,13 @@ def write_detector_outputs(run, parameters: dict[str, Any]):
     :class:`training.detection_train.DetectorTrainResult`."""
     from .detection_train import DetectorTrainResult
 
-    request = run.request
-    output = Path(request.output)
-    temp = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}.partial.drpk")
-    try:
-        write_detection_package(temp, description(run, parameters), run.best_state)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    keep = run.stopped == "cancelled"
-    stage([Move(temp, output)], None if keep else lambda: shutil.rmtree(run.work, ignore_errors=True))
-    digest = run.final_digest()
+    output, digest = publish_package(
+        run, lambda temp: write_detection_package(temp, description(run, parameters), run.best_state))
     windows: dict[str, list[list[int]]] = {}
     for split, samples in (("train", run.data.train), ("validation", run.data.validation)):
         windows[split] = [list(s.source_window) for s in samples if s.source_window]
     report = DetectionReport(str(output), data_summary(run), parameters, run.history, run.best["epoch"], run.stopped,
                              list(run.folder.classes), run.best["scores"], digest, chip_windows=windows)
-    if run.data.drawn_split:
-        report.warnings.append("The folder had no split: validation samples were drawn at random, so they may lie "
-                               "next to training samples and the scores may be optimistic.")
-    report.write(request.report_html, request.report_json)
-    return DetectorTrainResult(output, run.best["epoch"], len(run.history), run.stopped, run.history,
-                               run.best["scores"], digest, run.resumed_from)
+    write_report(run, report, "The folder had no split: validation samples were drawn at random, so they may lie "
+                              "next to training samples and the scores may be optimistic.")
+    return DetectorTrainResult.of(run, output, run.best["scores"], digest)

@@ -5,39 +5,19 @@ with matplotlib, embedded), the per-epoch metrics and the parameters."""
 from __future__ import annotations
 
 import html
-import io
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
 
-from ..analysis.evaluation_report import STYLE, class_cell, table, write_reports
-from .report import image_section, learning_curves_png, split_map_png
+from ..analysis.evaluation_report import class_cell, table
+from .report import learning_curves_png, split_map_png
+from .report_page import RunReport, figure_png, image_section, page, parameters_section, warning_paragraphs
 
 
-@dataclass
-class DetectionReport:
-    """What was trained on which samples, how it learnt epoch by epoch, and how well the best epoch detects."""
+class DetectionReport(RunReport):
+    """What was trained on which samples, how it learnt epoch by epoch, and how well the best epoch detects
+    (``validation``: :meth:`analysis.detection_metrics.DetectionScores.result` of the best epoch on the validation
+    samples)."""
 
-    package: str
-    data: dict[str, Any]
-    parameters: dict[str, Any]
-    history: list[dict[str, Any]]
-    best_epoch: int
-    stopped: str
-    """"completed", "early stopping" or "cancelled"."""
-    classes: list[dict[str, Any]]
-    validation: dict[str, Any]
-    """:meth:`analysis.detection_metrics.DetectionScores.result` of the best epoch on the validation samples."""
-    final_weights_sha256: str = ""
-    warnings: list[str] = field(default_factory=list)
-    chip_windows: dict[str, list[list[int]]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def write(self, html_path: str | Path | None = None, json_path: str | Path | None = None) -> list[Path]:
-        """Write the HTML and/or JSON report together (temporary names renamed at the end of the run)."""
-        return write_reports(html_path, lambda: report_html(self), json_path, self.to_dict)
+    def html(self) -> str:
+        return report_html(self)
 
 
 def pr_curve_png(curves: dict[str, dict[str, list[float]]]) -> bytes | None:
@@ -59,10 +39,7 @@ def pr_curve_png(curves: dict[str, dict[str, list[float]]]) -> bytes | None:
     axes.set_ylabel("precision")
     axes.set_title("validation samples, IoU ≥ 0.5")
     axes.legend(loc="lower left", fontsize="small")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 def _number(value: float | None) -> str:
@@ -78,7 +55,7 @@ def report_html(report: DetectionReport) -> str:
              f"({e(str(d.get('layout', '')))}; {d.get('train_samples')} training, {d.get('validation_samples')} "
              f"validation samples of {d.get('tile_size')} px; split: {e(str(d.get('split', '')))})<br>"
              f"Best epoch: {report.best_epoch} of {len(report.history)} run ({e(report.stopped)})</p>"]
-    parts += [f'<p class="warn">{e(w)}</p>' for w in report.warnings]
+    parts += warning_paragraphs(report.warnings)
     parts.append(f"<h2>Validation samples, best epoch ({report.best_epoch})</h2>")
     parts.append(table(["metric", "value"], [["mAP@0.5", _number(v.get("map_50"))],
                                               ["mAP@[.5:.95]", _number(v.get("map_50_95"))],
@@ -97,7 +74,5 @@ def report_html(report: DetectionReport) -> str:
                        [[h["epoch"], h["train_loss"], _number(h["validation_map_50"]),
                          _number(h["validation_map_50_95"]), f"{h['learning_rate']:.3g}", f"{h['seconds']:.1f}"]
                         for h in report.history]))
-    parts.append("<h2>Parameters</h2>")
-    parts.append(table(["parameter", "value"], [[k, str(x)] for k, x in report.parameters.items()]))
-    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Object detector training</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+    parts += parameters_section(report.parameters)
+    return page("Object detector training", parts)

@@ -13,7 +13,6 @@ stopping ends the run after ``patience`` epochs without a better mAP@0.5.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,10 @@ from .detection_loop import detector_epoch, detector_scores, precise_batch_norm
 from .epochs import EpochRun
 from .errors import TrainingDataError
 from .loop import deterministic
-from .network import SCHEDULES, make_schedule
+from .network import SCHEDULES
 from .object_chips import ObjectFolder, read_object_folder
+from .run_checks import check_run_request
+from .run_result import RunResult
 from .split import VALIDATION
 
 DEFAULT_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"
@@ -70,31 +71,15 @@ class DetectorTrainRequest:
     inputs: tuple[str, ...] = field(default_factory=tuple)
 
 
-@dataclass
-class DetectorTrainResult:
-    """What the run wrote and how it went."""
-
-    package: Path
-    best_epoch: int
-    epochs_run: int
-    stopped: str
-    history: list[dict[str, Any]]
-    validation: dict[str, Any]
-    final_weights_sha256: str
-    resumed_from: int
+class DetectorTrainResult(RunResult):
+    """What the detector run wrote and how it went."""
 
 
 def _check(request: DetectorTrainRequest) -> None:
     if request.arch not in TORCHVISION_DETECTORS:
         raise TrainingDataError(f"Unknown detector {request.arch!r}: choose one of {', '.join(TORCHVISION_DETECTORS)}.")
-    if request.epochs < 1 or request.batch_size < 1 or request.max_detections < 1:
-        raise TrainingDataError("Epochs, batch size and maximum detections must be at least 1.")
-    if not request.learning_rate > 0:
-        raise TrainingDataError("The learning rate must be positive (e.g. 0.0003).")
-    if request.schedule not in SCHEDULES:
-        raise TrainingDataError(f"Unknown schedule {request.schedule!r}: choose one of {', '.join(SCHEDULES)}.")
-    if Path(request.output).suffix.lower() != ".drpk":
-        raise TrainingDataError(f"The model package must be a .drpk file, not {Path(request.output).name}.")
+    check_run_request(request, {"Epochs": request.epochs, "batch size": request.batch_size,
+                                "maximum detections": request.max_detections}, "0.0003", SCHEDULES)
 
 
 def input_transform(folder: ObjectFolder, data: PreparedSamples, callbacks: Callbacks) -> InputTransform:
@@ -164,26 +149,17 @@ class _DetectorRun(EpochRun):
 
     def __init__(self, request: DetectorTrainRequest, folder: ObjectFolder, data: PreparedSamples,
                  transform: InputTransform, arch: Architecture, device, work: Path, callbacks: Callbacks) -> None:
-        import torch
-
         from ..models.loaders import build_network
 
         super().__init__(request, device, work, callbacks)
         self.folder, self.data, self.transform, self.arch = folder, data, transform, arch
         self.values = [int(c["value"]) for c in folder.classes]
         self.names = [str(c["name"]) for c in folder.classes]
-        self.amp = device.type == "cuda"
         self.net = build_network(arch, self.values).to(device)
         self.train_set = ObjectDataset(data.train, transform, True, request.seed)
         self.validation_set = ObjectDataset(data.validation, transform, False, request.seed)
         self.statistics_set = ObjectDataset(data.train, transform, False, request.seed)
-        self.batches_per_epoch = math.ceil(len(data.train) / request.batch_size)
-        self.validation_batches = math.ceil(len(data.validation) / request.batch_size)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=request.learning_rate,
-                                           weight_decay=request.weight_decay)
-        self.scheduler = make_schedule(request.schedule, self.optimizer, request.learning_rate,
-                                       request.epochs * self.batches_per_epoch)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.make_optimizer(len(data.train), len(data.validation))
         self.terms: dict[str, float] = {}
         self.resume()
 

@@ -1,14 +1,15 @@
 """The epoch loop every training run shares (segmentation, detection): seeding, resume from the checkpoint of an
 interrupted run, one checkpoint per epoch, the best epoch by a validation score, early stopping, cancel.
 
-A subclass builds its network, optimiser, schedule and gradient scaler, sets :attr:`EpochRun.batches_per_epoch` and
-:attr:`EpochRun.validation_batches`, calls :meth:`EpochRun.resume`, and implements :meth:`EpochRun.run_epoch` (one
+A subclass builds its network, calls :meth:`EpochRun.make_optimizer` (optimiser, schedule, gradient scaler, batches
+per epoch) and then :meth:`EpochRun.resume`, and implements :meth:`EpochRun.run_epoch` (one
 epoch of training and one validation pass) and :meth:`EpochRun.entry` (the epoch's history entry, holding the score
 under :attr:`EpochRun.score_key`).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 from ..tiling.callbacks import Callbacks
 from .checkpoint import load_checkpoint, random_states, restore_random_states, save_checkpoint, weights_digest
 from .loop import Cancelled
+from .network import make_schedule
 
 
 class EpochRun:
@@ -34,11 +36,15 @@ class EpochRun:
     score_key = "validation_miou"
     """The history entry's key of the score that picks the best epoch (higher is better)."""
     score_label = "validation mIoU"
+    """How the log names the score."""
+    best_key = "score"
+    """The key of the best epoch's score in :attr:`best` (as the checkpoint stores it)."""
 
     def __init__(self, request: Any, device, work: Path, callbacks: Callbacks) -> None:
         import torch
 
         self.request, self.device, self.work, self.cb = request, device, work, callbacks
+        self.amp = device.type == "cuda"
         torch.manual_seed(request.seed)
         np.random.seed(request.seed % 2**32)
         random.seed(request.seed)
@@ -46,11 +52,26 @@ class EpochRun:
         self.batches_per_epoch = self.validation_batches = 0
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"epoch": 0, "score": -1.0, "scores": None}
+        self.best: dict[str, Any] = {"epoch": 0, self.best_key: -1.0, "scores": None}
         self.best_state: dict[str, Any] | None = None
         self.stale = 0
         self.stopped = "completed"
         self.resumed_from = 0
+
+    def make_optimizer(self, train_items: int, validation_items: int) -> None:
+        """Batches per epoch of ``train_items`` training and ``validation_items`` validation items at the request's
+        batch size; AdamW at the request's learning rate and weight decay, its schedule over every batch of the run,
+        and the gradient scaler (on under CUDA mixed precision, :attr:`amp`). Call once :attr:`net` is built."""
+        import torch
+
+        size = self.request.batch_size
+        self.batches_per_epoch = math.ceil(train_items / size)
+        self.validation_batches = math.ceil(validation_items / size)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.request.learning_rate,
+                                           weight_decay=self.request.weight_decay)
+        self.scheduler = make_schedule(self.request.schedule, self.optimizer, self.request.learning_rate,
+                                       self.request.epochs * self.batches_per_epoch)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
     def run_epoch(self, step) -> tuple[float, float | None, dict[str, Any]]:
         """Train epoch :attr:`epoch` and validate: (mean training loss, validation loss or None, scores); ``step()``
@@ -130,8 +151,8 @@ class EpochRun:
         self.history.append({"epoch": self.epoch, "train_loss": loss, **entry, "learning_rate": rate,
                              "seconds": seconds})
         score = entry[self.score_key]
-        if score > self.best["score"]:
-            self.best = {"epoch": self.epoch, "score": score, "scores": scores}
+        if score > self.best[self.best_key]:
+            self.best = {"epoch": self.epoch, self.best_key: score, "scores": scores}
             self.best_state = self.best_weights()
             self.stale = 0
         else:

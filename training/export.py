@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from osgeo import gdal
@@ -26,7 +27,7 @@ from ..tiling.window import Window
 from .errors import TrainingDataError
 from .labels import IGNORE, ChipMask, ClassRasterLabels, PolygonLabels
 from .layout import MANIFEST, ChipStatistics, write_layout
-from .split import TRAIN, VALIDATION, chip_windows, split_by_blocks
+from .split import TRAIN, VALIDATION, SplitPlan, chip_windows, split_by_blocks
 
 CHIP_OPTIONS = ("TILED=YES", "COMPRESS=DEFLATE", "TFW=YES")
 
@@ -125,6 +126,55 @@ def open_north_up(raster: str, bands: Sequence[int]) -> tuple[RasterSource, tupl
     return source, chosen
 
 
+def check_chip_size(chip: int, stride: int) -> None:
+    """Refuse chips under 16 px or a stride under 1 px."""
+    if chip < 16 or stride < 1:
+        raise TrainingDataError(f"Chip size {chip} px is too small: use at least 16 px (e.g. 256).")
+
+
+def split_plan(request, source: RasterSource, windows: list[Window], region: Window, chip: int
+               ) -> tuple[SplitPlan, float]:
+    """The chip ``windows`` split by blocks of ``request.block_size`` map units (None: 10 chips), and that size."""
+    gt = source.geotransform
+    block = request.block_size or 10 * chip * abs(gt[1])
+    return split_by_blocks(windows, region, (gt[1], gt[5]), block, request.validation_fraction, request.seed), block
+
+
+T = TypeVar("T")
+
+
+def publish_folder(output: Path, write: Callable[[Path], T], callbacks: Callbacks) -> T:
+    """``write(temp)`` fills a hidden folder beside ``output`` (made with empty ``images/`` and ``labels/``; removed
+    if it fails), which the run's transaction then makes the output; returns what ``write`` returned."""
+    temp = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.partial"
+    try:
+        (temp / "images").mkdir(parents=True)
+        (temp / "labels").mkdir()
+        written = write(temp)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    stage([Move(temp, output)])
+    callbacks.progress(1.0)
+    return written
+
+
+def chips_per_split(records: list[dict]) -> dict[str, int]:
+    """Chips per split (training, validation)."""
+    return {s: sum(r["split"] == s for r in records) for s in (TRAIN, VALIDATION)}
+
+
+def window_entry(window: Window) -> list[int]:
+    """A chip record's ``window``: column, row, width, height (source pixels)."""
+    return [window.col_off, window.row_off, window.width, window.height]
+
+
+def split_text(records: list[dict]) -> str:
+    """``N training, M validation`` chips of ``records``."""
+    counts = chips_per_split(records)
+    return f"{counts[TRAIN]} training, {counts[VALIDATION]} validation"
+
+
 def export_training_data(request: ExportRequest, callbacks: Callbacks | None = None) -> ExportResult:
     """Write the chips, ``manifest.json`` and Esri's Classified_Tiles files (see the module docstring)."""
     gdal.UseExceptions()
@@ -132,10 +182,8 @@ def export_training_data(request: ExportRequest, callbacks: Callbacks | None = N
     output = Path(request.output)
     check_output(output, request.overwrite, (request.raster, request.label_raster or "", *request.inputs))
     source, bands = open_north_up(request.raster, request.bands)
-    gt = source.geotransform
     chip, stride = request.chip_size, request.stride or request.chip_size
-    if chip < 16 or stride < 1:
-        raise TrainingDataError(f"Chip size {chip} px is too small: use at least 16 px (e.g. 256).")
+    check_chip_size(chip, stride)
     if not 0.0 <= request.min_labelled <= 1.0:
         raise TrainingDataError(f"The minimum labelled fraction must be 0–1 (got {request.min_labelled}).")
     region = request.region or source.window
@@ -148,8 +196,7 @@ def export_training_data(request: ExportRequest, callbacks: Callbacks | None = N
             raise TrainingDataError(f"No {chip} px chip lies wholly inside the mask polygons. Use larger mask "
                                     "polygons, a smaller chip size, or no mask.")
         windows = inside
-    block = request.block_size or 10 * chip * abs(gt[1])
-    plan = split_by_blocks(windows, region, (gt[1], gt[5]), block, request.validation_fraction, request.seed)
+    plan, block = split_plan(request, source, windows, region, chip)
     check_disk_space(output, len(plan.chips) * chip * chip *
                      (1 + sum(gdal.GetDataTypeSize(gdal.GetDataTypeByName(source.dtypes[b - 1])) // 8 for b in bands)))
     callbacks.stage("Reading the labels")
@@ -165,20 +212,15 @@ def export_training_data(request: ExportRequest, callbacks: Callbacks | None = N
                               f"{counts.skipped_unlabelled} skipped (no class value or no geometry).")
     else:
         raise TrainingDataError("Give labels: a polygon layer with a class field, or a class raster.")
-    temp = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.partial"
-    try:
-        (temp / "images").mkdir(parents=True)
-        (temp / "labels").mkdir()
-        result = _write_chips(request, source, bands, plan, labels, temp, callbacks)
-        write_layout(temp, request, source, bands, labels.classes, result.records, result.stats, plan,
+
+    def write(temp: Path) -> _Written:
+        written = _write_chips(request, source, bands, plan, labels, temp, callbacks)
+        write_layout(temp, request, source, bands, labels.classes, written.records, written.stats, plan,
                      (chip, stride, block))
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    stage([Move(temp, output)])
-    callbacks.progress(1.0)
-    return ExportResult(output, {s: sum(r["split"] == s for r in result.records) for s in (TRAIN, VALIDATION)},
-                        result.stats.pixel_counts, result.skipped)
+        return written
+
+    result = publish_folder(output, write, callbacks)
+    return ExportResult(output, chips_per_split(result.records), result.stats.pixel_counts, result.skipped)
 
 
 @dataclass
@@ -213,11 +255,10 @@ def _write_chips(request: ExportRequest, source: RasterSource, bands: tuple[int,
         _write_label(folder / "labels" / name, source, window, label, labels.classes)
         stats.add(split, [by_band[b] for b in bands], valid, label)
         records.append({"image": f"images/{name}", "label": f"labels/{name}", "split": split,
-                        "window": [window.col_off, window.row_off, window.width, window.height]})
+                        "window": window_entry(window)})
         callbacks.progress(0.95 * (i + 1) / len(plan.chips))
     _check_counts(records, stats, labels.classes, skipped)
-    callbacks.info(f"{len(records)} chips written: {sum(r['split'] == TRAIN for r in records)} training, "
-                   f"{sum(r['split'] == VALIDATION for r in records)} validation; skipped: "
+    callbacks.info(f"{len(records)} chips written: {split_text(records)}; skipped: "
                    f"{skipped['too_few_labelled']} with too few labelled pixels, {skipped['no_valid_pixel']} without "
                    f"a valid pixel, {skipped['gap']} in the one-chip gap between the splits.")
     return _Written(records, stats, skipped)

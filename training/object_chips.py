@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .chips import IMAGE_SUFFIXES, _esri_classes, _json
+from .chips import IMAGE_SUFFIXES, _esri_classes, _json, map_pairs
 from .errors import ChipFolderError
 from .labels import class_table, normalise_value
 from .object_layout import OBJECT_FORMAT, OBJECT_FORMAT_VERSION
@@ -128,9 +128,7 @@ def _esri_table(folder: Path) -> list[dict] | None:
 
 
 def _esri(folder: Path) -> ObjectFolder:
-    pairs = [line.replace("\\", "/").split() for line in
-             (folder / "map.txt").read_text(encoding="utf-8-sig").splitlines()]
-    pairs = [(folder / p[0], folder / p[-1]) for p in pairs if len(p) >= 2]
+    pairs = map_pairs(folder)
     if any(label.suffix.lower() != ".xml" for _, label in pairs):
         raise ChipFolderError(f"{folder} is not PASCAL_VOC_rectangles training data (its map.txt names label files "
                               "that are not .xml): for Classified_Tiles use Train segmentation model.")

@@ -10,8 +10,6 @@ GDAL, its boxes found through a grid index) into a hidden folder published whole
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +18,27 @@ import numpy as np
 from osgeo import gdal
 
 from ..tiling.callbacks import Callbacks, check_cancel
-from ..tiling.transaction import Move, stage
 from ..tiling.window import Window
 from .errors import TrainingDataError
-from .export import check_disk_space, check_output, chip_dtype, open_north_up, read_chip, write_image_chip
+from .export import (
+    check_chip_size,
+    check_disk_space,
+    check_output,
+    chip_dtype,
+    chips_per_split,
+    open_north_up,
+    publish_folder,
+    read_chip,
+    split_plan,
+    split_text,
+    window_entry,
+    write_image_chip,
+)
 from .labels import IGNORE
 from .layout import ChipStatistics
 from .object_boxes import BoxIndex, BoxLabels, clip_boxes, oversized, read_box_labels
 from .object_layout import write_object_layout
-from .split import TRAIN, VALIDATION, chip_windows, split_by_blocks
+from .split import TRAIN, VALIDATION, chip_windows
 from .voc import write_voc
 
 
@@ -92,8 +102,7 @@ def export_object_training_data(request: ObjectExportRequest, callbacks: Callbac
     check_output(output, request.overwrite, (request.raster, *request.inputs))
     source, bands = open_north_up(request.raster, request.bands)
     chip, stride = request.chip_size, request.stride or request.chip_size
-    if chip < 16 or stride < 1:
-        raise TrainingDataError(f"Chip size {chip} px is too small: use at least 16 px (e.g. 256).")
+    check_chip_size(chip, stride)
     if not 0.0 < request.min_visible <= 1.0:
         raise TrainingDataError(f"The minimum visible fraction of a box must be above 0 and at most 1 (got "
                                 f"{request.min_visible}).")
@@ -103,8 +112,6 @@ def export_object_training_data(request: ObjectExportRequest, callbacks: Callbac
     if labels.skipped_unlabelled:
         callbacks.warning(f"{labels.skipped_unlabelled} feature(s) without a geometry or a class value skipped.")
     region = request.region or source.window
-    gt = source.geotransform
-    block = request.block_size or 10 * chip * abs(gt[1])
     index = BoxIndex(labels.boxes, chip)
     windows = chip_windows(region, chip, stride)
     if not request.keep_empty:  # blocks are drawn among the chips with objects only
@@ -114,21 +121,16 @@ def export_object_training_data(request: ObjectExportRequest, callbacks: Callbac
         raise TrainingDataError(
             f"None of the {len(labels.boxes)} boxes lies at least {request.min_visible:.0%} inside a chip of the "
             "raster (or extent): the box layer covers another place. Check the layer and its CRS, or the extent.")
-    plan = split_by_blocks(windows, region, (gt[1], gt[5]), block, request.validation_fraction, request.seed)
+    plan, block = split_plan(request, source, windows, region, chip)
     check_disk_space(output, len(plan.chips) * chip * chip * len(bands) * 8)
-    temp = output.parent / f".{output.name}.{uuid.uuid4().hex[:8]}.partial"
-    try:
-        (temp / "images").mkdir(parents=True)
-        (temp / "labels").mkdir()
+
+    def write(temp: Path) -> tuple[list[dict], dict[str, int]]:
         records, stats, skipped = _write_chips(request, source, bands, plan, labels, index, empty, temp, callbacks)
         write_object_layout(temp, request, source, bands, labels.classes, records, stats, plan, (chip, stride, block))
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    stage([Move(temp, output)])
-    callbacks.progress(1.0)
-    return ObjectExportResult(output, {s: sum(r["split"] == s for r in records) for s in (TRAIN, VALIDATION)},
-                              box_counts(records, labels.classes), skipped)
+        return records, skipped
+
+    records, skipped = publish_folder(output, write, callbacks)
+    return ObjectExportResult(output, chips_per_split(records), box_counts(records, labels.classes), skipped)
 
 
 def _check_sizes(labels: BoxLabels, chip: int) -> None:
@@ -171,13 +173,12 @@ def _write_chips(request: ObjectExportRequest, source, bands: tuple[int, ...], p
                   boxes, [names[int(v)] for v in values], cut)
         stats.add(split, [by_band[b] for b in bands], valid, np.full(valid.shape, IGNORE, np.uint8))
         records.append({"image": f"images/{stem}.tif", "label": f"labels/{stem}.xml", "split": split,
-                        "window": [window.col_off, window.row_off, window.width, window.height],
+                        "window": window_entry(window),
                         "boxes": boxes, "values": values})
         callbacks.progress(0.95 * (i + 1) / len(plan.chips))
     _check_records(records, labels.classes, skipped)
     n_boxes = sum(len(r["values"]) for r in records)
-    callbacks.info(f"{len(records)} chips written with {n_boxes} boxes: {sum(r['split'] == TRAIN for r in records)} "
-                   f"training, {sum(r['split'] == VALIDATION for r in records)} validation; skipped: "
+    callbacks.info(f"{len(records)} chips written with {n_boxes} boxes: {split_text(records)}; skipped: "
                    f"{skipped['no_box']} without a box, {skipped['no_valid_pixel']} without a valid pixel, "
                    f"{skipped['gap']} in the one-chip gap between the splits.")
     return records, stats, skipped

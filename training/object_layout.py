@@ -19,7 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from ..tiling.source import RasterSource
-from .layout import WELL_KNOWN_BANDS, ChipStatistics, _band_stats, _epsg, _rgb
+from .layout import (
+    ChipStatistics,
+    _epsg,
+    accumulated_stats,
+    band_entries,
+    model_definition,
+    split_entry,
+    statistics_entry,
+    write_esri_files,
+)
 from .split import TRAIN, VALIDATION, SplitPlan
 from .voc import write_coco
 
@@ -48,18 +57,14 @@ def write_object_layout(folder: Path, request, source: RasterSource, bands: tupl
     counts = box_counts(records, classes)
     manifest = {
         "format": OBJECT_FORMAT, "format_version": OBJECT_FORMAT_VERSION, "source": str(source.path),
-        "bands": [{"index": i, "source_band": b, "description": source.descriptions[b - 1] or f"band {b}",
-                   "nodata": source.nodata[b - 1]} for i, b in enumerate(bands, 1)],
+        "bands": band_entries(source, bands),
         "data_type": source.dtypes[bands[0] - 1], "classes": [dict(c) for c in classes],
         "label_field": request.label_field or None,
-        "statistics": {"computed_from": TRAIN, "pixels": stats.n, "mean": stats.mean, "std": stats.std,
-                       "min": stats.minimum.tolist(), "max": stats.maximum.tolist()},
+        "statistics": statistics_entry(stats),
         "pixel_size": [gt[1], gt[5]], "crs_wkt": source.projection, "epsg": _epsg(source.projection),
         "chip_size": chip, "stride": stride, "min_visible_fraction": request.min_visible,
         "keep_empty": request.keep_empty, "box_format": "x1 y1 x2 y2, chip pixels (PASCAL VOC in labels/)",
-        "split": {"method": "spatial_blocks", "block_size": block, "block_size_px": list(plan.block_pixels),
-                  "validation_fraction": request.validation_fraction, "seed": request.seed, "gap_chips": 1,
-                  "blocks": [{"block": list(b), "split": s} for b, s in sorted(plan.blocks.items())]},
+        "split": split_entry(request, plan, block),
         "box_counts": counts, "coco": dict(COCO_FILES),
         "chips": [{"image": r["image"], "label": r["label"], "split": r["split"], "window": r["window"],
                    "boxes": len(r["values"])} for r in records],
@@ -73,36 +78,12 @@ def write_object_layout(folder: Path, request, source: RasterSource, bands: tupl
 def _write_esri(folder: Path, source: RasterSource, bands: tuple[int, ...], classes: Sequence[dict],
                 records: list[dict], stats: ChipStatistics, chip: int, counts: dict[str, dict[str, int]]) -> None:
     """Esri's PASCAL_VOC_rectangles files (keys as ArcGIS Pro's *Export Training Data For Deep Learning* writes)."""
-    gt = source.geotransform
-    esri_classes = [{"Value": c["value"], "Name": c["name"], "Color": _rgb(c["color"])} for c in classes]
-    names = [source.descriptions[b - 1] or f"band {b}" for b in bands]
-    band_stats = [_band_stats(stats, i) for i in range(len(bands))] if stats.n else []
-    emd = {"Framework": "", "ModelConfiguration": "", "ModelType": "ObjectDetection",
-           "ImageHeight": chip, "ImageWidth": chip, "ExtractBands": list(range(len(bands))),
-           "DataRange": [float(np.min(stats.minimum)), float(np.max(stats.maximum))] if stats.n else None,
-           "MetaDataMode": ESRI_MODE, "ImageSpaceUsed": "MAP_SPACE",
-           "InputRastersProps": {"RasterCount": 1, "SensorName": "", "BandNames": names},
-           "AllTilesStats": band_stats, WELL_KNOWN_BANDS: names, "Classes": esri_classes}
     per_class = [counts[TRAIN][str(c["value"])] + counts[VALIDATION][str(c["value"])] for c in classes]
     images = [sum(1 for r in records if c["value"] in set(np.asarray(r["values"]).tolist())) for c in classes]
-    cell = {"x": abs(gt[1]), "y": abs(gt[5])}
-    epsg = _epsg(source.projection)
-    m2 = (np.asarray(stats.std) ** 2 * stats.n).tolist()
-    accumulated = {
-        "MetaDataMode": ESRI_MODE, "ImageSpaceUsed": "MAP_SPACE", "NumTiles": len(records), "TileSizeX": chip,
-        "TileSizeY": chip, "NumBands": len(bands), "NumClasses": len(classes), "MinCellSize": cell,
-        "MaxCellSize": cell, "SpatialReference": {"wkid": epsg} if epsg else {"wkt": source.projection},
-        "Classes": esri_classes,
-        "FeatureStats": {"NumFeatures": sum(per_class), "NumFeaturesPerClass": per_class,
-                         "NumImagesPerClass": images, "NumImagesTotal": len(records)},
-        "BandStatsState": [{"Min": b["Min"], "Max": b["Max"], "M1": b["Mean"], "M2": m2[i], "Num": stats.n}
-                           for i, b in enumerate(band_stats)],
-    }
-    (folder / "esri_model_definition.emd").write_text(json.dumps(emd, indent=1), encoding="utf-8")
-    (folder / "esri_accumulated_stats.json").write_text(json.dumps(accumulated, indent=1), encoding="utf-8")
-    lines = [f"{r['image'].replace('/', chr(92))} {r['label'].replace('/', chr(92))}" for r in records]
-    (folder / "map.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    summary = [f"Number of tiles: {len(records)}", f"Tile size: {chip} x {chip}", f"Number of bands: {len(bands)}",
-               "ClassValue, ClassName, NumFeatures, NumImages"]
-    summary += [f"{c['value']}, {c['name']}, {n}, {k}" for c, n, k in zip(classes, per_class, images, strict=True)]
-    (folder / "stats.txt").write_text("\n".join(summary) + "\n", encoding="utf-8")
+    class_stats = {"FeatureStats": {"NumFeatures": sum(per_class), "NumFeaturesPerClass": per_class,
+                                    "NumImagesPerClass": images, "NumImagesTotal": len(records)}}
+    accumulated = accumulated_stats(source, bands, classes, records, stats, chip, ESRI_MODE, {}, class_stats)
+    write_esri_files(folder, model_definition(source, bands, classes, stats, chip, "ObjectDetection", ESRI_MODE),
+                     accumulated, records, chip, len(bands), "NumFeatures",
+                     [f"{c['value']}, {c['name']}, {n}, {k}" for c, n, k in zip(classes, per_class, images,
+                                                                                  strict=True)])

@@ -6,14 +6,12 @@ continues from it."""
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from ..models.create import PackageRequest, create_package
-from ..tiling.transaction import Move, stage
 from .report import TrainingReport
+from .run_outputs import publish_package, write_report
 
 
 def _data(run) -> dict[str, Any]:
@@ -45,7 +43,6 @@ def write_outputs(run, parameters: dict[str, Any]):
     from .train import TrainResult
 
     request = run.request
-    output = Path(request.output)
     run.work.mkdir(parents=True, exist_ok=True)
     weights = run.work / "best.safetensors"
     save_file({k: v.contiguous() for k, v in run.best_state.items()}, str(weights))
@@ -55,11 +52,11 @@ def write_outputs(run, parameters: dict[str, Any]):
                f"{Path(request.chips).name}; best epoch {run.best['epoch']} of {len(run.history)}, validation mIoU "
                f"{scores['miou']:.4f}, overall accuracy {scores['overall_accuracy']:.4f} on "
                f"{len(run.data.validation)} validation chips.")
-    temp = output.with_name(f".{output.name}.{uuid.uuid4().hex[:8]}.partial.drpk")
     size = run.data.chip_size
-    try:
+
+    def write(temp: Path) -> None:
         create_package(PackageRequest(
-            weights=weights, output=temp, name=request.name or output.stem, bands=_band_names(run),
+            weights=weights, output=temp, name=request.name or Path(request.output).stem, bands=_band_names(run),
             classes=[{"value": int(c["value"]), "name": str(c["name"]), "color": c["color"]}
                      for c in run.folder.classes],
             license=request.license, description=summary, framework="smp", arch=run.arch.arch,
@@ -67,19 +64,12 @@ def write_outputs(run, parameters: dict[str, Any]):
             mean=t.mean, std=t.std, tile_size=size, overlap=size // 4, activation="softmax",
             training={"tile_size": size}, provenance=_provenance(run, parameters),
             attribution=run.start.attribution if run.start else ""))
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    keep = run.stopped == "cancelled"
-    stage([Move(temp, output)], None if keep else lambda: shutil.rmtree(run.work, ignore_errors=True))
-    digest = run.final_digest()
+
+    output, digest = publish_package(run, write)
     report = TrainingReport(str(output), _data(run), parameters, run.history, run.best["epoch"], run.stopped,
                             list(run.folder.classes), scores, digest,
                             chip_windows={"train": [list(c.window) for c in run.data.train if c.window],
                                           "validation": [list(c.window) for c in run.data.validation if c.window]})
-    if run.data.drawn_split:
-        report.warnings.append("The folder had no split: validation chips were drawn at random by chip, so they may "
-                               "lie next to training chips and the scores may be optimistic.")
-    report.write(request.report_html, request.report_json)
-    return TrainResult(output, run.best["epoch"], len(run.history), run.stopped, run.history, scores, digest,
-                       run.resumed_from)
+    write_report(run, report, "The folder had no split: validation chips were drawn at random by chip, so they may "
+                              "lie next to training chips and the scores may be optimistic.")
+    return TrainResult.of(run, output, scores, digest)

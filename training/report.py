@@ -4,41 +4,26 @@ confusion matrix of the best epoch on the validation chips (tables as in the cla
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from ..analysis.evaluation_report import STYLE, cell, class_cell, class_label, table, write_reports
+from ..analysis.evaluation_report import cell, class_cell, class_label, table
+from .report_page import (
+    RunReport,
+    figure_png,
+    image_section,
+    page,
+    parameters_section,
+    warning_paragraphs,
+)
 
 
-@dataclass
-class TrainingReport:
-    """What was trained on which chips, how it learnt epoch by epoch, and how well the best epoch does."""
+class TrainingReport(RunReport):
+    """What was trained on which chips, how it learnt epoch by epoch, and how well the best epoch does
+    (``validation``: :func:`analysis.metrics.class_scores` of the best epoch on the validation chips)."""
 
-    package: str
-    data: dict[str, Any]
-    parameters: dict[str, Any]
-    history: list[dict[str, Any]]
-    best_epoch: int
-    stopped: str
-    """"completed", "early stopping" or "cancelled"."""
-    classes: list[dict[str, Any]]
-    validation: dict[str, Any]
-    """:func:`analysis.metrics.class_scores` of the best epoch on the validation chips."""
-    final_weights_sha256: str = ""
-    warnings: list[str] = field(default_factory=list)
-    chip_windows: dict[str, list[list[int]]] = field(default_factory=dict)
-    """Pixel windows (column, row, width, height) of the training and validation chips, when recorded."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def write(self, html_path: str | Path | None = None, json_path: str | Path | None = None) -> list[Path]:
-        """Write the HTML and/or JSON report together (temporary names renamed at the end of the run)."""
-        return write_reports(html_path, lambda: report_html(self), json_path, self.to_dict)
+    def html(self) -> str:
+        return report_html(self)
 
 
 def learning_curves_png(history: list[dict[str, Any]], score: str = "validation_miou",
@@ -61,10 +46,7 @@ def learning_curves_png(history: list[dict[str, Any]], score: str = "validation_
     axes.plot(epochs, [h[score] for h in history], "o-", color="tab:green")
     axes.set_xlabel("epoch")
     axes.set_ylabel(label)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 def split_map_png(windows: dict[str, list[list[int]]]) -> bytes | None:
@@ -90,17 +72,7 @@ def split_map_png(windows: dict[str, list[list[int]]]) -> bytes | None:
     axes.set_xlabel("column (px)")
     axes.set_ylabel("row (px)")
     axes.legend(loc="upper right", fontsize="small")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def image_section(title: str, alt: str, png: bytes | None) -> list[str]:
-    """A heading and the PNG embedded as a data URI (nothing without a PNG)."""
-    if not png:
-        return []
-    return [f'<h2>{title}</h2><img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">']
+    return figure_png(figure)
 
 
 def report_html(report: TrainingReport) -> str:
@@ -113,7 +85,7 @@ def report_html(report: TrainingReport) -> str:
              f"{report.data.get('validation_chips')} validation chips of {report.data.get('chip_size')} px; split: "
              f"{e(str(report.data.get('split', '')))})<br>Best epoch: {report.best_epoch} of {len(report.history)} "
              f"run ({e(report.stopped)})</p>"]
-    parts += [f'<p class="warn">{e(w)}</p>' for w in report.warnings]
+    parts += warning_paragraphs(report.warnings)
     parts += image_section("Learning curves", "learning curves", learning_curves_png(report.history))
     parts += image_section("Training and validation chips", "map of the split", split_map_png(report.chip_windows))
     parts.append("<h2>Epochs</h2>")
@@ -138,7 +110,5 @@ def report_html(report: TrainingReport) -> str:
             for i, (info, row) in enumerate(zip(classes, cm["matrix"], strict=True))]
     rows.append(["total", *(sum(col) for col in zip(*cm["matrix"], strict=True)), v["n"]])
     parts.append(table(header, rows))
-    parts.append("<h2>Parameters</h2>")
-    parts.append(table(["parameter", "value"], [[k, str(x)] for k, x in report.parameters.items()]))
-    return (f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Segmentation model training</title>"
-            f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
+    parts += parameters_section(report.parameters)
+    return page("Segmentation model training", parts)

@@ -12,26 +12,14 @@ keeps the best epoch so far. Early stopping ends the run after ``patience`` epoc
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..tiling.callbacks import Callbacks
 from ..tiling.errors import RunCancelled
 from .adapt import NEW_BAND_INITS
-from .checkpoint import (
-    load_checkpoint,
-    random_states,
-    restore_random_states,
-    run_key,
-    save_checkpoint,
-    weights_digest,
-    work_folder,
-)
+from .checkpoint import run_key, work_folder
 from .chips import ChipFolder, read_chip_folder
 from .dataset import (
     ChipDataset,
@@ -43,11 +31,14 @@ from .dataset import (
     epoch_order,
     prepare_chips,
 )
+from .epochs import EpochRun
 from .errors import TrainingDataError
 from .initial import PARTS, StartingPoint, from_file, from_package, input_statistics
-from .loop import Cancelled, deterministic, train_epoch, validate
-from .network import architecture, build, class_weights, make_loss, make_schedule
+from .loop import deterministic, train_epoch, validate
+from .network import architecture, build, class_weights, make_loss
 from .packaging import write_outputs
+from .run_checks import check_run_request
+from .run_result import RunResult
 
 
 @dataclass
@@ -91,27 +82,12 @@ class TrainRequest:
     inputs: tuple[str, ...] = field(default_factory=tuple)
 
 
-@dataclass
-class TrainResult:
-    """What the run wrote and how it went."""
-
-    package: Path
-    best_epoch: int
-    epochs_run: int
-    stopped: str
-    history: list[dict[str, Any]]
-    validation: dict[str, Any]
-    final_weights_sha256: str
-    resumed_from: int
+class TrainResult(RunResult):
+    """What the segmentation run wrote and how it went."""
 
 
 def _check(request: TrainRequest) -> None:
-    if request.epochs < 1 or request.batch_size < 1:
-        raise TrainingDataError("Epochs and batch size must be at least 1.")
-    if not request.learning_rate > 0:
-        raise TrainingDataError("The learning rate must be positive (e.g. 0.001).")
-    if Path(request.output).suffix.lower() != ".drpk":
-        raise TrainingDataError(f"The model package must be a .drpk file, not {Path(request.output).name}.")
+    check_run_request(request, {"Epochs": request.epochs, "batch size": request.batch_size}, "0.001")
     if request.initial_package and request.initial_weights:
         raise TrainingDataError("Give either a model package or a weights file as initial weights, not both.")
     if request.new_bands not in NEW_BAND_INITS or request.initial_part not in PARTS:
@@ -207,23 +183,17 @@ def train_segmentation(request: TrainRequest, callbacks: Callbacks | None = None
     return write_outputs(run, parameters_of(request, arch))
 
 
-class _Run:
-    """The state of one training run, epoch by epoch."""
+class _Run(EpochRun):
+    """The state of one segmentation training run, epoch by epoch (the loop: :class:`training.epochs.EpochRun`)."""
+
+    best_key = "miou"
 
     def __init__(self, request: TrainRequest, folder: ChipFolder, data: PreparedChips, transform: InputTransform,
                  arch, start: StartingPoint | None, device, work: Path, callbacks: Callbacks) -> None:
-        import torch
-
-        self.request, self.folder, self.data, self.transform = request, folder, data, transform
-        self.arch, self.start, self.device, self.work, self.cb = arch, start, device, work, callbacks
+        super().__init__(request, device, work, callbacks)
+        self.folder, self.data, self.transform, self.arch = folder, data, transform, arch
         self.values = [int(c["value"]) for c in folder.classes]
         self.names = [str(c["name"]) for c in folder.classes]
-        self.amp = device.type == "cuda"
-        torch.manual_seed(request.seed)
-        np.random.seed(request.seed % 2**32)
-        import random
-
-        random.seed(request.seed)
         self.net = build(arch, start, _chip_band_names(folder, data.band_count), request.new_bands, callbacks.info,
                          callbacks.warning).to(device)
         self.start = replace(start, state={}) if start else None  # the tensors are in the network now
@@ -243,99 +213,20 @@ class _Run:
         self.validation_set = ChipDataset(data.validation, transform, lut, False, request.seed)
         n_train = len(data.train) - (1 if len(data.train) % request.batch_size == 1 and len(data.train) > 1 else 0)
         self.n_train = n_train  # a last batch of one chip is left out (batch norm needs two)
-        self.batches_per_epoch = math.ceil(n_train / request.batch_size)
-        self.validation_batches = math.ceil(len(data.validation) / request.batch_size)
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=request.learning_rate,
-                                           weight_decay=request.weight_decay)
-        self.scheduler = make_schedule(request.schedule, self.optimizer, request.learning_rate,
-                                       request.epochs * self.batches_per_epoch)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.epoch = 0
-        self.history: list[dict[str, Any]] = []
-        self.best: dict[str, Any] = {"epoch": 0, "miou": -1.0, "scores": None}
-        self.best_state: dict[str, Any] | None = None
-        self.stale = 0
-        self.stopped = "completed"
-        self.resumed_from = 0
-        self._resume()
+        self.make_optimizer(n_train, len(data.validation))
+        self.resume()
 
-    def _resume(self) -> None:
-        state = load_checkpoint(self.work)
-        if state is None:
-            return
-        self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        restore_random_states(state["random"])
-        self.epoch, self.history, self.best = state["epoch"], list(state["history"]), dict(state["best"])
-        self.best_state, self.stale = state["best_model"], state["stale"]
-        self.resumed_from = self.epoch
-        self.cb.info(f"Resuming after epoch {self.epoch} from the checkpoint in {self.work}.")
+    def run_epoch(self, step) -> tuple[float, float, dict[str, Any]]:
+        self.train_set.epoch = self.epoch
+        size = self.request.batch_size
+        order = epoch_order(len(self.data.train), self.request.seed, self.epoch)[:self.n_train]
+        loss = train_epoch(self.net, batches(self.train_set, order, size), self.loss, self.optimizer, self.scheduler,
+                           self.scaler, self.device, self.amp, self.cb, step)
+        val_loss, scores = validate(self.net, batches(self.validation_set, range(len(self.validation_set)), size),
+                                    self.loss, self.device, self.amp, self.values, self.names, self.cb, step)
+        return loss, val_loss, scores
 
-    def _checkpoint(self) -> None:
-        save_checkpoint(self.work, {
-            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "random": random_states(),
-            "epoch": self.epoch, "history": self.history, "best": self.best, "best_model": self.best_state,
-            "stale": self.stale})
-
-    def train(self) -> None:
-        """Epochs until the last, early stopping, or a cancel (which keeps the best epoch so far)."""
-        epochs = self.request.epochs
-        per_epoch = self.batches_per_epoch + self.validation_batches
-        done = [0]
-
-        def step() -> None:
-            done[0] += 1
-            self.cb.progress(min((self.epoch + done[0] / per_epoch) / epochs, 1.0))
-
-        if self.epoch >= epochs or (self.request.patience and self.stale >= self.request.patience):
-            return
-        self.cb.stage("Training")
-        while self.epoch < epochs:
-            done[0] = 0
-            began = time.perf_counter()
-            self.train_set.epoch = self.epoch
-            order = epoch_order(len(self.data.train), self.request.seed, self.epoch)[:self.n_train]
-            rate = self.optimizer.param_groups[0]["lr"]
-            try:
-                loss = train_epoch(self.net, batches(self.train_set, order, self.request.batch_size), self.loss,
-                                   self.optimizer, self.scheduler, self.scaler, self.device, self.amp, self.cb, step)
-                val_loss, scores = validate(self.net, batches(self.validation_set, range(len(self.validation_set)),
-                                                              self.request.batch_size), self.loss, self.device,
-                                            self.amp, self.values, self.names, self.cb, step)
-            except Cancelled:
-                self.stopped = "cancelled"
-                self.cb.warning(f"Cancelled during epoch {self.epoch + 1}: the package holds the best epoch so far "
-                                f"({self.best['epoch'] or 'none'}).")
-                return
-            self.epoch += 1
-            self._record(loss, val_loss, scores, rate, time.perf_counter() - began)
-            self._checkpoint()
-            h = self.history[-1]
-            self.cb.info(f"Epoch {self.epoch}/{epochs}: training loss {loss:.4f}, validation loss {val_loss:.4f}, "
-                         f"validation mIoU {h['validation_miou']:.4f}, {h['seconds']:.1f} s"
-                         + (" (best so far)" if self.best["epoch"] == self.epoch else ""))
-            self.cb.progress(self.epoch / epochs)
-            if self.request.patience and self.stale >= self.request.patience:
-                self.stopped = "early stopping"
-                self.cb.info(f"Early stopping: no better validation mIoU for {self.stale} epochs.")
-                return
-
-    def _record(self, loss: float, val_loss: float, scores: dict[str, Any], rate: float, seconds: float) -> None:
-        miou = scores["miou"] if scores["miou"] is not None else 0.0
-        self.history.append({"epoch": self.epoch, "train_loss": loss, "validation_loss": val_loss,
-                             "validation_miou": miou, "validation_overall_accuracy": scores["overall_accuracy"],
-                             "validation_iou": [c["iou"] for c in scores["per_class"]], "learning_rate": rate,
-                             "seconds": seconds})
-        if miou > self.best["miou"]:
-            self.best = {"epoch": self.epoch, "miou": miou, "scores": scores}
-            self.best_state = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
-            self.stale = 0
-        else:
-            self.stale += 1
-
-    def final_digest(self) -> str:
-        """SHA-256 of the last epoch's weights (equal for a resumed and an uninterrupted CPU run)."""
-        return weights_digest(self.net.state_dict())
+    def entry(self, loss: float, val_loss: float | None, scores: dict[str, Any]) -> dict[str, Any]:
+        return {"validation_loss": val_loss, "validation_miou": scores["miou"] if scores["miou"] is not None else 0.0,
+                "validation_overall_accuracy": scores["overall_accuracy"],
+                "validation_iou": [c["iou"] for c in scores["per_class"]]}
