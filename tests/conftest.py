@@ -87,8 +87,9 @@ def make_raster(tmp_path: Path) -> Callable[..., Path]:
 
 
 
-_SET_ON_FIRST_USE = {"TORCHINDUCTOR_CACHE_DIR", "CUDA_MODULE_LOADING"}
-"""Environment variables PyTorch sets itself the first time a part of it is used: not a test's doing."""
+_SET_ON_FIRST_USE = {"TORCHINDUCTOR_CACHE_DIR", "CUDA_MODULE_LOADING", "KMP_INIT_AT_FORK", "KMP_DUPLICATE_LIB_OK"}
+"""Environment variables libraries set themselves when first imported or used (PyTorch, scikit-learn's OpenMP
+settings): not a test's doing."""
 
 
 def _process_state() -> dict[str, object]:
