@@ -16,7 +16,7 @@ from deepraster.tiling.errors import DeepRasterError, RunCancelled
 from deepraster.tiling.grid import TileGrid
 from deepraster.tiling.window import Window
 from detection_scene import SIZE, detection_package, place_squares, square_raster
-from helpers import write_raster
+from helpers import utm_to_wgs84, write_raster
 from osgeo import ogr
 
 ogr.UseExceptions()
@@ -321,17 +321,15 @@ def test_mask_in_another_crs_through_processing_and_a_mask_outside_the_raster(qg
     from qgis.core import QgsProcessingException
 
     raster, truth = scene(tmp_path, 64, 24)
-    utm, wgs84 = osr.SpatialReference(), osr.SpatialReference()
-    utm.ImportFromEPSG(32633)
-    wgs84.ImportFromEPSG(4326)
-    wgs84.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    utm.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    to_wgs84 = utm_to_wgs84()
 
     def mask_layer(name: str, pixels: list[tuple[float, float]]) -> Path:
         geometry = ogr.CreateGeometryFromWkb(polygon_wkb(pixels))
-        geometry.Transform(osr.CoordinateTransformation(utm, wgs84))
+        geometry.Transform(to_wgs84)
         path = tmp_path / f"{name}.gpkg"
         ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+        wgs84 = osr.SpatialReference()
+        wgs84.ImportFromEPSG(4326)
         layer = ds.CreateLayer(name, wgs84, ogr.wkbPolygon)
         feature = ogr.Feature(layer.GetLayerDefn())
         feature.SetGeometry(geometry)
