@@ -30,6 +30,7 @@ from ..analysis.fitted import FittedModel
 from ..analysis.pipeline import FitFunction, RasterSelection, ReferenceLayer, Sampling, fit_and_map, read_reference
 from ..analysis.reference import NOT_REPROJECTABLE, ReferenceFeature, ReferencePixels
 from ..analysis.trust import save_model
+from ..tiling.errors import DeepRasterError
 from ..tiling.outputs import ClassInfo
 from ..tiling.pixelwise import map_pixels
 from .band_parameters import band_numbers
@@ -190,6 +191,15 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
         features outside the raster, without label, or on nodata pixels are reported and skipped."""
         layer = self.reference_layer(source, raster, context, feedback, label_field, group_field, per_polygon, role)
         return read_reference(raster.selection, layer, seed, callbacks_for(feedback))
+
+
+def mask_polygons(source, crs, context) -> list[bytes] | None:
+    """The polygons of a mask layer (a QgsFeatureSource; None: no mask given) as WKB in ``crs``."""
+    if source is None:
+        return None
+    if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.PolygonGeometry:
+        raise DeepRasterError("The mask layer must hold polygons.")
+    return [f.wkb for f in reference_features(source, crs, context, -1, -1) if f.wkb]
 
 
 def reference_features(source, crs, context, label_index: int, group_index: int) -> Iterator[ReferenceFeature]:

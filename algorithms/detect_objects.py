@@ -4,14 +4,17 @@ merged exactly across tiles into a GeoPackage of polygons. The core is :func:`ob
 from __future__ import annotations
 
 from qgis.core import (
+    QgsProcessing,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterExtent,
+    QgsProcessingParameterFeatureSource,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
 )
 
 from ..models.sources import open_model
 from ..tiling.outputs import ClassInfo
+from .analysis_common import mask_polygons
 from .base import callbacks_for
 from .execution import backend_value, execution_parameters
 from .objects_common import ObjectModelAlgorithm
@@ -27,6 +30,7 @@ class DetectObjectsAlgorithm(ObjectModelAlgorithm):
     IOS = "IOS"
     CLASS_AGNOSTIC = "CLASS_AGNOSTIC"
     MAX_DETECTIONS = "MAX_DETECTIONS"
+    MASK = "MASK"
 
     def name(self) -> str:
         return "detect_objects"
@@ -47,7 +51,9 @@ class DetectObjectsAlgorithm(ObjectModelAlgorithm):
             "no object lost on a tile edge when objects are smaller than the overlap. Finished rows of tiles are "
             "written at once, so memory does not grow with the raster.\n\n"
             "Confidence threshold: boxes scoring below it are dropped (0–1). Class-agnostic: overlapping boxes of "
-            "different classes are merged too. Tiles without a valid pixel are skipped.\n"
+            "different classes are merged too. Tiles without a valid pixel are skipped. Mask polygons (optional, any "
+            "CRS): objects are looked for only inside them: tiles wholly outside are not predicted, and a box is kept "
+            "only when its centre lies inside a polygon.\n"
             "Advanced: tile size and overlap default to the package's (the overlap should exceed the largest "
             "object); maximum detections per tile; device 'auto' uses a CUDA GPU when PyTorch sees one."
         )
@@ -57,6 +63,9 @@ class DetectObjectsAlgorithm(ObjectModelAlgorithm):
         self.addParameter(self.model_parameter())
         self.addParameter(QgsProcessingParameterExtent(
             self.EXTENT, self.tr("Extent (empty: whole raster)"), optional=True))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.MASK, self.tr("Mask polygons (objects only inside)"), [QgsProcessing.TypeVectorPolygon],
+            optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             self.CONFIDENCE, self.tr("Confidence threshold (0–1)"), QgsProcessingParameterNumber.Double, 0.5,
             minValue=0.0, maxValue=1.0))
@@ -89,6 +98,12 @@ class DetectObjectsAlgorithm(ObjectModelAlgorithm):
                 return False, self.tr(f"{label}: {value:g} is outside 0–1. Give a number from 0 to 1 (e.g. 0.5).")
         return super().checkParameterValues(parameters, context)
 
+    def _mask(self, parameters, context, layer) -> tuple[bytes, ...] | None:
+        """The mask polygons as WKB in the raster's CRS (None: no mask layer given)."""
+        source = self.parameterAsSource(parameters, self.MASK, context) if parameters.get(self.MASK) else None
+        polygons = mask_polygons(source, layer.crs(), context)
+        return tuple(polygons) if polygons is not None else None
+
     def run_algorithm(self, parameters, context, feedback) -> dict:
         from ..objects.detection import DetectRequest, detect_objects
 
@@ -104,6 +119,7 @@ class DetectObjectsAlgorithm(ObjectModelAlgorithm):
             class_agnostic=self.parameterAsBool(parameters, self.CLASS_AGNOSTIC, context),
             max_detections=self.parameterAsInt(parameters, self.MAX_DETECTIONS, context),
             **self.tiling_values(parameters, context),
+            mask=self._mask(parameters, context, layer),
         )
         backend = backend_value(self, parameters, context)
         if backend.distributed:
@@ -112,8 +128,9 @@ class DetectObjectsAlgorithm(ObjectModelAlgorithm):
             stats = detect_on_cluster(request, backend, callbacks_for(feedback))
         else:
             stats = detect_objects(request, callbacks_for(feedback))
+        why = "no valid pixel" + (" or outside the mask" if request.mask else "")
         feedback.pushInfo(f"{stats.boxes} objects written; {stats.tiles_predicted} tiles predicted, "
-                          f"{stats.tiles_skipped} skipped (no valid pixel); {stats.seconds:.1f} s.")
+                          f"{stats.tiles_skipped} skipped ({why}); {stats.seconds:.1f} s.")
         classes = [ClassInfo(c.value, c.name, c.rgb) for c in package.classes]
         style_on_load(context, output, BoxStyle(classes), output_name(layer, f"{package.name} objects"))
         return {self.OUTPUT: output}

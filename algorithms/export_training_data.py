@@ -32,7 +32,7 @@ from ..models.class_tables import read_class_table
 from ..tiling.destinations import Destination
 from ..training.errors import TrainingDataError
 from ..training.export import ExportRequest, export_training_data
-from .analysis_common import reference_features
+from .analysis_common import mask_polygons, reference_features
 from .band_parameters import band_numbers
 from .base import TrainingGroupAlgorithm, callbacks_for
 
@@ -212,11 +212,7 @@ class ExportTrainingDataAlgorithm(TrainingGroupAlgorithm):
     def _mask(self, parameters, context, layer) -> list[bytes] | None:
         """The mask polygons' geometries as WKB in the raster's CRS (None: no mask layer given)."""
         mask = self.parameterAsSource(parameters, self.MASK, context) if parameters.get(self.MASK) else None
-        if mask is None:
-            return None
-        if QgsWkbTypes.geometryType(mask.wkbType()) != QgsWkbTypes.PolygonGeometry:
-            raise TrainingDataError("The mask layer must hold polygons.")
-        return [f.wkb for f in reference_features(mask, layer.crs(), context, -1, -1) if f.wkb]
+        return mask_polygons(mask, layer.crs(), context)
 
     def _polygons(self, parameters, context, layer, field: str) -> list[tuple[bytes, object]]:
         """The label polygons as (WKB in the raster's CRS, class value); NULL geometries as empty WKB."""

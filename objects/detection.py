@@ -28,6 +28,7 @@ from ..tiling.reader import InputTransform, StripReader
 from ..tiling.source import RasterSource
 from ..tiling.window import Window
 from .gpkg import BoxWriter
+from .mask import DetectionMask, detection_mask
 from .merge import StreamingMerger
 from .predictor import DetectorPredictor
 
@@ -61,6 +62,9 @@ class DetectRequest:
     value_scale: float | None = None
     value_offset: float | None = None
     panel_width: int = DEFAULT_PANEL_WIDTH
+    mask: tuple[bytes, ...] | None = None
+    """Mask polygons (WKB in the raster's CRS): tiles wholly outside them are not predicted and a box is kept only
+    when the pixel holding its centre is inside them (None: no mask)."""
 
 
 @dataclass
@@ -107,6 +111,10 @@ def plan_detection(request: DetectRequest, callbacks: Callbacks) -> DetectPlan:
     check_destinations([Destination(request.output, "detections", "file", (".gpkg",))])
     source, bands, region, tile, overlap, transform = prepare_input(request, callbacks)
     grid = TileGrid(region, tile, overlap)
+    mask = detection_mask(request.mask, source.geotransform, source.projection, region)
+    if mask is not None:
+        callbacks.info(f"Mask: {mask.count} polygon(s); tiles wholly outside them are not predicted, and a box is "
+                       "kept only with its centre inside them.")
     callbacks.info(f"Detector {package.name}; bands {bands}; tiles {tile} px, overlap {overlap} px ({len(grid)} "
                    f"tiles); confidence ≥ {request.confidence:g}, NMS IoU {request.iou:g}"
                    f"{f', IoS {request.ios:g}' if request.ios is not None else ''}"
@@ -177,23 +185,30 @@ def detect_tiles(request: DetectRequest, panel: TileGrid, reader: StripReader, p
     pixels (a tile without a valid pixel with none; the tiles with one through the detector in batches), and None
     after each strip (the merger may flush). Progress: tiles done (``stats``) of ``total``."""
     known = np.asarray(sorted(c.value for c in request.package.classes))
+    source = reader.source
+    mask = detection_mask(request.mask, source.geotransform, source.projection, source.window)
     for strip in reader:
-        todo: list[tuple[Tile, slice]] = []
+        todo: list[tuple[Tile, slice, np.ndarray | None]] = []
         for t in panel.row(strip.grid_row):
             cols = slice(t.window.col_off - strip.window.col_off, t.window.col_end - strip.window.col_off)
-            if strip.valid[:, cols].any():
-                todo.append((t, cols))
+            inside = mask.inside(t.window) if mask is not None else None
+            valid = strip.valid[:, cols] if inside is None else strip.valid[:, cols] & inside
+            if valid.any():
+                todo.append((t, cols, inside))
             else:
                 stats.tiles_skipped += 1
                 yield t, Detections.empty()
         for first in range(0, len(todo), request.batch_size):
             check_cancel(callbacks)
             part = todo[first:first + request.batch_size]
-            found = predictor(np.stack([strip.data[:, :, cols] for _, cols in part]))
-            for (t, _), tile_found in zip(part, found, strict=True):
+            found = predictor(np.stack([strip.data[:, :, cols] for _, cols, _ in part]))
+            for (t, _, inside), tile_found in zip(part, found, strict=True):
                 labelled = np.isin(tile_found.labels, known)
                 stats.unknown_labels += int((~labelled).sum())
-                yield t, in_raster(tile_found.select(labelled), t, request)
+                kept = tile_found.select(labelled)
+                if inside is not None:
+                    kept = DetectionMask.keep(kept, inside)
+                yield t, in_raster(kept, t, request)
             stats.tiles_predicted += len(part)
             callbacks.progress(min((stats.tiles_predicted + stats.tiles_skipped) / total, 1.0))
         yield None

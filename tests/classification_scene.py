@@ -9,10 +9,10 @@ each, on a lattice of cells so that each chip of up to a cell sees one square.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+from helpers import torchscript_package
 
 CLASSES = [{"value": 1, "name": "dark", "color": "#222222"}, {"value": 5, "name": "medium", "color": "#1f77b4"},
            {"value": 9, "name": "bright", "color": "#ffdd00"}]
@@ -39,22 +39,8 @@ def brightness_classifier():
 
 def classifier_package(folder: Path, chip: int = 16, **changes) -> Path:
     """An image-classification package folder holding the brightness classifier (chips of ``chip`` px)."""
-    import torch
-    from deepraster.tiling.checksums import sha256_of
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(brightness_classifier(), str(folder / "classifier.pt"))
-    description = {
-        "format": "deepraster-model-package", "format_version": "1.0", "name": "brightness", "license": "CC0-1.0",
-        "task": "image_classification",
-        "architecture": {"framework": "torchscript", "in_channels": 2, "out_channels": 3},
-        "weights": {"file": "classifier.pt", "format": "torchscript", "sha256": sha256_of(folder / "classifier.pt")},
-        "input": {"bands": ["value", "other"], "value_scale": 0.01},
-        "inference": {"tile_size": chip, "activation": "softmax"},
-        "classes": CLASSES, **changes,
-    }
-    (folder / "model.json").write_text(json.dumps(description), encoding="utf-8")
-    return folder
+    return torchscript_package(folder, brightness_classifier(), "classifier.pt", "brightness", "image_classification",
+                               ["value", "other"], CLASSES, {"tile_size": chip, "activation": "softmax"}, **changes)
 
 
 def squares_scene(cols: int = 6, rows: int = 4, seed: int = 0) -> tuple[np.ndarray, list[tuple[int, int, int]]]:

@@ -8,10 +8,10 @@ cuts gets a wrong box from that tile (its visible part's corner): the merge must
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+from helpers import torchscript_package
 
 SIZE = 8
 CLASSES = [{"value": 1, "name": "dim", "color": "#1f77b4"}, {"value": 2, "name": "bright", "color": "#ff7f0e"}]
@@ -46,22 +46,8 @@ def square_detector():
 
 def detection_package(folder: Path, tile: int = 64, overlap: int = 24, **changes) -> Path:
     """A detection package folder holding the square detector; raster values × 0.01 = model units."""
-    import torch
-    from deepraster.tiling.checksums import sha256_of
-
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(square_detector(), str(folder / "detector.pt"))
-    description = {
-        "format": "deepraster-model-package", "format_version": "1.0", "name": "squares", "license": "CC0-1.0",
-        "task": "object_detection",
-        "architecture": {"framework": "torchscript", "in_channels": 2, "out_channels": 2},
-        "weights": {"file": "detector.pt", "format": "torchscript", "sha256": sha256_of(folder / "detector.pt")},
-        "input": {"bands": ["value", "score"], "value_scale": 0.01},
-        "inference": {"tile_size": tile, "overlap": overlap},
-        "classes": CLASSES, **changes,
-    }
-    (folder / "model.json").write_text(json.dumps(description), encoding="utf-8")
-    return folder
+    return torchscript_package(folder, square_detector(), "detector.pt", "squares", "object_detection",
+                               ["value", "score"], CLASSES, {"tile_size": tile, "overlap": overlap}, **changes)
 
 
 def place_squares(edges_x: list[int], edges_y: list[int], width: int, height: int, seed: int = 0,

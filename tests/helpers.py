@@ -168,3 +168,37 @@ def recording_feedback():
             self.messages.append(error)
 
     return Recording()
+
+
+def utm_to_wgs84(epsg: int = 32633):
+    """An OSR transformation from UTM ``epsg`` to EPSG:4326, both in x = easting / longitude order."""
+    from osgeo import osr
+
+    utm, wgs84 = osr.SpatialReference(), osr.SpatialReference()
+    utm.ImportFromEPSG(epsg)
+    wgs84.ImportFromEPSG(4326)
+    for srs in (utm, wgs84):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return osr.CoordinateTransformation(utm, wgs84)
+
+
+def torchscript_package(folder: Path, module, weights: str, name: str, task: str, bands: list[str], classes: list,
+                        inference: dict, **changes) -> Path:
+    """A package folder holding the scripted ``module`` as ``weights`` (its checksum recorded), ``len(classes)``
+    output channels, raster values × 0.01 = model units; ``changes`` replace description keys."""
+    import json
+
+    import torch
+    from deepraster.tiling.checksums import sha256_of
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(module, str(folder / weights))
+    description = {
+        "format": "deepraster-model-package", "format_version": "1.0", "name": name, "license": "CC0-1.0",
+        "task": task,
+        "architecture": {"framework": "torchscript", "in_channels": len(bands), "out_channels": len(classes)},
+        "weights": {"file": weights, "format": "torchscript", "sha256": sha256_of(folder / weights)},
+        "input": {"bands": bands, "value_scale": 0.01}, "inference": inference, "classes": classes, **changes,
+    }
+    (folder / "model.json").write_text(json.dumps(description), encoding="utf-8")
+    return folder

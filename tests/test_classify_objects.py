@@ -16,7 +16,7 @@ from deepraster.models.sources import open_model
 from deepraster.objects.classify import ClassifyObjectsRequest, classify_objects
 from deepraster.tiling.callbacks import Callbacks
 from deepraster.tiling.errors import DeepRasterError, RunCancelled
-from helpers import write_raster, write_vector
+from helpers import utm_to_wgs84, write_raster, write_vector
 from osgeo import ogr, osr
 
 ogr.UseExceptions()
@@ -100,12 +100,7 @@ def test_layer_in_another_crs_is_reprojected(tmp_path, package, scene):
     """Polygons in longitude / latitude (EPSG:4326) over the UTM raster: the same classes; the copy keeps the
     layer's CRS and geometries."""
     raster, truth = scene
-    utm, wgs = osr.SpatialReference(), osr.SpatialReference()
-    utm.ImportFromEPSG(32633)
-    wgs.ImportFromEPSG(4326)
-    wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    utm.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    to_wgs = osr.CoordinateTransformation(utm, wgs)
+    to_wgs = utm_to_wgs84()
     wkts = []
     for x, y, _ in truth:
         polygon = ogr.CreateGeometryFromWkt(square_wkt(x, y))

@@ -16,7 +16,7 @@ from deepraster.tiling.errors import DeepRasterError, RunCancelled
 from deepraster.tiling.grid import TileGrid
 from deepraster.tiling.window import Window
 from detection_scene import SIZE, detection_package, place_squares, square_raster
-from helpers import write_raster
+from helpers import utm_to_wgs84, write_raster
 from osgeo import ogr
 
 ogr.UseExceptions()
@@ -280,3 +280,74 @@ def test_core_refuses_an_ios_threshold_outside_0_1(tmp_path, package_folder):
     request = DetectRequest("x.tif", open_model(package_folder), str(tmp_path / "o.gpkg"), ios=1.5)
     with pytest.raises(DeepRasterError, match="intersection-over-smaller threshold 1.5 is outside 0–1"):
         detect_objects(request)
+
+
+def polygon_wkb(pixels: list[tuple[float, float]], geotransform=UTM) -> bytes:
+    """A polygon given in pixel coordinates, as WKB in the raster's CRS."""
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for col, row in [*pixels, pixels[0]]:
+        ring.AddPoint_2D(geotransform[0] + col * geotransform[1], geotransform[3] + row * geotransform[5])
+    polygon = ogr.Geometry(ogr.wkbPolygon)
+    polygon.AddGeometry(ring)
+    return polygon.ExportToWkb()
+
+
+def test_mask_keeps_objects_whose_centre_is_inside_and_skips_tiles_outside(tmp_path, package_folder):
+    """A slanted mask over the left part: exactly the squares whose centre pixel lies inside it are written, from
+    tiles with their merge unchanged; tiles wholly outside are not predicted."""
+    raster, truth = scene(tmp_path, 64, 24)
+    corners = [(-5.0, -5.0), (181.3, -5.0), (97.7, 230.0), (-5.0, 230.0)]
+    mask = ogr.CreateGeometryFromWkb(polygon_wkb(corners, (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)))
+
+    def inside(x: int, y: int) -> bool:
+        point = ogr.Geometry(ogr.wkbPoint)
+        point.AddPoint_2D(np.floor(x + SIZE / 2) + 0.5, np.floor(y + SIZE / 2) + 0.5)  # the centre pixel's centre
+        return mask.Contains(point)
+
+    kept = [t for t in truth if inside(t[0], t[1])]
+    assert 5 < len(kept) < len(truth) - 5
+    out = tmp_path / "boxes.gpkg"
+    lines: list[str] = []
+    stats = detect_objects(DetectRequest(str(raster), open_model(package_folder), str(out), confidence=0.0,
+                                         tile_size=64, overlap=24, device="cpu", mask=(polygon_wkb(corners),)),
+                           Callbacks(info=lines.append))
+    assert_exact(read_boxes(out, UTM), kept)
+    assert stats.tiles_skipped >= 4 and any(line.startswith("Mask: 1 polygon(s)") for line in lines)
+
+
+def test_mask_in_another_crs_through_processing_and_a_mask_outside_the_raster(qgis_app, tmp_path, package_folder):
+    import processing
+    from osgeo import osr
+    from qgis.core import QgsProcessingException
+
+    raster, truth = scene(tmp_path, 64, 24)
+    to_wgs84 = utm_to_wgs84()
+
+    def mask_layer(name: str, pixels: list[tuple[float, float]]) -> Path:
+        geometry = ogr.CreateGeometryFromWkb(polygon_wkb(pixels))
+        geometry.Transform(to_wgs84)
+        path = tmp_path / f"{name}.gpkg"
+        ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+        wgs84 = osr.SpatialReference()
+        wgs84.ImportFromEPSG(4326)
+        layer = ds.CreateLayer(name, wgs84, ogr.wkbPolygon)
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(geometry)
+        layer.CreateFeature(feature)
+        ds = None
+        return path
+
+    left = mask_layer("left", [(-5, -5), (150, -5), (150, 230), (-5, 230)])
+    out = tmp_path / "objects.gpkg"
+    processing.run("deepraster:detect_objects", {"INPUT": str(raster), "MODEL": str(package_folder / "model.json"),
+                                                 "MASK": str(left), "CONFIDENCE": 0.0, "TILE_SIZE": 64,
+                                                 "OVERLAP": 24, "DEVICE": "cpu", "OUTPUT": str(out)})
+    centres = [(b[0] + b[2]) / 2 for b in read_boxes(out, UTM)]  # the reprojected edge runs near column 150
+    assert centres and max(centres) < 155
+    assert sum(x < 145 for x in centres) == sum(x + SIZE / 2 < 145 for x, _, _, _ in truth) > 5
+    far = mask_layer("far", [(5000, 5000), (5100, 5000), (5100, 5100), (5000, 5100)])
+    with pytest.raises(QgsProcessingException, match="No mask polygon lies inside the raster"):
+        processing.run("deepraster:detect_objects", {"INPUT": str(raster), "MODEL": str(package_folder / "model.json"),
+                                                     "MASK": str(far), "DEVICE": "cpu",
+                                                     "OUTPUT": str(tmp_path / "none.gpkg")})
+    assert not (tmp_path / "none.gpkg").exists()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import DATA, recording_feedback, write_raster, write_vector
-from osgeo import gdal, ogr, osr
+from helpers import DATA, recording_feedback, utm_to_wgs84, write_raster, write_vector
+from osgeo import gdal, ogr
 
 OSM = DATA / "s2" / "gis_osm_landuse-water_a_free_1_area-10000-to-500000.gpkg"
 GT = (500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0)
@@ -195,12 +195,7 @@ def small(raster, labels, out, **extra) -> dict:
 
 def test_labels_in_another_crs_repaired_and_background(qgis_app, tmp_path, scene):
     raster, _ = scene
-    utm, wgs84 = osr.SpatialReference(), osr.SpatialReference()
-    utm.ImportFromEPSG(32633)
-    wgs84.ImportFromEPSG(4326)
-    wgs84.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    utm.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    to_wgs84 = osr.CoordinateTransformation(utm, wgs84)
+    to_wgs84 = utm_to_wgs84()
     wkts = [rect(32 * i + 4, 32 * j + 4, 32 * i + 28, 32 * j + 28) for i in range(6) for j in range(6)]
     codes = [3 if (i + j) % 2 == 0 else 5 for i in range(6) for j in range(6)]  # a checkerboard, background around
     wkts.append("POLYGON((500970 5799030,501890 5798110,501890 5799030,500970 5798110,500970 5799030))")  # bowtie
