@@ -14,19 +14,18 @@ cancel keeps the best epoch so far; early stopping ends the run after ``patience
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..models.errors import ModelPackageError
 from ..models.spec import Architecture
 from ..tiling.callbacks import Callbacks
-from ..tiling.errors import RunCancelled
 from .checkpoint import run_key, work_folder
 from .epochs import SupervisedRun
 from .errors import TrainingDataError
 from .loop import deterministic
-from .run_checks import check_run_request
+from .run_checks import InitialWeights, RunRequest, check_run_request
 from .run_result import RunResult
 from .split import TRAIN, VALIDATION
 from .tile_data import PreparedTiles, TileDataset, TileFolder, prepare_tiles, read_tile_folder
@@ -38,41 +37,20 @@ CLASSIFIERS = ("resnet10t", "resnet18", "resnet34", "resnet50", "efficientnet_b0
 """Suggested timm models (any timm model name is accepted)."""
 
 
-@dataclass
-class ClassifierTrainRequest:
-    """What to train, from which tiles, into which package (see :func:`train_object_classifier`)."""
+@dataclass(kw_only=True)
+class ClassifierTrainRequest(InitialWeights, RunRequest):
+    """What to train, from which tiles, into which package (see :func:`train_object_classifier`); an initial
+    package is an image-classification package of a timm model, an initial weights file a state dict of the whole
+    network; ``patience`` counts epochs without a better validation balanced accuracy."""
 
     data: Path
     """A labelled tiles folder (Export object classification training data, or Esri's Labeled_Tiles)."""
-    output: Path
-    """The image-classification package to write (``.drpk``)."""
-    report_html: Path | None = None
-    report_json: Path | None = None
     arch: str = DEFAULT_CLASSIFIER
     """A timm model name."""
-    initial_package: Path | None = None
-    """An image-classification package (timm) whose network starts the training (its bands and normalisation)."""
-    initial_weights: Path | None = None
-    """A weights file (safetensors or a state dict of the same timm model) that starts the training."""
     initial_part: str = "network"
-    trust_weights: bool = False
-    new_bands: str = "mean"
     class_weighting: bool = True
     """Weight the cross-entropy by inverse class frequency (training chips per class)."""
-    epochs: int = 20
     batch_size: int = 16
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    patience: int = 5
-    """Epochs without a better validation balanced accuracy before the run stops (0: never stop early)."""
-    seed: int = 0
-    device: str = "auto"
-    validation_fraction: float = 0.2
-    """Fraction of the tiles drawn as validation when the folder has no split (Esri's layout)."""
-    name: str = ""
-    license: str = "unknown"
-    inputs: tuple[str, ...] = field(default_factory=tuple)
 
 
 class ClassifierTrainResult(RunResult):
@@ -142,9 +120,7 @@ def train_object_classifier(request: ClassifierTrainRequest, callbacks: Callback
     with deterministic(device.type == "cpu"):
         run = _ClassifierRun(request, folder, data, transform, arch, start, device, work, cb)
         del start
-        run.train()
-    if run.best_state is None:
-        raise RunCancelled("The run was cancelled before its first epoch ended; no output was written.")
+        run.train_to_end()
     return write_classifier_outputs(run, parameters_of(request, name))
 
 

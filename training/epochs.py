@@ -146,6 +146,14 @@ class EpochRun:
                 self.cb.info(f"Early stopping: no better {self.score_label} for {self.stale} epochs.")
                 return
 
+    def train_to_end(self) -> None:
+        """:meth:`train`, then refuse a run cancelled before its first epoch ended (there is nothing to write)."""
+        from ..tiling.errors import RunCancelled
+
+        self.train()
+        if self.best_state is None:
+            raise RunCancelled("The run was cancelled before its first epoch ended; no output was written.")
+
     def _record(self, loss: float, val_loss: float | None, scores: dict[str, Any], rate: float,
                 seconds: float) -> None:
         entry = self.entry(loss, val_loss, scores)

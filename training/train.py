@@ -12,12 +12,11 @@ keeps the best epoch so far. Early stopping ends the run after ``patience`` epoc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..tiling.callbacks import Callbacks
-from ..tiling.errors import RunCancelled
 from .adapt import NEW_BAND_INITS
 from .checkpoint import run_key, work_folder
 from .chips import ChipFolder, read_chip_folder
@@ -35,49 +34,21 @@ from .initial import PARTS, StartingPoint, from_file, from_package, input_statis
 from .loop import deterministic
 from .network import architecture, build, make_loss
 from .packaging import write_outputs
-from .run_checks import check_run_request
+from .run_checks import InitialWeights, RunRequest, check_run_request
 from .run_result import RunResult
 
 
-@dataclass
-class TrainRequest:
-    """What to train, from which chips, into which package (see :func:`train_segmentation`)."""
+@dataclass(kw_only=True)
+class TrainRequest(InitialWeights, RunRequest):
+    """What to train, from which chips, into which package (see :func:`train_segmentation`); the package's
+    encoder starts the training when ``initial_package`` is given."""
 
     chips: Path
-    output: Path
-    """The model package to write (``.drpk``)."""
-    report_html: Path | None = None
-    report_json: Path | None = None
     arch: str = "Unet"
     encoder: str = "resnet18"
-    initial_package: Path | None = None
-    """A model package whose encoder starts the training (its encoder, bands and normalisation are used)."""
-    initial_weights: Path | None = None
-    """A weights file (safetensors or a state dict) that starts the training: see ``initial_part``."""
-    initial_part: str = "encoder"
-    """What ``initial_weights`` starts: "network" (the whole network, same architecture) or "encoder"."""
-    trust_weights: bool = False
-    """Open ``initial_weights`` even when it is a pickle (which can run code when opened)."""
-    new_bands: str = "mean"
-    """First-layer filters of chip bands the initial weights lack: "mean" of the pretrained filters (all scaled by
-    pretrained ÷ chip bands, as timm's adapt_input_conv) or "zero" (the kept bands then respond as before)."""
     loss: str = "ce"
     class_weighting: bool = False
     """Weight the cross-entropy by inverse class frequency (training pixel counts)."""
-    epochs: int = 20
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    patience: int = 5
-    """Epochs without a better validation mIoU before the run stops (0: never stop early)."""
-    seed: int = 0
-    device: str = "auto"
-    validation_fraction: float = 0.2
-    """Fraction of the chips drawn as validation when the folder has no split (Esri's layout)."""
-    name: str = ""
-    license: str = "unknown"
-    inputs: tuple[str, ...] = field(default_factory=tuple)
 
 
 class TrainResult(RunResult):
@@ -181,9 +152,7 @@ def train_segmentation(request: TrainRequest, callbacks: Callbacks | None = None
     with deterministic(device.type == "cpu"):
         run = _Run(request, folder, data, transform, arch, start, device, work, cb)
         del start  # its tensors are in the network now: no second copy through the epochs
-        run.train()
-    if run.best_state is None:
-        raise RunCancelled("The run was cancelled before its first epoch ended; no output was written.")
+        run.train_to_end()
     return write_outputs(run, parameters_of(request, arch))
 
 
