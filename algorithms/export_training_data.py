@@ -111,10 +111,12 @@ class ExportTrainingDataAlgorithm(TrainingGroupAlgorithm):
 
     def add_export_parameters(self, labels: Sequence[QgsProcessingParameterDefinition], class_table_label: str,
                               options: Sequence[QgsProcessingParameterDefinition],
-                              advanced: Sequence[QgsProcessingParameterDefinition] = ()) -> None:
+                              advanced: Sequence[QgsProcessingParameterDefinition] = (), chip_size: int = 256,
+                              stride: bool = True) -> None:
         """Add, in dialog order: the input raster, ``labels``, the class table (``class_table_label``), bands, chip
-        size, ``options``, validation block size and fraction, overwrite and the output folder; under "Advanced":
-        stride, ``advanced`` and the split's seed; then the manifest and chip count outputs."""
+        size (default ``chip_size``), ``options``, validation block size and fraction, overwrite and the output
+        folder; under "Advanced": the stride (unless ``stride`` is False), ``advanced`` and the split's seed; then
+        the manifest and chip count outputs."""
         number = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
         for param in labels:
@@ -125,7 +127,7 @@ class ExportTrainingDataAlgorithm(TrainingGroupAlgorithm):
         self.addParameter(QgsProcessingParameterBand(
             self.BANDS, self.tr("Bands (empty: all)"), parentLayerParameterName=self.INPUT, optional=True,
             allowMultiple=True))
-        self.addParameter(number(self.CHIP_SIZE, self.tr("Chip size, px"), number.Integer, 256, minValue=16,
+        self.addParameter(number(self.CHIP_SIZE, self.tr("Chip size, px"), number.Integer, chip_size, minValue=16,
                                  maxValue=8192))
         for param in options:
             self.addParameter(param)
@@ -137,8 +139,8 @@ class ExportTrainingDataAlgorithm(TrainingGroupAlgorithm):
             self.OVERWRITE, self.tr("Overwrite a non-empty output folder"), False))
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT, self.tr("Output folder")))
         self.add_advanced([
-            number(self.STRIDE, self.tr("Stride, px (0: the chip size)"), number.Integer, 0, minValue=0,
-                   maxValue=8192),
+            *([number(self.STRIDE, self.tr("Stride, px (0: the chip size)"), number.Integer, 0, minValue=0,
+                      maxValue=8192)] if stride else []),
             *advanced,
             number(self.SEED, self.tr("Random seed (split)"), number.Integer, 0, minValue=0),
         ])
@@ -214,8 +216,9 @@ class ExportTrainingDataAlgorithm(TrainingGroupAlgorithm):
         mask = self.parameterAsSource(parameters, self.MASK, context) if parameters.get(self.MASK) else None
         return mask_polygons(mask, layer.crs(), context)
 
-    def _polygons(self, parameters, context, layer, field: str) -> list[tuple[bytes, object]]:
-        """The label polygons as (WKB in the raster's CRS, class value); NULL geometries as empty WKB."""
+    def _polygons(self, parameters, context, layer, field: str, points: bool = False) -> list[tuple[bytes, object]]:
+        """The label polygons (and with ``points`` points) as (WKB in the raster's CRS, class value); NULL
+        geometries as empty WKB."""
         check = context.invalidGeometryCheck()
         context.setInvalidGeometryCheck(QgsFeatureRequest.GeometryNoCheck)  # repaired or skipped by the core
         try:
@@ -224,8 +227,11 @@ class ExportTrainingDataAlgorithm(TrainingGroupAlgorithm):
             context.setInvalidGeometryCheck(check)
         if labels is None:
             raise TrainingDataError("Give labels: a polygon layer with its class field, or a class raster.")
-        if QgsWkbTypes.geometryType(labels.wkbType()) != QgsWkbTypes.PolygonGeometry:
-            raise TrainingDataError("The label layer must hold polygons (points and lines label no area).")
+        kinds = (QgsWkbTypes.PolygonGeometry, QgsWkbTypes.PointGeometry) if points else (QgsWkbTypes.PolygonGeometry,)
+        if QgsWkbTypes.geometryType(labels.wkbType()) not in kinds:
+            raise TrainingDataError("The label layer must hold points or polygons (a chip is cut around each)."
+                                    if points else
+                                    "The label layer must hold polygons (points and lines label no area).")
         index = labels.fields().lookupField(field) if field else -1
         if index < 0:
             names = ", ".join(f.name() for f in labels.fields()) or "none"

@@ -14,9 +14,6 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..models.sources import MODEL_FILE_FILTER
-from ..training.adapt import NEW_BAND_INITS
-from ..training.errors import TrainingDataError
 from ..training.network import ARCHITECTURES, LOSSES
 from ..training.train import TrainRequest, train_segmentation
 from .base import callbacks_for
@@ -30,18 +27,11 @@ class TrainSegmentationAlgorithm(ModelTrainingAlgorithm):
     CHIPS = "CHIPS"
     ARCH = "ARCH"
     ENCODER = "ENCODER"
-    INITIAL = "INITIAL"
-    INITIAL_PACKAGE = "INITIAL_PACKAGE"
-    INITIAL_WEIGHTS = "INITIAL_WEIGHTS"
-    TRUST_WEIGHTS = "TRUST_WEIGHTS"
-    NEW_BANDS = "NEW_BANDS"
     LOSS = "LOSS"
     CLASS_WEIGHTS = "CLASS_WEIGHTS"
     MIOU = "MIOU"
     INITIAL_CHOICES = ("none (random)", "encoder of a model package", "weights file: whole network",
                        "weights file: encoder only")
-    NEW_BAND_CHOICES = ("mean of the pretrained filters", "zero")
-    WEIGHTS_FILTER = "Weights (*.safetensors *.pt *.pth *.ckpt *.bin);;All files (*.*)"
 
     def name(self) -> str:
         return "train_segmentation"
@@ -78,44 +68,23 @@ class TrainSegmentationAlgorithm(ModelTrainingAlgorithm):
              QgsProcessingParameterEnum(self.ARCH, self.tr("Architecture"), options=list(ARCHITECTURES),
                                         defaultValue=0),
              QgsProcessingParameterString(self.ENCODER, self.tr("Encoder"), defaultValue="resnet18"),
-             QgsProcessingParameterEnum(self.INITIAL, self.tr("Initial weights"), options=list(self.INITIAL_CHOICES),
-                                        defaultValue=0),
-             QgsProcessingParameterFile(self.INITIAL_PACKAGE, self.tr("Model package (initial encoder)"),
-                                        optional=True, fileFilter=MODEL_FILE_FILTER),
-             QgsProcessingParameterFile(self.INITIAL_WEIGHTS, self.tr("Weights file (initial weights)"),
-                                        optional=True, fileFilter=self.WEIGHTS_FILTER),
+             *self.initial_parameters(self.tr("Model package (initial encoder)")),
              QgsProcessingParameterEnum(self.LOSS, self.tr("Loss"), options=list(LOSSES), defaultValue=0)],
             self.tr("Model package"), batch_size=8, max_batch_size=4096, learning_rate=0.001,
             advanced_before=[
                 QgsProcessingParameterBoolean(self.CLASS_WEIGHTS, self.tr("Weight classes by inverse frequency"),
                                               False),
-                QgsProcessingParameterEnum(self.NEW_BANDS, self.tr("First-layer filters of new bands"),
-                                           options=list(self.NEW_BAND_CHOICES), defaultValue=0),
-                QgsProcessingParameterBoolean(self.TRUST_WEIGHTS,
-                                              self.tr("I trust the weights file (pickles run code)"), False),
+                *self.initial_advanced(),
             ])
         self.addOutput(QgsProcessingOutputNumber(self.MIOU, self.tr("Validation mIoU of the best epoch (0–1)")))
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
-        package = self.parameterAsFile(parameters, self.INITIAL_PACKAGE, context)
-        weights = self.parameterAsFile(parameters, self.INITIAL_WEIGHTS, context)
-        initial = self.parameterAsEnum(parameters, self.INITIAL, context)
-        if initial == 1 and not package:
-            raise TrainingDataError("Choose the model package whose encoder starts the training, or set the initial "
-                                    "weights to none.")
-        if initial >= 2 and not weights:
-            raise TrainingDataError("Choose the weights file that starts the training, or set the initial weights to "
-                                    "none.")
         fields, reports = self.training_values(parameters, context)
         request = TrainRequest(
             chips=Path(self.parameterAsFile(parameters, self.CHIPS, context)),
             arch=ARCHITECTURES[self.parameterAsEnum(parameters, self.ARCH, context)],
             encoder=self.parameterAsString(parameters, self.ENCODER, context).strip() or "resnet18",
-            initial_package=Path(package) if initial == 1 else None,
-            initial_weights=Path(weights) if initial >= 2 else None,
-            initial_part="network" if initial == 2 else "encoder",
-            trust_weights=self.parameterAsBool(parameters, self.TRUST_WEIGHTS, context),
-            new_bands=NEW_BAND_INITS[self.parameterAsEnum(parameters, self.NEW_BANDS, context)],
+            **self.initial_values(parameters, context),
             loss=LOSSES[self.parameterAsEnum(parameters, self.LOSS, context)],
             class_weighting=self.parameterAsBool(parameters, self.CLASS_WEIGHTS, context), **fields)
         result = train_segmentation(request, callbacks_for(feedback))

@@ -1,7 +1,8 @@
-"""What "Train segmentation model" and "Train object detector" share: the training parameters (epochs, batch size,
-learning rate, schedule, patience, seed, device, validation fraction), the package and report destinations, the
-package's name and licence, and the reading of them back into request fields. It defines no concrete algorithm (the
-base class is abstract)."""
+"""What "Train segmentation model", "Train object detector" and "Train object classifier" share: the training
+parameters (epochs, batch size, learning rate, schedule, patience, seed, device, validation fraction), the package
+and report destinations, the package's name and licence, the initial weights (package, weights file, new bands,
+trust), and the reading of them back into request fields. It defines no concrete algorithm (the base class is
+abstract)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ from typing import Any
 
 from qgis.core import (
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
 
+from ..models.sources import MODEL_FILE_FILTER
+from ..training.adapt import NEW_BAND_INITS
+from ..training.errors import TrainingDataError
 from ..training.network import SCHEDULES
 from .base import DEVICES, TrainingGroupAlgorithm
 
@@ -41,6 +47,51 @@ class ModelTrainingAlgorithm(TrainingGroupAlgorithm):
     OUTPUT_REPORT_JSON = "OUTPUT_REPORT_JSON"
     BEST_EPOCH = "BEST_EPOCH"
     DEVICES = DEVICES
+    INITIAL = "INITIAL"
+    INITIAL_PACKAGE = "INITIAL_PACKAGE"
+    INITIAL_WEIGHTS = "INITIAL_WEIGHTS"
+    TRUST_WEIGHTS = "TRUST_WEIGHTS"
+    NEW_BANDS = "NEW_BANDS"
+    INITIAL_CHOICES: tuple[str, ...] = ("none (random)",)
+    """Where the weights start: none, a model package (choice 1), a weights file (choices 2 and on: the whole
+    network, then the encoder only)."""
+    NEW_BAND_CHOICES = ("mean of the pretrained filters", "zero")
+    WEIGHTS_FILTER = "Weights (*.safetensors *.pt *.pth *.ckpt *.bin);;All files (*.*)"
+
+    def initial_parameters(self, package_label: str) -> list[QgsProcessingParameterDefinition]:
+        """The initial-weights choice (:attr:`INITIAL_CHOICES`), the starting package (``package_label``) and the
+        weights file."""
+        return [QgsProcessingParameterEnum(self.INITIAL, self.tr("Initial weights"), options=list(self.INITIAL_CHOICES),
+                                           defaultValue=0),
+                QgsProcessingParameterFile(self.INITIAL_PACKAGE, package_label, optional=True,
+                                           fileFilter=MODEL_FILE_FILTER),
+                QgsProcessingParameterFile(self.INITIAL_WEIGHTS, self.tr("Weights file (initial weights)"),
+                                           optional=True, fileFilter=self.WEIGHTS_FILTER)]
+
+    def initial_advanced(self) -> list[QgsProcessingParameterDefinition]:
+        """The advanced parameters of the initial weights: filters of new bands, trust of a pickled weights file."""
+        return [QgsProcessingParameterEnum(self.NEW_BANDS, self.tr("First-layer filters of new bands"),
+                                           options=list(self.NEW_BAND_CHOICES), defaultValue=0),
+                QgsProcessingParameterBoolean(self.TRUST_WEIGHTS,
+                                              self.tr("I trust the weights file (pickles run code)"), False)]
+
+    def initial_values(self, parameters, context) -> dict[str, Any]:
+        """The initial-weights parameters as request fields (initial_package, initial_weights, initial_part,
+        trust_weights, new_bands); refused when the chosen package or file is not given."""
+        package = self.parameterAsFile(parameters, self.INITIAL_PACKAGE, context)
+        weights = self.parameterAsFile(parameters, self.INITIAL_WEIGHTS, context)
+        initial = self.parameterAsEnum(parameters, self.INITIAL, context)
+        if initial == 1 and not package:
+            raise TrainingDataError("Choose the model package whose weights start the training, or set the initial "
+                                    "weights to none.")
+        if initial >= 2 and not weights:
+            raise TrainingDataError("Choose the weights file that starts the training, or set the initial weights to "
+                                    "none.")
+        return {"initial_package": Path(package) if initial == 1 else None,
+                "initial_weights": Path(weights) if initial >= 2 else None,
+                "initial_part": "network" if initial == 2 else "encoder",
+                "trust_weights": self.parameterAsBool(parameters, self.TRUST_WEIGHTS, context),
+                "new_bands": NEW_BAND_INITS[self.parameterAsEnum(parameters, self.NEW_BANDS, context)]}
 
     def add_training_parameters(self, inputs: Sequence[QgsProcessingParameterDefinition], package_label: str, *,
                                 batch_size: int, max_batch_size: int, learning_rate: float,

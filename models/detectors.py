@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import ModelPackageError
 from .inputs import check_task
-from .spec import ARCHIVE_SUFFIX, ModelPackage
+from .spec import ModelPackage
 
 KEYS = ("boxes", "scores", "labels")
 
@@ -69,23 +69,9 @@ def write_detection_package(output: Path, description: Mapping[str, Any], state:
     """Write a detection package with safetensors ``state`` (a folder, or a ``.drpk`` file): the description
     validated, the weights saved, the package read back, loaded strictly and run once (:func:`check_detector`)
     before the folder or archive is complete; returns its path."""
-    import shutil
+    from .package import write_checked_package
 
-    from .archive import write_archive
-    from .package import load_package, save_package
-
-    output = Path(output)
-    archive = output if output.suffix.lower() == ARCHIVE_SUFFIX else None
-    folder = output.with_name(f".{output.stem}.staging") if archive else output
-    if archive:
-        shutil.rmtree(folder, ignore_errors=True)
-    try:
-        save_package(folder, dict(description), state)
-        check_detector(load_package(folder))
-        return write_archive(folder, archive) if archive else folder
-    finally:
-        if archive:
-            shutil.rmtree(folder, ignore_errors=True)
+    return write_checked_package(output, description, state, check_detector)
 
 
 def parse_detections(output: Any, images: int, name: str = "the detector") -> list[Detections]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,30 @@ def save_package(folder: Path, description: dict[str, Any], state_dict: Mapping[
         tmp.unlink(missing_ok=True)
     write_json_atomic(folder / DESCRIPTION_FILE, description)
     return folder
+
+
+def write_checked_package(output: Path, description: Mapping[str, Any], state: Mapping[str, Any],
+                          check: Callable[[ModelPackage], Any]) -> Path:
+    """Write a package with safetensors ``state`` (a folder, or a ``.drpk`` file): the description validated, the
+    weights saved, the package read back and run through ``check`` (e.g. loaded strictly and run once) before the
+    folder or archive is complete; returns its path."""
+    import shutil
+
+    from .archive import write_archive
+    from .spec import ARCHIVE_SUFFIX
+
+    output = Path(output)
+    archive = output if output.suffix.lower() == ARCHIVE_SUFFIX else None
+    folder = output.with_name(f".{output.stem}.staging") if archive else output
+    if archive:
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        save_package(folder, dict(description), state)
+        check(load_package(folder))
+        return write_archive(folder, archive) if archive else folder
+    finally:
+        if archive:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _temp_path(target: Path) -> Path:

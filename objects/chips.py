@@ -55,6 +55,16 @@ def chip_box(envelope: Sequence[float], geotransform: Sequence[float], buffer: f
     return float(cols.min()), float(rows.min()), float(cols.max()), float(rows.max())
 
 
+def feature_chip_box(envelope: Sequence[float], geotransform: Sequence[float], buffer: float, chip_pixels: int | None,
+                     size: int) -> PixelBox:
+    """The chip of a feature as Classify objects cuts it: ``chip_pixels`` raster pixels when given; otherwise the
+    envelope made square plus ``buffer`` map units, except that a point without a buffer takes ``size`` (the
+    classifier's chip size) raster pixels."""
+    point = envelope[0] == envelope[1] and envelope[2] == envelope[3]
+    own = chip_pixels or (size if point and not buffer else None)
+    return chip_box(envelope, geotransform, buffer, own)
+
+
 def footprint_window(envelope: Sequence[float], geotransform: Sequence[float]) -> Window:
     """The raster pixels a feature's envelope touches (a point: the pixel holding it); not clipped."""
     xmin, xmax, ymin, ymax = envelope
@@ -88,10 +98,12 @@ class ChipReader:
         source: the raster.
         transform: raw values → model input (bands in model order, scale, normalisation).
         size: the chip edge the classifier takes (px).
+        fill: the value of chip pixels without any valid pixel under them (0, as the classifier sees them; NaN to
+            tell them apart, as the training export writes them).
     """
 
-    def __init__(self, source: RasterSource, transform: InputTransform, size: int) -> None:
-        self.source, self.transform, self.size = source, transform, size
+    def __init__(self, source: RasterSource, transform: InputTransform, size: int, fill: float = 0.0) -> None:
+        self.source, self.transform, self.size, self.fill = source, transform, size, fill
         self.bands = list(transform.bands)
         try:
             self.ds = gdal.Open(source.path, gdal.GA_ReadOnly)
@@ -116,7 +128,7 @@ class ChipReader:
             return ChipRead(None, "nodata")
         local = ((box[0] - window.col_off) / scale[0], (box[1] - window.row_off) / scale[1],
                  (box[2] - window.col_off) / scale[0], (box[3] - window.row_off) / scale[1])
-        return ChipRead(resample(data, valid, local, self.size))
+        return ChipRead(resample(data, valid, local, self.size, self.fill))
 
     def _read(self, window: Window) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
         """Normalised data ``(bands, h, w)`` (0 where invalid), validity ``(h, w)`` and the raster pixels per read
@@ -147,10 +159,10 @@ class ChipReader:
         self.close()
 
 
-def resample(data: np.ndarray, valid: np.ndarray, box: PixelBox, size: int) -> np.ndarray:
+def resample(data: np.ndarray, valid: np.ndarray, box: PixelBox, size: int, fill: float = 0.0) -> np.ndarray:
     """``data`` ``(bands, h, w)`` over the pixel box ``box`` (in ``data``'s pixels, may reach outside it) as a
     ``(bands, size, size)`` float32 chip: area-weighted bilinear sampling over the valid pixels only (see the
-    module docstring)."""
+    module docstring); ``fill`` where no valid pixel lies under an output pixel."""
     import torch
     import torch.nn.functional as F  # noqa: N812
 
@@ -170,5 +182,5 @@ def resample(data: np.ndarray, valid: np.ndarray, box: PixelBox, size: int) -> n
     if k > 1:
         sampled = F.avg_pool2d(sampled, k)
     total, counted = sampled[0, :bands], sampled[0, bands:]
-    chip = torch.where(counted > 1e-6, total / counted.clamp_min(1e-6), torch.zeros(()))
+    chip = torch.where(counted > 1e-6, total / counted.clamp_min(1e-6), torch.full((), float(fill)))
     return chip.numpy().astype(np.float32, copy=False)

@@ -30,7 +30,7 @@ from ..tiling.callbacks import Callbacks, check_cancel
 from ..tiling.destinations import Destination, check_destinations
 from ..tiling.errors import DeepRasterError, RasterInputError
 from ..tiling.source import RasterSource
-from .chips import ChipReader, chip_box, footprint_window
+from .chips import ChipReader, feature_chip_box, footprint_window
 from .features import FeatureLayer, open_features
 from .gpkg import LayerCopyWriter
 
@@ -169,9 +169,7 @@ def _classify(request: ClassifyObjectsRequest, source: RasterSource, transform, 
                 if isinstance(envelope, str):
                     batch.add(feature, None, envelope)
                 else:
-                    point = envelope[0] == envelope[1] and envelope[2] == envelope[3]
-                    own = pixels or (package.tile_size if point and not request.buffer else None)
-                    box = chip_box(envelope, source.geotransform, request.buffer, own)
+                    box = feature_chip_box(envelope, source.geotransform, request.buffer, pixels, package.tile_size)
                     read = reader.read(box, footprint_window(envelope, source.geotransform))
                     batch.add(feature, read.chip, read.reason)
                 if batch.chips >= request.batch_size or len(batch.rows) >= FLUSH_FEATURES:

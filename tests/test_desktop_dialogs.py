@@ -16,7 +16,7 @@ ALGORITHMS = ("classify_pixels", "apply_model", "extract_features", "reduce_dime
               "similarity_map", "train_classifier", "create_package", "inspect_package", "install_packages",
               "evaluate_classes", "export_training_data", "train_segmentation", "detect_change",
               "detect_objects", "classify_objects", "run_collection", "export_object_training_data",
-              "train_detector")
+              "train_detector", "export_object_classification_data", "train_object_classifier")
 
 
 def test_every_dialog_fits_at_its_default_size(tmp_path):

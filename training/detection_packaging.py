@@ -12,19 +12,14 @@ from typing import Any
 
 from ..models.detectors import write_detection_package
 from .detection_report import DetectionReport
-from .run_outputs import publish_package, write_report
-
-
-def _band_names(run) -> list[str]:
-    names = list(run.folder.bands) if len(run.folder.bands) == run.data.band_count else []
-    return [n or f"band {i + 1}" for i, n in enumerate(names or [""] * run.data.band_count)]
+from .run_outputs import data_band_names, publish_package, write_report
 
 
 def data_summary(run) -> dict[str, Any]:
     """What the run trained on (for the report and the package's provenance)."""
     return {"folder": str(Path(run.request.data).resolve()), "layout": run.folder.layout,
             "train_samples": len(run.data.train), "validation_samples": len(run.data.validation),
-            "tile_size": run.data.tile, "bands": _band_names(run),
+            "tile_size": run.data.tile, "bands": data_band_names(run),
             "split": "drawn at random by sample" if run.data.drawn_split else "spatial blocks",
             "box_counts": run.data.box_counts, "largest_box_px": run.data.largest_box}
 
@@ -49,7 +44,7 @@ def description(run, parameters: dict[str, Any]) -> dict[str, Any]:
         "task": "object_detection",
         "architecture": {"framework": "torchvision", "arch": run.arch.arch, "in_channels": run.arch.in_channels,
                          "out_channels": run.arch.out_channels, "kwargs": dict(run.arch.kwargs)},
-        "input": {"bands": [{"name": n, "default_band": i + 1} for i, n in enumerate(_band_names(run))],
+        "input": {"bands": [{"name": n, "default_band": i + 1} for i, n in enumerate(data_band_names(run))],
                   "value_scale": t.scale, "value_offset": t.offset,
                   "normalization": {"type": "mean_std", "mean": list(t.mean), "std": list(t.std)}},
         "inference": {"tile_size": run.data.tile, "overlap": _overlap(run), "size_divisor": 32},

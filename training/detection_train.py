@@ -13,13 +13,12 @@ stopping ends the run after ``patience`` epochs without a better mAP@0.5.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..models.spec import TORCHVISION_DETECTORS, Architecture
 from ..tiling.callbacks import Callbacks
-from ..tiling.errors import RunCancelled
 from .checkpoint import run_key, work_folder
 from .dataset import InputTransform, chip_statistics, epoch_order
 from .detection_data import ObjectDataset, PreparedSamples, object_batches, prepare_samples
@@ -29,7 +28,7 @@ from .errors import TrainingDataError
 from .loop import deterministic
 from .network import SCHEDULES
 from .object_chips import ObjectFolder, read_object_folder
-from .run_checks import check_run_request
+from .run_checks import RunRequest, check_run_request
 from .run_result import RunResult
 from .split import VALIDATION
 
@@ -38,37 +37,22 @@ BATCH_NORM_SAMPLES = 64
 """Training samples (unaugmented) whose average batch-norm statistics the network keeps after each epoch."""
 
 
-@dataclass
-class DetectorTrainRequest:
-    """What to train, from which data, into which package (see :func:`train_detector`)."""
+@dataclass(kw_only=True)
+class DetectorTrainRequest(RunRequest):
+    """What to train, from which data, into which package (see :func:`train_detector`); ``patience`` counts epochs
+    without a better validation mAP@0.5."""
 
     data: Path
     """An object training data folder (Export object training data, Esri PASCAL_VOC_rectangles or plain VOC)."""
-    output: Path
-    """The detection package to write (``.drpk``)."""
-    report_html: Path | None = None
-    report_json: Path | None = None
     arch: str = DEFAULT_DETECTOR
-    epochs: int = 20
     batch_size: int = 4
     learning_rate: float = 3e-4
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    patience: int = 5
-    """Epochs without a better validation mAP@0.5 before the run stops (0: never stop early)."""
-    seed: int = 0
-    device: str = "auto"
-    validation_fraction: float = 0.2
-    """Fraction of the samples drawn as validation when the folder has no split (Esri's or a VOC folder)."""
     tile_size: int | None = None
     """Sample (and package tile) size, px; None: the chips' size (512 for images of different sizes)."""
     min_visible: float = 0.5
     """Where images are cut into samples: the least fraction of a box inside a sample to keep it (clipped)."""
     max_detections: int = 300
     """Boxes the detector returns per tile at most."""
-    name: str = ""
-    license: str = "unknown"
-    inputs: tuple[str, ...] = field(default_factory=tuple)
 
 
 class DetectorTrainResult(RunResult):
@@ -135,9 +119,7 @@ def train_detector(request: DetectorTrainRequest, callbacks: Callbacks | None = 
     device = resolve_device(request.device)
     with deterministic(device.type == "cpu"):
         run = _DetectorRun(request, folder, data, transform, arch, device, work, cb)
-        run.train()
-    if run.best_state is None:
-        raise RunCancelled("The run was cancelled before its first epoch ended; no output was written.")
+        run.train_to_end()
     return write_detector_outputs(run, parameters_of(request, data.tile))
 
 

@@ -19,8 +19,9 @@ import numpy as np
 
 from ..tiling.callbacks import Callbacks
 from .checkpoint import load_checkpoint, random_states, restore_random_states, save_checkpoint, weights_digest
-from .loop import Cancelled
-from .network import make_schedule
+from .dataset import batches, epoch_order
+from .loop import Cancelled, train_epoch, validate
+from .network import class_weights, make_schedule
 
 
 class EpochRun:
@@ -145,6 +146,14 @@ class EpochRun:
                 self.cb.info(f"Early stopping: no better {self.score_label} for {self.stale} epochs.")
                 return
 
+    def train_to_end(self) -> None:
+        """:meth:`train`, then refuse a run cancelled before its first epoch ended (there is nothing to write)."""
+        from ..tiling.errors import RunCancelled
+
+        self.train()
+        if self.best_state is None:
+            raise RunCancelled("The run was cancelled before its first epoch ended; no output was written.")
+
     def _record(self, loss: float, val_loss: float | None, scores: dict[str, Any], rate: float,
                 seconds: float) -> None:
         entry = self.entry(loss, val_loss, scores)
@@ -161,3 +170,36 @@ class EpochRun:
     def final_digest(self) -> str:
         """SHA-256 of the last epoch's weights (equal for a resumed and an uninterrupted CPU run)."""
         return weights_digest(self.net.state_dict())
+
+
+class SupervisedRun(EpochRun):
+    """A run on (image, target) items scored by a loss (segmentation: label chips; object classification: one class
+    per chip). A subclass sets :attr:`values`, :attr:`names` and :attr:`net`, then calls :meth:`setup`."""
+
+    values: list[int]
+    names: list[str]
+
+    def setup(self, data: Any, train_set: Any, validation_set: Any, make_loss: Any) -> None:
+        """The loss (``make_loss(class weights or None)``; inverse-frequency weights of ``data.counts["train"]``
+        when the request asks for class weighting), the datasets, the optimiser over the training items (a last
+        batch of one item is left out: batch norm needs two), then :meth:`resume`."""
+        weights = class_weights(data.counts["train"]) if self.request.class_weighting else None
+        if weights:
+            self.cb.info("Class weights: " + ", ".join(f"{n} {w:.3g}" for n, w in zip(self.names, weights,
+                                                                                     strict=True)) + ".")
+        self.loss = make_loss(weights).to(self.device)
+        self.train_set, self.validation_set = train_set, validation_set
+        n, size = len(data.train), self.request.batch_size
+        self.n_train = n - (1 if n % size == 1 and n > 1 else 0)
+        self.make_optimizer(self.n_train, len(data.validation))
+        self.resume()
+
+    def run_epoch(self, step) -> tuple[float, float, dict[str, Any]]:
+        self.train_set.epoch = self.epoch
+        size = self.request.batch_size
+        order = epoch_order(len(self.train_set), self.request.seed, self.epoch)[:self.n_train]
+        loss = train_epoch(self.net, batches(self.train_set, order, size), self.loss, self.optimizer, self.scheduler,
+                           self.scaler, self.device, self.amp, self.cb, step)
+        val_loss, scores = validate(self.net, batches(self.validation_set, range(len(self.validation_set)), size),
+                                    self.loss, self.device, self.amp, self.values, self.names, self.cb, step)
+        return loss, val_loss, scores

@@ -132,12 +132,14 @@ def check_chip_size(chip: int, stride: int) -> None:
         raise TrainingDataError(f"Chip size {chip} px is too small: use at least 16 px (e.g. 256).")
 
 
-def split_plan(request, source: RasterSource, windows: list[Window], region: Window, chip: int
-               ) -> tuple[SplitPlan, float]:
-    """The chip ``windows`` split by blocks of ``request.block_size`` map units (None: 10 chips), and that size."""
+def split_plan(request, source: RasterSource, windows: list[Window], region: Window, chip: int,
+               gap: int | None = None) -> tuple[SplitPlan, float]:
+    """The chip ``windows`` split by blocks of ``request.block_size`` map units (None: 10 chips of ``chip`` px), and
+    that size; ``gap``: see :func:`training.split.split_by_blocks`."""
     gt = source.geotransform
     block = request.block_size or 10 * chip * abs(gt[1])
-    return split_by_blocks(windows, region, (gt[1], gt[5]), block, request.validation_fraction, request.seed), block
+    return split_by_blocks(windows, region, (gt[1], gt[5]), block, request.validation_fraction, request.seed,
+                           gap), block
 
 
 T = TypeVar("T")
@@ -296,26 +298,29 @@ def _check_counts(records: list[dict], stats: ChipStatistics, classes: Sequence[
                     "smaller block size so both splits hold every class, or leave the class out of the labels.")
 
 
-def _create(path: Path, source: RasterSource, window: Window, count: int, dtype: int) -> gdal.Dataset:
+def _create(path: Path, source: RasterSource, window: Window, count: int, dtype: int,
+            geotransform: Sequence[float] | None = None) -> gdal.Dataset:
     block = min(256, -(-window.width // 16) * 16)
     ds = gdal.GetDriverByName("GTiff").Create(str(path), window.width, window.height, count, dtype,
                                               [*CHIP_OPTIONS, f"BLOCKXSIZE={block}", f"BLOCKYSIZE={block}"])
-    ds.SetGeoTransform(source.window_geotransform(window))
+    ds.SetGeoTransform(geotransform or source.window_geotransform(window))
     if source.projection:
         ds.SetProjection(source.projection)
     return ds
 
 
 def write_image_chip(path: Path, source: RasterSource, bands: tuple[int, ...], by_band: dict, window: Window,
-                     dtype: int) -> None:
-    """One image chip: ``by_band`` (band number → array of ``window``) as a tiled GeoTIFF on the raster's grid."""
-    ds = _create(path, source, window, len(bands), dtype)
+                     dtype: int, geotransform: Sequence[float] | None = None, nodata: float | None = None) -> None:
+    """One image chip: ``by_band`` (band number → array of ``window``) as a tiled GeoTIFF on the raster's grid (or
+    on ``geotransform``, a resampled chip's), with the bands' nodata value (or ``nodata``)."""
+    ds = _create(path, source, window, len(bands), dtype, geotransform)
     for i, b in enumerate(bands, 1):
         out = ds.GetRasterBand(i)
         out.WriteArray(by_band[b])
         out.SetDescription(source.descriptions[b - 1] or f"band {b}")
-        if source.nodata[b - 1] is not None:
-            out.SetNoDataValue(source.nodata[b - 1])
+        value = source.nodata[b - 1] if nodata is None else nodata
+        if value is not None:
+            out.SetNoDataValue(value)
     ds.FlushCache()
     ds = None
 

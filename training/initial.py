@@ -50,16 +50,19 @@ class StartingPoint:
         return self.package.attribution if self.package else ""
 
 
-def from_package(path: str | Path, chip_bands: Sequence[str]) -> StartingPoint:
-    """The encoder of the package at ``path``, its bands matched with the chips' band descriptions."""
+def from_package(path: str | Path, chip_bands: Sequence[str], framework: str = "smp") -> StartingPoint:
+    """The encoder of the package at ``path`` (a segmentation package), or with ``framework`` "timm" the whole
+    network of an image-classification package (a classifier head of another class count keeps its random start),
+    its bands matched with the chips' band descriptions."""
     package = open_model(str(path))
     a = package.architecture
-    if a.framework != "smp" or package.weights_format not in ("safetensors", "state_dict"):
-        raise ModelPackageError(f"The package {package.name} is not a segmentation-models-pytorch network with a state "
-                                "dict, so its encoder cannot start a training. Choose another package, or none.")
+    if a.framework != framework or package.weights_format not in ("safetensors", "state_dict"):
+        what = "segmentation-models-pytorch network" if framework == "smp" else "timm classifier"
+        raise ModelPackageError(f"The package {package.name} is not a {what} with a state dict, so its weights cannot "
+                                "start this training. Choose another package, or none.")
     plan = plan_by_name(package.bands, chip_bands, package.name)
-    return StartingPoint(package.name, "encoder", read_state_dict(package.weights_file, package.weights_format),
-                         package, plan)
+    return StartingPoint(package.name, "encoder" if framework == "smp" else "network",
+                         read_state_dict(package.weights_file, package.weights_format), package, plan)
 
 
 def from_file(path: str | Path, part: str, trusted: bool) -> StartingPoint:

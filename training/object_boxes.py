@@ -33,35 +33,42 @@ class BoxLabels:
 
 def pixel_envelope(wkb: bytes, geotransform: Sequence[float]) -> tuple[float, float, float, float] | None:
     """The envelope of a geometry (WKB in the raster's CRS) in pixels of a north-up raster; None for no geometry."""
-    if not wkb:
-        return None
-    geom = ogr.CreateGeometryFromWkb(bytes(wkb))
-    if geom is None or geom.IsEmpty():
-        return None
-    min_x, max_x, min_y, max_y = geom.GetEnvelope()
+    envelope = map_envelope(wkb)
+    return None if envelope is None else envelope_pixels(envelope, geotransform)
+
+
+def envelope_pixels(envelope: Sequence[float], geotransform: Sequence[float]) -> tuple[float, float, float, float]:
+    """An envelope ``(xmin, xmax, ymin, ymax)`` in map units as ``(x1, y1, x2, y2)`` pixels of a north-up raster."""
+    min_x, max_x, min_y, max_y = envelope
     g = geotransform
     cols = sorted(((min_x - g[0]) / g[1], (max_x - g[0]) / g[1]))
     rows = sorted(((min_y - g[3]) / g[5], (max_y - g[3]) / g[5]))
     return cols[0], rows[0], cols[1], rows[1]
 
 
+def map_envelope(wkb: bytes) -> tuple[float, float, float, float] | None:
+    """The envelope ``(xmin, xmax, ymin, ymax)`` of a geometry (WKB) in its own map units; None for no geometry."""
+    geom = ogr.CreateGeometryFromWkb(bytes(wkb)) if wkb else None
+    return None if geom is None or geom.IsEmpty() else geom.GetEnvelope()
+
+
 def read_box_labels(features: Sequence[tuple[bytes, object]], geotransform: Sequence[float],
-                    classes: Sequence[dict] | None = None) -> BoxLabels:
-    """Boxes (envelopes, raster pixels) and class values of ``(WKB in the raster's CRS, class attribute)`` pairs;
-    the class table is ``classes`` checked against the attributes, or derived from them (names sorted → 0, 1, …;
-    numbers keep their value)."""
+                    classes: Sequence[dict] | None = None, in_pixels: bool = True) -> BoxLabels:
+    """Boxes (envelopes, raster pixels; or with ``in_pixels`` False :func:`map_envelope` in map units) and class
+    values of ``(WKB in the raster's CRS, class attribute)`` pairs; the class table is ``classes`` checked against
+    the attributes, or derived from them (names sorted → 0, 1, …; numbers keep their value)."""
     boxes, labels, skipped = [], [], 0
     for wkb, raw in features:
         label = normalise_value(raw)
-        box = pixel_envelope(wkb, geotransform)
+        box = pixel_envelope(wkb, geotransform) if in_pixels else map_envelope(wkb)
         if label is None or box is None:
             skipped += 1
             continue
         boxes.append(box)
         labels.append(label)
     if not boxes:
-        raise TrainingDataError(f"The box layer has no feature with a geometry and a class value ({skipped} "
-                                "skipped). Choose the layer's class field, or a layer with labelled boxes.")
+        raise TrainingDataError(f"The layer has no feature with a geometry and a class value ({skipped} skipped). "
+                                "Choose the layer's class field, or a layer with labelled features.")
     table = class_table(labels, classes, False)
     values = np.asarray([value_of(label, table) for label in labels], dtype=np.int64)
     return BoxLabels(np.asarray(boxes, dtype=np.float64), values, table, skipped)

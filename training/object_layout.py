@@ -76,14 +76,48 @@ def write_object_layout(folder: Path, request, source: RasterSource, bands: tupl
 
 
 def _write_esri(folder: Path, source: RasterSource, bands: tuple[int, ...], classes: Sequence[dict],
-                records: list[dict], stats: ChipStatistics, chip: int, counts: dict[str, dict[str, int]]) -> None:
-    """Esri's PASCAL_VOC_rectangles files (keys as ArcGIS Pro's *Export Training Data For Deep Learning* writes)."""
+                records: list[dict], stats: ChipStatistics, chip: int, counts: dict[str, dict[str, int]],
+                model_type: str = "ObjectDetection", mode: str = ESRI_MODE) -> None:
+    """Esri's files of a ``mode`` export (PASCAL_VOC_rectangles, Labeled_Tiles) for a ``model_type`` model (keys as
+    ArcGIS Pro's *Export Training Data For Deep Learning* writes)."""
     per_class = [counts[TRAIN][str(c["value"])] + counts[VALIDATION][str(c["value"])] for c in classes]
     images = [sum(1 for r in records if c["value"] in set(np.asarray(r["values"]).tolist())) for c in classes]
     class_stats = {"FeatureStats": {"NumFeatures": sum(per_class), "NumFeaturesPerClass": per_class,
                                     "NumImagesPerClass": images, "NumImagesTotal": len(records)}}
-    accumulated = accumulated_stats(source, bands, classes, records, stats, chip, ESRI_MODE, {}, class_stats)
-    write_esri_files(folder, model_definition(source, bands, classes, stats, chip, "ObjectDetection", ESRI_MODE),
+    accumulated = accumulated_stats(source, bands, classes, records, stats, chip, mode, {}, class_stats)
+    write_esri_files(folder, model_definition(source, bands, classes, stats, chip, model_type, mode),
                      accumulated, records, chip, len(bands), "NumFeatures",
                      [f"{c['value']}, {c['name']}, {n}, {k}" for c, n, k in zip(classes, per_class, images,
                                                                                   strict=True)])
+
+
+TILES_FORMAT = "deepraster-labeled-tiles"
+TILES_FORMAT_VERSION = 1
+TILES_MODE = "Labeled_Tiles"
+
+
+def write_tiles_layout(folder: Path, request, source: RasterSource, bands: tuple[int, ...], classes: Sequence[dict],
+                       records: list[dict], stats: ChipStatistics, plan: SplitPlan, block: float) -> None:
+    """Write ``manifest.json`` (:data:`TILES_FORMAT`) and Esri's Labeled_Tiles files of an object classification
+    export into ``folder``. ``records``: per chip ``image``, ``label``, ``split``, ``window`` (the chip's raster
+    pixels), ``values`` (its one class value) and ``feature`` (its index in layer order)."""
+    gt = source.geotransform
+    counts = box_counts(records, classes)
+    manifest = {
+        "format": TILES_FORMAT, "format_version": TILES_FORMAT_VERSION, "source": str(source.path),
+        "bands": band_entries(source, bands), "data_type": "Float32", "nodata": "NaN (no valid pixel under it)",
+        "classes": [dict(c) for c in classes], "label_field": request.label_field or None,
+        "statistics": statistics_entry(stats),
+        "pixel_size": [gt[1], gt[5]], "crs_wkt": source.projection, "epsg": _epsg(source.projection),
+        "chip_size": request.chip_size, "buffer": request.buffer, "chip_pixels": request.chip_pixels,
+        "chip": "the feature's extent made square plus the buffer (map units), or chip_pixels raster px centred on "
+                "it (points without a buffer: chip_size raster px), resampled to chip_size px as Classify objects "
+                "reads it",
+        "split": split_entry(request, plan, block),
+        "tile_counts": counts,
+        "chips": [{"image": r["image"], "label": r["label"], "split": r["split"], "window": r["window"],
+                   "value": int(r["values"][0]), "feature": r["feature"]} for r in records],
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    _write_esri(folder, source, bands, classes, records, stats, request.chip_size, counts, "ObjectClassification",
+                TILES_MODE)

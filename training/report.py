@@ -98,17 +98,24 @@ def report_html(report: TrainingReport) -> str:
     parts.append(table(["metric", "value"], [["overall accuracy", v["overall_accuracy"]], ["mean IoU", v["miou"]],
                                               ["Cohen's kappa", v["kappa"]], ["macro F1", v["macro_f1"]],
                                               ["pixels", v["n"]]]))
-    classes = [{"name": c["name"], "value": c["value"], "colour": c.get("color")} for c in report.classes]
-    parts.append(table(["class", "IoU", "precision", "recall", "F1", "reference pixels", "predicted pixels"],
-                        [[class_cell(info), c["iou"], c["precision"], c["recall"], c["f1"], c["support"],
-                          c["predicted"]] for info, c in zip(classes, v["per_class"], strict=True)]))
+    parts += class_tables(report.classes, v, "pixels", ["IoU"])
+    parts += parameters_section(report.parameters)
+    return page("Segmentation model training", parts)
+
+
+def class_tables(class_table: list[dict[str, Any]], v: dict[str, Any], unit: str, extra: list[str] = ()) -> list[str]:
+    """Per-class scores (the ``extra`` ones, e.g. "IoU", then precision, recall, F1 and the reference and predicted
+    counts) and the confusion matrix of :func:`analysis.metrics.class_scores` ``v``, counted in ``unit``."""
+    classes = [{"name": c["name"], "value": c["value"], "colour": c.get("color")} for c in class_table]
+    parts = [table(["class", *extra, "precision", "recall", "F1", f"reference {unit}", f"predicted {unit}"],
+                   [[class_cell(info), *(c[k.lower()] for k in extra), c["precision"], c["recall"], c["f1"],
+                     c["support"], c["predicted"]] for info, c in zip(classes, v["per_class"], strict=True)])]
     cm = v["confusion_matrix"]
-    parts.append("<h3>Confusion matrix (pixels; rows: reference, columns: predicted)</h3>")
+    parts.append(f"<h3>Confusion matrix ({unit}; rows: reference, columns: predicted)</h3>")
     header = ["reference \\ predicted", *(class_label(n, k) for n, k in zip(cm["labels"], cm["values"], strict=True)),
               "total"]
     rows = [[class_cell(info), *(cell(x, "diag" if i == j else "") for j, x in enumerate(row)), sum(row)]
             for i, (info, row) in enumerate(zip(classes, cm["matrix"], strict=True))]
     rows.append(["total", *(sum(col) for col in zip(*cm["matrix"], strict=True)), v["n"]])
     parts.append(table(header, rows))
-    parts += parameters_section(report.parameters)
-    return page("Segmentation model training", parts)
+    return parts

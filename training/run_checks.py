@@ -1,12 +1,56 @@
-"""The checks every training request passes before any data is read (segmentation and detection alike)."""
+"""What every training request has (segmentation, detection, object classification alike): the shared fields and
+the checks they pass before any data is read."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import TrainingDataError
+
+
+@dataclass(kw_only=True)
+class RunRequest:
+    """The fields of every training request (keyword-only; a request adds its data folder and network)."""
+
+    output: Path
+    """The model package to write (``.drpk``)."""
+    report_html: Path | None = None
+    report_json: Path | None = None
+    epochs: int = 20
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    patience: int = 5
+    """Epochs without a better validation score (the run's own) before the run stops (0: never stop early)."""
+    seed: int = 0
+    device: str = "auto"
+    validation_fraction: float = 0.2
+    """Fraction of the items drawn as validation when the folder has no split of its own (Esri's, VOC)."""
+    name: str = ""
+    license: str = "unknown"
+    inputs: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(kw_only=True)
+class InitialWeights:
+    """Where a network's weights start (segmentation and object classification requests): random when neither is
+    given."""
+
+    initial_package: Path | None = None
+    """A model package whose weights start the training (its bands and normalisation are used)."""
+    initial_weights: Path | None = None
+    """A weights file (safetensors or a state dict) that starts the training: see ``initial_part``."""
+    initial_part: str = "encoder"
+    """What ``initial_weights`` starts: "network" (the whole network, same architecture) or "encoder"."""
+    trust_weights: bool = False
+    """Open ``initial_weights`` even when it is a pickle (which can run code when opened)."""
+    new_bands: str = "mean"
+    """First-layer filters of chip bands the initial weights lack: "mean" of the pretrained filters (all scaled by
+    pretrained ÷ chip bands, as timm's adapt_input_conv) or "zero" (the kept bands then respond as before)."""
 
 
 def _listed(names: Sequence[str]) -> str:

@@ -34,3 +34,9 @@ def write_report(run: Any, report: Any, drawn_split_warning: str) -> None:
     if run.data.drawn_split:
         report.warnings.append(drawn_split_warning)
     report.write(run.request.report_html, run.request.report_json)
+
+
+def data_band_names(run: Any) -> list[str]:
+    """The band names of ``run``'s data (``band N`` where the folder records none, or not one per band)."""
+    names = list(run.folder.bands) if len(run.folder.bands) == run.data.band_count else []
+    return [n or f"band {i + 1}" for i, n in enumerate(names or [""] * run.data.band_count)]

@@ -54,16 +54,17 @@ def _blocks(region: Window, window: Window, size: tuple[float, float], grow: int
 
 
 def split_by_blocks(windows: list[Window], region: Window, pixel_size: tuple[float, float], block_size: float,
-                    fraction: float, seed: int) -> SplitPlan:
+                    fraction: float, seed: int, gap: int | None = None) -> SplitPlan:
     """Assign the chips to training and validation by blocks of ``block_size`` map units (``pixel_size`` in map
-    units per pixel, x and y); ``fraction`` of the blocks (at least one) go to validation (see the module)."""
+    units per pixel, x and y); ``fraction`` of the blocks (at least one) go to validation (see the module). ``gap``:
+    the least distance (px) between chips of the two splits (None: one chip, the first window's width)."""
     if not 0.0 < fraction < 1.0:
         raise TrainingDataError(f"The validation fraction must be between 0 and 1 (got {fraction}).")
     if len(windows) < 2:
         raise TrainingDataError(f"Only {len(windows)} chip fits the raster: too few chips for a validation split. "
                                 "Choose a smaller chip size or stride, or a larger extent.")
     size = (block_size / abs(pixel_size[0]), block_size / abs(pixel_size[1]))
-    chip = windows[0].width
+    chip = windows[0].width if gap is None else gap
     if min(size) < 1:
         raise TrainingDataError(f"The block size ({block_size:g} map units) is smaller than a pixel. Give it in the "
                                 "raster's map units (metres or degrees).")

@@ -12,12 +12,11 @@ keeps the best epoch so far. Early stopping ends the run after ``patience`` epoc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..tiling.callbacks import Callbacks
-from ..tiling.errors import RunCancelled
 from .adapt import NEW_BAND_INITS
 from .checkpoint import run_key, work_folder
 from .chips import ChipFolder, read_chip_folder
@@ -25,61 +24,31 @@ from .dataset import (
     ChipDataset,
     InputTransform,
     PreparedChips,
-    batches,
     chip_statistics,
     class_lookup,
-    epoch_order,
     prepare_chips,
 )
-from .epochs import EpochRun
+from .epochs import SupervisedRun
 from .errors import TrainingDataError
 from .initial import PARTS, StartingPoint, from_file, from_package, input_statistics
-from .loop import deterministic, train_epoch, validate
-from .network import architecture, build, class_weights, make_loss
+from .loop import deterministic
+from .network import architecture, build, make_loss
 from .packaging import write_outputs
-from .run_checks import check_run_request
+from .run_checks import InitialWeights, RunRequest, check_run_request
 from .run_result import RunResult
 
 
-@dataclass
-class TrainRequest:
-    """What to train, from which chips, into which package (see :func:`train_segmentation`)."""
+@dataclass(kw_only=True)
+class TrainRequest(InitialWeights, RunRequest):
+    """What to train, from which chips, into which package (see :func:`train_segmentation`); the package's
+    encoder starts the training when ``initial_package`` is given."""
 
     chips: Path
-    output: Path
-    """The model package to write (``.drpk``)."""
-    report_html: Path | None = None
-    report_json: Path | None = None
     arch: str = "Unet"
     encoder: str = "resnet18"
-    initial_package: Path | None = None
-    """A model package whose encoder starts the training (its encoder, bands and normalisation are used)."""
-    initial_weights: Path | None = None
-    """A weights file (safetensors or a state dict) that starts the training: see ``initial_part``."""
-    initial_part: str = "encoder"
-    """What ``initial_weights`` starts: "network" (the whole network, same architecture) or "encoder"."""
-    trust_weights: bool = False
-    """Open ``initial_weights`` even when it is a pickle (which can run code when opened)."""
-    new_bands: str = "mean"
-    """First-layer filters of chip bands the initial weights lack: "mean" of the pretrained filters (all scaled by
-    pretrained ÷ chip bands, as timm's adapt_input_conv) or "zero" (the kept bands then respond as before)."""
     loss: str = "ce"
     class_weighting: bool = False
     """Weight the cross-entropy by inverse class frequency (training pixel counts)."""
-    epochs: int = 20
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    patience: int = 5
-    """Epochs without a better validation mIoU before the run stops (0: never stop early)."""
-    seed: int = 0
-    device: str = "auto"
-    validation_fraction: float = 0.2
-    """Fraction of the chips drawn as validation when the folder has no split (Esri's layout)."""
-    name: str = ""
-    license: str = "unknown"
-    inputs: tuple[str, ...] = field(default_factory=tuple)
 
 
 class TrainResult(RunResult):
@@ -88,6 +57,11 @@ class TrainResult(RunResult):
 
 def _check(request: TrainRequest) -> None:
     check_run_request(request, {"Epochs": request.epochs, "batch size": request.batch_size}, "0.001")
+    check_initial(request)
+
+
+def check_initial(request) -> None:
+    """Refuse both a package and a weights file as initial weights, an unknown new-band start or network part."""
     if request.initial_package and request.initial_weights:
         raise TrainingDataError("Give either a model package or a weights file as initial weights, not both.")
     if request.new_bands not in NEW_BAND_INITS or request.initial_part not in PARTS:
@@ -95,21 +69,22 @@ def _check(request: TrainRequest) -> None:
                                 f"of {', '.join(PARTS)}.")
 
 
-def _start(request: TrainRequest, folder: ChipFolder, n_bands: int) -> StartingPoint | None:
-    """The starting weights the request names (None: random)."""
+def starting_point(request, folder, n_bands: int, framework: str = "smp") -> StartingPoint | None:
+    """The starting weights the request names (None: random); ``folder``'s band names match the bands of a package
+    of ``framework`` (:func:`training.initial.from_package`)."""
     if request.initial_package:
-        return from_package(request.initial_package, _chip_band_names(folder, n_bands))
+        return from_package(request.initial_package, chip_band_names(folder, n_bands), framework)
     if request.initial_weights:
         return from_file(request.initial_weights, request.initial_part, request.trust_weights)
     return None
 
 
-def _chip_band_names(folder: ChipFolder, n_bands: int) -> list[str]:
+def chip_band_names(folder, n_bands: int) -> list[str]:
+    """The folder's band names, or empty names when it records none (or not one per band)."""
     return list(folder.bands) if len(folder.bands) == n_bands else [""] * n_bands
 
 
-def _transform(folder: ChipFolder, data: PreparedChips, start: StartingPoint | None,
-               callbacks: Callbacks) -> InputTransform:
+def chip_transform(folder, data, start: StartingPoint | None, callbacks: Callbacks) -> InputTransform:
     """Model input from chip values (chip band order): the starting package's scale and normalisation for the bands
     it knows, else the training statistics (the manifest's, Esri's band statistics, or computed from the training
     chips)."""
@@ -164,8 +139,8 @@ def train_segmentation(request: TrainRequest, callbacks: Callbacks | None = None
     cb.info(f"{len(data.train)} training and {len(data.validation)} validation chips of {data.chip_size} px, "
             f"{data.band_count} band(s), {len(folder.classes)} classes; split: {split}"
             + (f" (seed {request.seed}, fraction {request.validation_fraction})." if data.drawn_split else "."))
-    start = _start(request, folder, data.band_count)
-    transform = _transform(folder, data, start, cb)
+    start = starting_point(request, folder, data.band_count)
+    transform = chip_transform(folder, data, start, cb)
     encoder = start.package.architecture.encoder if start and start.package else request.encoder
     if start and start.package and encoder != request.encoder:
         cb.info(f"Encoder {encoder}, as in {start.package.name} (its weights start the training).")
@@ -177,13 +152,11 @@ def train_segmentation(request: TrainRequest, callbacks: Callbacks | None = None
     with deterministic(device.type == "cpu"):
         run = _Run(request, folder, data, transform, arch, start, device, work, cb)
         del start  # its tensors are in the network now: no second copy through the epochs
-        run.train()
-    if run.best_state is None:
-        raise RunCancelled("The run was cancelled before its first epoch ended; no output was written.")
+        run.train_to_end()
     return write_outputs(run, parameters_of(request, arch))
 
 
-class _Run(EpochRun):
+class _Run(SupervisedRun):
     """The state of one segmentation training run, epoch by epoch (the loop: :class:`training.epochs.EpochRun`)."""
 
     best_key = "miou"
@@ -194,7 +167,7 @@ class _Run(EpochRun):
         self.folder, self.data, self.transform, self.arch = folder, data, transform, arch
         self.values = [int(c["value"]) for c in folder.classes]
         self.names = [str(c["name"]) for c in folder.classes]
-        self.net = build(arch, start, _chip_band_names(folder, data.band_count), request.new_bands, callbacks.info,
+        self.net = build(arch, start, chip_band_names(folder, data.band_count), request.new_bands, callbacks.info,
                          callbacks.warning).to(device)
         self.start = replace(start, state={}) if start else None  # the tensors are in the network now
         stride = int(getattr(self.net.encoder, "output_stride", 32) or 1)
@@ -203,28 +176,10 @@ class _Run(EpochRun):
             raise TrainingDataError(f"The chips are {data.chip_size} px but {arch.arch} with {arch.encoder} needs a "
                                     f"multiple of {stride} px. Export chips of {size} px, or choose another "
                                     "architecture.")
-        weights = class_weights(data.counts["train"]) if request.class_weighting else None
-        if weights:
-            callbacks.info("Class weights: " + ", ".join(f"{n} {w:.3g}" for n, w in zip(self.names, weights,
-                                                                                        strict=True)) + ".")
-        self.loss = make_loss(request.loss, weights).to(device)
         lut = class_lookup(self.values)
-        self.train_set = ChipDataset(data.train, transform, lut, True, request.seed)
-        self.validation_set = ChipDataset(data.validation, transform, lut, False, request.seed)
-        n_train = len(data.train) - (1 if len(data.train) % request.batch_size == 1 and len(data.train) > 1 else 0)
-        self.n_train = n_train  # a last batch of one chip is left out (batch norm needs two)
-        self.make_optimizer(n_train, len(data.validation))
-        self.resume()
-
-    def run_epoch(self, step) -> tuple[float, float, dict[str, Any]]:
-        self.train_set.epoch = self.epoch
-        size = self.request.batch_size
-        order = epoch_order(len(self.data.train), self.request.seed, self.epoch)[:self.n_train]
-        loss = train_epoch(self.net, batches(self.train_set, order, size), self.loss, self.optimizer, self.scheduler,
-                           self.scaler, self.device, self.amp, self.cb, step)
-        val_loss, scores = validate(self.net, batches(self.validation_set, range(len(self.validation_set)), size),
-                                    self.loss, self.device, self.amp, self.values, self.names, self.cb, step)
-        return loss, val_loss, scores
+        self.setup(data, ChipDataset(data.train, transform, lut, True, request.seed),
+                   ChipDataset(data.validation, transform, lut, False, request.seed),
+                   lambda weights: make_loss(request.loss, weights))
 
     def entry(self, loss: float, val_loss: float | None, scores: dict[str, Any]) -> dict[str, Any]:
         return {"validation_loss": val_loss, "validation_miou": scores["miou"] if scores["miou"] is not None else 0.0,
