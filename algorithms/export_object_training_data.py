@@ -8,12 +8,13 @@ from __future__ import annotations
 from qgis.core import (
     QgsProcessing,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterNumber,
 )
 
-from ..training.object_export import ObjectExportRequest, export_object_training_data
+from ..training.object_export import LABEL_FORMATS, ObjectExportRequest, export_object_training_data
 from .base import callbacks_for
 from .export_training_data import ExportTrainingDataAlgorithm
 
@@ -24,6 +25,7 @@ class ExportObjectTrainingDataAlgorithm(ExportTrainingDataAlgorithm):
     summary = "Exports image chips with the boxes of a polygon layer (PASCAL VOC, COCO) for training a detector."
     MIN_VISIBLE = "MIN_VISIBLE"
     KEEP_EMPTY = "KEEP_EMPTY"
+    LABEL_FORMAT = "LABEL_FORMAT"
 
     def name(self) -> str:
         return "export_object_training_data"
@@ -47,9 +49,10 @@ class ExportObjectTrainingDataAlgorithm(ExportTrainingDataAlgorithm):
             "(fraction) or training; chips within one chip of a block of the other split are dropped, so no box lies "
             "in both. Every class must have boxes in the training chips.\n"
             "Output folder (new or empty; an earlier export is replaced only with 'Overwrite'): images/ (chips with "
-            "world files), labels/ (one PASCAL VOC .xml per chip, pixel coordinates of the chip), coco_train.json "
+            "world files), labels/ (one PASCAL VOC .xml per chip, or one KITTI .txt with the label format "
+            "KITTI_rectangles; pixel coordinates of the chip), coco_train.json "
             "and coco_validation.json, manifest.json (bands, class table, mean/std of the training chips, CRS, each "
-            "chip's split, window and boxes, box counts) and Esri's PASCAL_VOC_rectangles files "
+            "chip's split, window and boxes, box counts) and Esri's PASCAL_VOC_rectangles (or KITTI_rectangles) files "
             "(esri_model_definition.emd, esri_accumulated_stats.json, map.txt, stats.txt). Nothing is written when "
             "the run fails or is cancelled."
         )
@@ -64,7 +67,9 @@ class ExportObjectTrainingDataAlgorithm(ExportTrainingDataAlgorithm):
             [QgsProcessingParameterNumber(self.MIN_VISIBLE, self.tr("Minimum visible fraction of a clipped box"),
                                           QgsProcessingParameterNumber.Double, 0.5, minValue=0.01, maxValue=1.0),
              QgsProcessingParameterBoolean(self.KEEP_EMPTY, self.tr("Keep chips without objects"), False),
-             self.extent_parameter()])
+             self.extent_parameter(),
+             QgsProcessingParameterEnum(self.LABEL_FORMAT, self.tr("Label files (Esri metadata format)"),
+                                        options=list(LABEL_FORMATS), defaultValue=0)])
 
     def run_algorithm(self, parameters, context, feedback) -> dict:
         layer, source, region = self.input_source(parameters, context)
@@ -74,6 +79,7 @@ class ExportObjectTrainingDataAlgorithm(ExportTrainingDataAlgorithm):
             raster=source.path, output=output, boxes=self._polygons(parameters, context, layer, field),
             min_visible=self.parameterAsDouble(parameters, self.MIN_VISIBLE, context),
             keep_empty=self.parameterAsBool(parameters, self.KEEP_EMPTY, context), region=region, label_field=field,
+            label_format=LABEL_FORMATS[self.parameterAsEnum(parameters, self.LABEL_FORMAT, context)],
             **self.export_values(parameters, context))
         result = export_object_training_data(request, callbacks_for(feedback))
         return self.export_outputs(output, result.chips)

@@ -1,7 +1,7 @@
-"""Object training data: the export (PASCAL VOC, COCO, Esri PASCAL_VOC_rectangles) round trip with exact boxes,
-clipping and the least visible fraction, the spatial split with its one-chip gap; a plain VOC folder of images of
-other sizes read back and cut into samples; box augmentation equal to the image's; average precision on cases
-worked by hand; bad inputs with clear messages and nothing written."""
+"""Object training data: the export (PASCAL VOC, COCO, Esri PASCAL_VOC_rectangles and KITTI_rectangles) round trip
+with exact boxes, clipping and the least visible fraction, the spatial split with its one-chip gap; a plain VOC
+folder of images of other sizes read back and cut into samples; box augmentation equal to the image's; average
+precision on cases worked by hand; bad inputs with clear messages and nothing written."""
 
 from __future__ import annotations
 
@@ -113,6 +113,49 @@ def read_object_folder_without_manifest(folder: Path, tmp_path: Path):
     shutil.copytree(folder, copy)
     (copy / "manifest.json").unlink()
     return read_object_folder(copy)
+
+
+def test_kitti_rectangles_layout_reads_back_the_same_boxes(scene, tmp_path):
+    """Label format KITTI_rectangles: labels/*.txt (15 fields per line, class names without spaces), map.txt and
+    the .emd point to them, and the folder (ours and read as Esri's) gives the boxes of the VOC export."""
+    raster, boxes = scene
+    voc, kitti = tmp_path / "voc", tmp_path / "kitti"
+    for out, label_format in ((voc, "PASCAL_VOC_rectangles"), (kitti, "KITTI_rectangles")):
+        export_object_training_data(ObjectExportRequest(str(raster), str(out), features(boxes), chip_size=CHIP,
+                                                        min_visible=0.4, block_size=48, seed=2,
+                                                        label_format=label_format))
+    assert not list((kitti / "labels").glob("*.xml")) and list((kitti / "labels").glob("*.txt"))
+    first = sorted((kitti / "labels").glob("*.txt"))[0].read_text().splitlines()[0].split()
+    assert len(first) == 15 and first[0] in ("boat", "car") and first[1] in ("0", "1")
+    assert all(line.split()[1].endswith(".txt") for line in (kitti / "map.txt").read_text().splitlines())
+    assert json.loads((kitti / "esri_model_definition.emd").read_text())["MetaDataMode"] == "KITTI_rectangles"
+    expected = read_object_folder(voc)
+    for folder in (read_object_folder(kitti), read_object_folder_without_manifest(kitti, tmp_path)):
+        assert len(folder.images) == len(expected.images)
+        for a, b in zip(folder.images, expected.images, strict=True):
+            assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.values, b.values)
+    with pytest.raises(TrainingDataError, match="Unknown label format 'YOLO'"):
+        export_object_training_data(ObjectExportRequest(str(raster), str(tmp_path / "x"), features(boxes),
+                                                        chip_size=CHIP, label_format="YOLO"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_kitti_lines_written_and_read(tmp_path):
+    from deepraster.training.errors import ChipFolderError
+    from deepraster.training.kitti import read_kitti, write_kitti
+
+    path = tmp_path / "a.txt"
+    write_kitti(path, np.array([[1.25, 2, 10.5, 12], [0, 0, 3, 4]]), ["dead tree", "car"], [True, False])
+    assert path.read_text().splitlines() == ["dead_tree 1 0 0 1.25 2 10.5 12 0 0 0 0 0 0 0",
+                                             "car 0 0 0 0 0 3 4 0 0 0 0 0 0 0"]
+    boxes, names = read_kitti(path)
+    assert names == ["dead_tree", "car"] and boxes.tolist() == [[1.25, 2, 10.5, 12], [0, 0, 3, 4]]
+    path.write_text("car 0 0 0 5 5 5 9 0 0 0 0 0 0 0\n")
+    with pytest.raises(ChipFolderError, match="has no area"):
+        read_kitti(path)
+    path.write_text("car 0 0\n")
+    with pytest.raises(ChipFolderError, match="at least 7 numbers"):
+        read_kitti(path)
 
 
 def test_keep_empty_and_min_visible(scene, tmp_path):

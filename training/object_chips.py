@@ -2,13 +2,14 @@
 
 - Ours (``manifest.json`` of format ``deepraster-object-chips``, :mod:`training.object_layout`): chips with their
   split, window and VOC file, the class table and the band statistics of the training chips.
-- Esri's *PASCAL_VOC_rectangles* (ArcGIS Pro's export, or ours read as Esri's): ``map.txt`` (image and VOC path per
-  line) and ``esri_model_definition.emd`` (``Classes``). No split: the training step draws one.
+- Esri's *PASCAL_VOC_rectangles* or *KITTI_rectangles* (ArcGIS Pro's export, or ours read as Esri's): ``map.txt``
+  (image and label path per line: VOC .xml or KITTI .txt) and ``esri_model_definition.emd`` (``Classes``). No split:
+  the training step draws one.
 - A plain PASCAL VOC folder (DeepForest's sample data, labelImg, CVAT): ``*.xml`` files in the folder or in
   ``labels/`` / ``Annotations/``, each naming its image (``<filename>``) in ``images/``, ``JPEGImages/`` or beside
   it; images of any size. Classes from the ``<name>``s (sorted names → 0, 1, …; numbers keep their value). No split.
 
-A VOC ``<name>`` is matched with the class table by name (case-insensitive), else by value.
+A VOC ``<name>`` (KITTI: the first field) is matched with the class table by name (case-insensitive), else by value.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import numpy as np
 
 from .chips import IMAGE_SUFFIXES, _esri_classes, _json, map_pairs
 from .errors import ChipFolderError
+from .kitti import read_kitti
 from .labels import class_table, normalise_value
 from .object_layout import OBJECT_FORMAT, OBJECT_FORMAT_VERSION
-from .voc import read_voc
+from .voc import VocAnnotation, read_voc
 
 MANIFEST = "manifest.json"
 ANNOTATION_FOLDERS = ("labels", "Annotations", "")
@@ -86,10 +88,19 @@ def class_value(name: str, classes: Sequence[dict], where: Path) -> int:
     raise ChipFolderError(f"{where}: class {name!r} is not in the class table ({known}).")
 
 
+def read_labels(path: Path) -> VocAnnotation:
+    """A label file's boxes and class names: KITTI for ``.txt`` (no image name or size), else PASCAL VOC."""
+    if path.suffix.lower() == ".txt":
+        boxes, names = read_kitti(path)
+        return VocAnnotation("", 0, 0, boxes, names)
+    return read_voc(path)
+
+
 def _image(folder: Path, voc_path: Path, split: str | None, classes: Sequence[dict], image: Path | None = None,
            window: tuple[int, int, int, int] | None = None) -> ObjectImage:
-    """One VOC file's boxes as class values; its image ``image``, else the one its ``<filename>`` names."""
-    voc = read_voc(voc_path)
+    """One label file's boxes (PASCAL VOC .xml or KITTI .txt) as class values; its image ``image``, else the one
+    the VOC ``<filename>`` names."""
+    voc = read_labels(voc_path)
     if image is None:
         name = Path(voc.filename).name
         candidates = [folder / sub / name for sub in IMAGE_FOLDERS] + [voc_path.with_name(name)]
@@ -129,9 +140,10 @@ def _esri_table(folder: Path) -> list[dict] | None:
 
 def _esri(folder: Path) -> ObjectFolder:
     pairs = map_pairs(folder)
-    if any(label.suffix.lower() != ".xml" for _, label in pairs):
-        raise ChipFolderError(f"{folder} is not PASCAL_VOC_rectangles training data (its map.txt names label files "
-                              "that are not .xml): for Classified_Tiles use Train segmentation model.")
+    if any(label.suffix.lower() not in (".xml", ".txt") for _, label in pairs):
+        raise ChipFolderError(f"{folder} is neither PASCAL_VOC_rectangles nor KITTI_rectangles training data (its "
+                              "map.txt names label files that are not .xml or .txt): for Classified_Tiles use Train "
+                              "segmentation model.")
     classes = _esri_table(folder) or _derived([label for _, label in pairs])
     missing = [str(p) for pair in pairs for p in pair if not p.is_file()]
     if missing:
@@ -143,7 +155,7 @@ def _esri(folder: Path) -> ObjectFolder:
 
 def _derived(xmls: Sequence[Path]) -> list[dict]:
     """A class table from the ``<name>``s of VOC files."""
-    names = [normalise_value(n) for path in xmls if path.is_file() for n in read_voc(path).names]
+    names = [normalise_value(n) for path in xmls if path.is_file() for n in read_labels(path).names]
     return class_table([n for n in names if n is not None], None, False)
 
 

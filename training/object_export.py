@@ -34,12 +34,17 @@ from .export import (
     window_entry,
     write_image_chip,
 )
+from .kitti import write_kitti
 from .labels import IGNORE
 from .layout import ChipStatistics
 from .object_boxes import BoxIndex, BoxLabels, clip_boxes, oversized, read_box_labels
 from .object_layout import write_object_layout
 from .split import TRAIN, VALIDATION, chip_windows
 from .voc import write_voc
+
+KITTI = "KITTI_rectangles"
+LABEL_FORMATS = ("PASCAL_VOC_rectangles", KITTI)
+"""Esri's object-detection layouts an export writes its labels in."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,9 @@ class ObjectExportRequest:
     label_field: str = ""
     inputs: tuple[str, ...] = ()
     """Other files the run reads (the box layer's file): the output folder must not hold them."""
+    label_format: str = "PASCAL_VOC_rectangles"
+    """Esri's layout of the label files: ``PASCAL_VOC_rectangles`` (labels/*.xml) or ``KITTI_rectangles``
+    (labels/*.txt, :mod:`training.kitti`); map.txt, the .emd and the manifest point to them."""
 
 
 @dataclass
@@ -93,7 +101,7 @@ class ObjectExportResult:
 
 def export_object_training_data(request: ObjectExportRequest, callbacks: Callbacks | None = None
                                 ) -> ObjectExportResult:
-    """Write the chips, their VOC files, COCO JSON, ``manifest.json`` and Esri's PASCAL_VOC_rectangles files."""
+    """Write the chips, their label files (PASCAL VOC or KITTI), COCO JSON, ``manifest.json`` and Esri's files."""
     from .object_layout import box_counts
 
     gdal.UseExceptions()
@@ -106,6 +114,9 @@ def export_object_training_data(request: ObjectExportRequest, callbacks: Callbac
     if not 0.0 < request.min_visible <= 1.0:
         raise TrainingDataError(f"The minimum visible fraction of a box must be above 0 and at most 1 (got "
                                 f"{request.min_visible}).")
+    if request.label_format not in LABEL_FORMATS:
+        raise TrainingDataError(f"Unknown label format {request.label_format!r}: choose one of "
+                                f"{', '.join(LABEL_FORMATS)}.")
     callbacks.stage("Reading the boxes")
     labels = read_box_labels(request.boxes, source.geotransform, request.classes)
     _check_sizes(labels, chip)
@@ -169,10 +180,16 @@ def _write_chips(request: ObjectExportRequest, source, bands: tuple[int, ...], p
             continue
         stem = f"{len(records):09d}"
         write_image_chip(folder / "images" / f"{stem}.tif", source, bands, by_band, window, dtype)
-        write_voc(folder / "labels" / f"{stem}.xml", f"{stem}.tif", (window.width, window.height, len(bands)),
-                  boxes, [names[int(v)] for v in values], cut)
+        class_names = [names[int(v)] for v in values]
+        if request.label_format == KITTI:
+            label = f"labels/{stem}.txt"
+            write_kitti(folder / label, boxes, class_names, cut)
+        else:
+            label = f"labels/{stem}.xml"
+            write_voc(folder / label, f"{stem}.tif", (window.width, window.height, len(bands)), boxes, class_names,
+                      cut)
         stats.add(split, [by_band[b] for b in bands], valid, np.full(valid.shape, IGNORE, np.uint8))
-        records.append({"image": f"images/{stem}.tif", "label": f"labels/{stem}.xml", "split": split,
+        records.append({"image": f"images/{stem}.tif", "label": label, "split": split,
                         "window": window_entry(window),
                         "boxes": boxes, "values": values})
         callbacks.progress(0.95 * (i + 1) / len(plan.chips))

@@ -5,9 +5,10 @@
   visible fraction of a clipped box, the split (blocks, seed, fraction), every chip (files, split, pixel window,
   boxes) and box counts per class and split.
 - COCO JSON per split: ``coco_train.json`` and ``coco_validation.json`` (:func:`training.voc.write_coco`).
-- Esri's *PASCAL_VOC_rectangles* layout over the same ``images/`` (chips with world files) and ``labels/`` (VOC
-  XML): ``esri_model_definition.emd`` (``ModelType`` ObjectDetection, classes, band names and statistics),
-  ``esri_accumulated_stats.json``, ``map.txt`` (image and label path per line) and ``stats.txt``.
+- Esri's *PASCAL_VOC_rectangles* (or *KITTI_rectangles*) layout over the same ``images/`` (chips with world
+  files) and ``labels/`` (VOC XML, or KITTI text files): ``esri_model_definition.emd`` (``ModelType``
+  ObjectDetection, classes, band names and statistics), ``esri_accumulated_stats.json``, ``map.txt`` (image and
+  label path per line) and ``stats.txt``.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def write_object_layout(folder: Path, request, source: RasterSource, bands: tupl
         "statistics": statistics_entry(stats),
         "pixel_size": [gt[1], gt[5]], "crs_wkt": source.projection, "epsg": _epsg(source.projection),
         "chip_size": chip, "stride": stride, "min_visible_fraction": request.min_visible,
-        "keep_empty": request.keep_empty, "box_format": "x1 y1 x2 y2, chip pixels (PASCAL VOC in labels/)",
+        "keep_empty": request.keep_empty,
+        "box_format": f"x1 y1 x2 y2, chip pixels ({request.label_format} in labels/)",
         "split": split_entry(request, plan, block),
         "box_counts": counts, "coco": dict(COCO_FILES),
         "chips": [{"image": r["image"], "label": r["label"], "split": r["split"], "window": r["window"],
@@ -72,7 +74,7 @@ def write_object_layout(folder: Path, request, source: RasterSource, bands: tupl
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     for split, name in COCO_FILES.items():
         write_coco(folder / name, [r for r in records if r["split"] == split], classes, chip)
-    _write_esri(folder, source, bands, classes, records, stats, chip, counts)
+    _write_esri(folder, source, bands, classes, records, stats, chip, counts, mode=request.label_format)
 
 
 def _write_esri(folder: Path, source: RasterSource, bands: tuple[int, ...], classes: Sequence[dict],
