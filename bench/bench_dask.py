@@ -7,9 +7,10 @@ ONNX Runtime:
 * ``in_process``: ``classify_raster`` in a fresh child process (ONNX Runtime on every core);
 * ``dask_1``, ``dask_2`` …: ``classify_on_cluster`` on a local cluster of that many single-threaded workers.
 
-Reported: wall seconds, speed-up over one worker, the peak RSS (MiB) of the measured process itself
-(``own_peak_rss_mib``: the in-process run, or the Dask client) and of each worker process (sampled every 0.5 s
-through /proc), and whether every output equals the in-process one bit for bit
+Reported: wall seconds, the model's own seconds (summed over workers), CPU seconds of the run's whole process
+tree and ``cores_busy`` (CPU ÷ wall: how many cores the run kept busy), speed-up over one worker, the peak RSS (MiB)
+of the measured process itself (``own_peak_rss_mib``: the in-process run, or the Dask client) and of each worker
+process (sampled every 0.5 s through /proc), and whether every output equals the in-process one bit for bit
 (SHA-256 of the pixel values, read by block rows). Timings on a loaded machine are noisy: compare the ratios of one
 run. Run: ``.venv/bin/python bench/bench_dask.py [--size 20000] [--workers 1,2] [--no-in-process]``; ``--size 4096``
 is quick. ``--no-in-process`` leaves the in-process run out (its identity with the cluster runs was shown before):
@@ -121,8 +122,14 @@ def child(mode: str, raster: str, out: str, workers: int, threads: int) -> None:
         stats = classify_on_cluster(request, Backend("local", workers=workers, threads=threads))
     wall = time.perf_counter() - start
     memory.halt.set()
+    import resource
+
+    used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu = sum(u.ru_utime + u.ru_stime for u in used)  # this process and its reaped workers, CPU seconds
     workers_peaks = sorted(memory.peaks.values(), reverse=True)[:workers] if mode != "in_process" else []
     print(json.dumps({"wall_s": round(wall, 2), "tiles": stats.tiles_predicted,
+                      "model_seconds": round(stats.predict_seconds, 1), "cpu_seconds": round(cpu, 1),
+                      "cores_busy": round(cpu / wall, 2),
                       "own_peak_rss_mib": round(_common.mib(_common.proc_status_kib("VmHWM")), 1),
                       "worker_peak_rss_mib": [round(_common.mib(k), 1) for k in workers_peaks]}))
 
