@@ -202,3 +202,28 @@ def torchscript_package(folder: Path, module, weights: str, name: str, task: str
     }
     (folder / "model.json").write_text(json.dumps(description), encoding="utf-8")
     return folder
+
+
+def assert_killed_run_resumes(train, request_for, killed_script: str, data: Path, tmp_path: Path, first,
+                              timeout_s: float = 600) -> None:
+    """Kill a training run mid-epoch (``killed_script`` run with ``data`` and the package path: it must die by
+    SIGKILL after its first checkpoint), start it again with ``train(request_for(package), callbacks)`` and check it
+    resumes after epoch 1 to the final weights and losses of the uninterrupted run ``first``; nothing is published
+    by the killed run and its one checkpoint is what the resumed run starts from."""
+    import signal
+    import subprocess
+    import sys
+
+    from deepraster.tiling.callbacks import Callbacks
+
+    package = tmp_path / "c.drpk"
+    killed = subprocess.run([sys.executable, "-c", killed_script, str(data), str(package)], capture_output=True,
+                            text=True, timeout=timeout_s)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not package.exists()
+    assert len(list(tmp_path.glob(".c.drpk.training-*/checkpoint.pt"))) == 1
+    lines: list[str] = []
+    resumed = train(request_for(package), Callbacks(info=lines.append))
+    assert resumed.resumed_from == 1 and any(line.startswith("Resuming after epoch 1") for line in lines)
+    assert resumed.final_weights_sha256 == first.final_weights_sha256
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in first.history]

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import recording_feedback, write_raster, write_vector
+from helpers import assert_killed_run_resumes, recording_feedback, write_raster, write_vector
 
 GT = (500000.0, 0.5, 0.0, 5800000.0, 0.0, -0.5)
 SIZE, STEP, SQUARE, CHIP, BUFFER = 192, 24, 10, 32, 2.0
@@ -155,21 +152,12 @@ def test_trains_through_processing_and_classify_objects_beats_the_majority_class
 
 
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(scene, tmp_path):
-    from deepraster.tiling.callbacks import Callbacks
     from deepraster.training.classifier_train import train_object_classifier
 
     folder = scene["tiles"]
     first = train_object_classifier(request(folder, tmp_path / "a.drpk"))
-    killed = subprocess.run([sys.executable, "-c", KILLED_MID_EPOCH, str(folder), str(tmp_path / "c.drpk")],
-                            capture_output=True, text=True, timeout=600)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert not (tmp_path / "c.drpk").exists()
-    assert len(list(tmp_path.glob(".c.drpk.training-*/checkpoint.pt"))) == 1
-    lines: list[str] = []
-    resumed = train_object_classifier(request(folder, tmp_path / "c.drpk"), Callbacks(info=lines.append))
-    assert resumed.resumed_from == 1 and any(line.startswith("Resuming after epoch 1") for line in lines)
-    assert resumed.final_weights_sha256 == first.final_weights_sha256
-    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in first.history]
+    assert_killed_run_resumes(train_object_classifier, lambda package: request(folder, package), KILLED_MID_EPOCH,
+                              folder, tmp_path, first)
 
 
 def test_cancel_keeps_the_best_epoch_and_writes_a_package(scene, tmp_path):

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import recording_feedback, write_raster, write_vector
+from helpers import assert_killed_run_resumes, recording_feedback, write_raster, write_vector
 from osgeo import gdal
 
 GT = (500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0)
@@ -124,7 +121,6 @@ def test_trains_and_the_package_classifies_the_scene(qgis_app, chips, tmp_path):
 
 
 def test_seeded_runs_equal_and_a_run_killed_mid_epoch_resumes_to_the_same_weights(qgis_app, chips, tmp_path):
-    from deepraster.tiling.callbacks import Callbacks
     from deepraster.training.train import train_segmentation
 
     first = train_segmentation(request(chips, tmp_path / "a.drpk"))
@@ -132,16 +128,8 @@ def test_seeded_runs_equal_and_a_run_killed_mid_epoch_resumes_to_the_same_weight
     assert first.final_weights_sha256 == second.final_weights_sha256
     assert first.history[-1]["train_loss"] == second.history[-1]["train_loss"]
 
-    killed = subprocess.run([sys.executable, "-c", KILLED_MID_EPOCH, str(chips), str(tmp_path / "c.drpk")],
-                            capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert not (tmp_path / "c.drpk").exists()
-    assert len(list(tmp_path.glob(".c.drpk.training-*/checkpoint.pt"))) == 1
-    lines: list[str] = []
-    resumed = train_segmentation(request(chips, tmp_path / "c.drpk"), Callbacks(info=lines.append))
-    assert resumed.resumed_from == 1 and any(line.startswith("Resuming after epoch 1") for line in lines)
-    assert resumed.final_weights_sha256 == first.final_weights_sha256
-    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in first.history]
+    assert_killed_run_resumes(train_segmentation, lambda package: request(chips, package), KILLED_MID_EPOCH, chips,
+                              tmp_path, first, timeout_s=300)
     a, c = package_tensors(tmp_path / "a.drpk"), package_tensors(tmp_path / "c.drpk")
     assert all(np.array_equal(a[k], c[k]) for k in a)
     assert not list(tmp_path.glob(".c.drpk.training-*"))  # the checkpoint goes with a finished run
