@@ -72,6 +72,28 @@ def test_each_piece_equals_its_window_of_the_whole_run(make_raster, tmp_path):
     np.testing.assert_array_equal(stitched, whole)  # bit for bit, NaN (nodata) included
 
 
+def test_a_piece_reads_only_the_columns_of_its_tiles(make_raster, tmp_path, monkeypatch):
+    """A piece's strips span its panel's tiles, not the raster's width (they did: a worker's memory and reading
+    grew with the raster's width)."""
+    from deepraster.tiling.panels import panel_of
+
+    path = make_raster("in.tif", smooth_field(4, 200, 1100, seed=2))
+    widths: list[int] = []
+    read_strip = StripReader.read_strip
+
+    def recording(self, ds, row):
+        strip = read_strip(self, ds, row)
+        widths.append(strip.window.width)
+        return strip
+
+    monkeypatch.setattr(StripReader, "read_strip", recording)
+    part = Window(256, 0, 256, 128)
+    _run(path, tmp_path / "p.tif", part, panel_width=512)
+    tiles = panel_of(TileGrid(Window(0, 0, 1100, 200), 64, 24, offset=(10, 10)), 256, 512).grid
+    footprint = tiles.col_starts[-1] + tiles.tile_size - tiles.col_starts[0]
+    assert widths and max(widths) <= footprint < 400
+
+
 def test_piece_rasters_are_georeferenced_as_their_window(make_raster, tmp_path):
     path = make_raster("in.tif", smooth_field(4, 300, 400, seed=1))
     part = Window(0, 256, 400, 44)

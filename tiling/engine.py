@@ -146,7 +146,8 @@ class TiledRun:
                     self.stats.tiles_resumed += len(panel.grid)
                     continue
                 reader = None  # the previous panel's reader and buffers go before the next panel's come
-                reader = self.reader if len(self.panels) == 1 else self.reader.for_grid(panel.grid)
+                whole = len(self.panels) == 1 and self.part is None  # a part's panel is narrower than the grid
+                reader = self.reader if whole else self.reader.for_grid(panel.grid)
                 self._run_panel(panel, reader, self.start_row if panel.col_off == self.start_col else 0)
             if self.stats.tiles_predicted == 0 and self.start_col == self.start_row == 0 and self.part is None:
                 raise RasterInputError(
