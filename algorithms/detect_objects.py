@@ -30,6 +30,7 @@ class DetectObjectsAlgorithm(ObjectModelAlgorithm):
     IOS = "IOS"
     CLASS_AGNOSTIC = "CLASS_AGNOSTIC"
     MAX_DETECTIONS = "MAX_DETECTIONS"
+    MAX_TOTAL = "MAX_TOTAL"
     MASK = "MASK"
 
     def name(self) -> str:
@@ -55,7 +56,8 @@ class DetectObjectsAlgorithm(ObjectModelAlgorithm):
             "CRS): objects are looked for only inside them: tiles wholly outside are not predicted, and a box is kept "
             "only when its centre lies inside a polygon.\n"
             "Advanced: tile size and overlap default to the package's (the overlap should exceed the largest "
-            "object); maximum detections per tile; device 'auto' uses a CUDA GPU when PyTorch sees one."
+            "object); maximum detections per tile, and in all (the most confident of the whole raster); device "
+            "'auto' uses a CUDA GPU when PyTorch sees one."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
@@ -81,6 +83,8 @@ class DetectObjectsAlgorithm(ObjectModelAlgorithm):
                                          QgsProcessingParameterNumber.Double, 0.0, minValue=0.0, maxValue=1.0),
             QgsProcessingParameterNumber(self.MAX_DETECTIONS, self.tr("Maximum detections per tile"),
                                          QgsProcessingParameterNumber.Integer, 300, minValue=1, maxValue=100000),
+            QgsProcessingParameterNumber(self.MAX_TOTAL, self.tr("Maximum detections in all (0: no limit)"),
+                                         QgsProcessingParameterNumber.Integer, 0, minValue=0),
             *self.tiling_parameters("the package's", "the package's"),
             self.value_scale_parameter(),
             *execution_parameters(self.tr),
@@ -118,6 +122,7 @@ class DetectObjectsAlgorithm(ObjectModelAlgorithm):
             ios=self.parameterAsDouble(parameters, self.IOS, context) or None,
             class_agnostic=self.parameterAsBool(parameters, self.CLASS_AGNOSTIC, context),
             max_detections=self.parameterAsInt(parameters, self.MAX_DETECTIONS, context),
+            max_total=self.parameterAsInt(parameters, self.MAX_TOTAL, context) or None,
             **self.tiling_values(parameters, context),
             mask=self._mask(parameters, context, layer),
         )

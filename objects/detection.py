@@ -62,6 +62,8 @@ class DetectRequest:
     value_scale: float | None = None
     value_offset: float | None = None
     panel_width: int = DEFAULT_PANEL_WIDTH
+    max_total: int | None = None
+    """Keep only this many boxes of the whole raster, the most confident (None: all)."""
     mask: tuple[bytes, ...] | None = None
     """Mask polygons (WKB in the raster's CRS): tiles wholly outside them are not predicted and a box is kept only
     when the pixel holding its centre is inside them (None: no mask)."""
@@ -89,8 +91,9 @@ def check_request(request: DetectRequest) -> None:
         if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 1):
             raise DeepRasterError(f"The {label} {value!r} is outside 0–1: give a number from 0 to 1 "
                                   f"(e.g. 0.5).")
-    if request.max_detections < 1 or request.batch_size < 1:
-        raise DeepRasterError("The maximum detections per tile and the batch size must be at least 1.")
+    if request.max_detections < 1 or request.batch_size < 1 or (request.max_total is not None
+                                                                 and request.max_total < 1):
+        raise DeepRasterError("The maximum detections (per tile and in all) and the batch size must be at least 1.")
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,11 @@ def merge_into_gpkg(plan: DetectPlan, source: RasterSource, detections, callback
         merger = StreamingMerger(plan.grid, request.iou, request.class_agnostic, writer.write, request.ios)
         detections(merger, stats)
         merger.finish()
+        if request.max_total is not None:
+            dropped = writer.keep_best(request.max_total)
+            if dropped:
+                callbacks.info(f"Kept the {request.max_total} most confident of {request.max_total + dropped} boxes "
+                               "(maximum detections in all).")
         writer.commit()
     except BaseException:
         writer.abort()

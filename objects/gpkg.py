@@ -110,6 +110,17 @@ class BoxWriter(StagedGeoPackage):
         self.layer.CommitTransaction()
         self.count += len(found)
 
+    def keep_best(self, limit: int) -> int:
+        """Keep only the ``limit`` most confident boxes written (ties: the first written), deleting the others in
+        the file itself (SQLite sorts on disk: memory does not grow with the boxes); returns how many went."""
+        if self.count <= limit:
+            return 0
+        name = self.layer.GetName()
+        self.ds.ExecuteSQL(f'DELETE FROM "{name}" WHERE fid NOT IN (SELECT fid FROM "{name}" '
+                           f'ORDER BY confidence DESC, fid LIMIT {int(limit)})')
+        dropped, self.count = self.count - limit, limit
+        return dropped
+
 
 class LayerCopyWriter(StagedGeoPackage):
     """A copy of a vector layer (its fields, geometries and feature ids, in its own CRS) with three class fields

@@ -351,3 +351,20 @@ def test_mask_in_another_crs_through_processing_and_a_mask_outside_the_raster(qg
                                                      "MASK": str(far), "DEVICE": "cpu",
                                                      "OUTPUT": str(tmp_path / "none.gpkg")})
     assert not (tmp_path / "none.gpkg").exists()
+
+
+def test_maximum_detections_in_all_keeps_the_most_confident(tmp_path, package_folder):
+    """The N most confident squares of the whole raster (N where the scores drop, so there is no tie at the cut),
+    exact as ever; a limit above the count keeps all."""
+    raster, truth = scene(tmp_path, 64, 24)
+    scores = sorted((t[3] for t in truth), reverse=True)
+    n = next(i for i in range(len(scores) // 3, len(scores)) if scores[i - 1] > scores[i])
+    out = tmp_path / "best.gpkg"
+    lines: list[str] = []
+    stats = detect_objects(DetectRequest(str(raster), open_model(package_folder), str(out), confidence=0.0,
+                                         device="cpu", max_total=n), Callbacks(info=lines.append))
+    assert stats.boxes == n and any(line.startswith(f"Kept the {n} most confident of {len(truth)}") for line in lines)
+    assert_exact(read_boxes(out, UTM), [t for t in truth if t[3] >= scores[n - 1]])
+    stats = detect_objects(DetectRequest(str(raster), open_model(package_folder), str(tmp_path / "all.gpkg"),
+                                         confidence=0.0, device="cpu", max_total=10 * len(truth)))
+    assert stats.boxes == len(truth)
