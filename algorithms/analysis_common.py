@@ -193,13 +193,16 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
         return read_reference(raster.selection, layer, seed, callbacks_for(feedback))
 
 
-def mask_polygons(source, crs, context) -> list[bytes] | None:
-    """The polygons of a mask layer (a QgsFeatureSource; None: no mask given) as WKB in ``crs``."""
+def mask_polygons(algorithm, parameters, context, crs) -> tuple[bytes, ...] | None:
+    """The polygons of the algorithm's mask layer parameter (``algorithm.MASK``) as WKB in ``crs`` (None: no mask
+    layer given)."""
+    source = algorithm.parameterAsSource(parameters, algorithm.MASK, context) if parameters.get(algorithm.MASK) \
+        else None
     if source is None:
         return None
     if QgsWkbTypes.geometryType(source.wkbType()) != QgsWkbTypes.PolygonGeometry:
         raise DeepRasterError("The mask layer must hold polygons.")
-    return [f.wkb for f in reference_features(source, crs, context, -1, -1) if f.wkb]
+    return tuple(f.wkb for f in reference_features(source, crs, context, -1, -1) if f.wkb)
 
 
 def reference_features(source, crs, context, label_index: int, group_index: int) -> Iterator[ReferenceFeature]:

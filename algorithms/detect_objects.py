@@ -102,12 +102,6 @@ class DetectObjectsAlgorithm(ObjectModelAlgorithm):
                 return False, self.tr(f"{label}: {value:g} is outside 0–1. Give a number from 0 to 1 (e.g. 0.5).")
         return super().checkParameterValues(parameters, context)
 
-    def _mask(self, parameters, context, layer) -> tuple[bytes, ...] | None:
-        """The mask polygons as WKB in the raster's CRS (None: no mask layer given)."""
-        source = self.parameterAsSource(parameters, self.MASK, context) if parameters.get(self.MASK) else None
-        polygons = mask_polygons(source, layer.crs(), context)
-        return tuple(polygons) if polygons is not None else None
-
     def run_algorithm(self, parameters, context, feedback) -> dict:
         from ..objects.detection import DetectRequest, detect_objects
 
@@ -124,7 +118,7 @@ class DetectObjectsAlgorithm(ObjectModelAlgorithm):
             max_detections=self.parameterAsInt(parameters, self.MAX_DETECTIONS, context),
             max_total=self.parameterAsInt(parameters, self.MAX_TOTAL, context) or None,
             **self.tiling_values(parameters, context),
-            mask=self._mask(parameters, context, layer),
+            mask=mask_polygons(self, parameters, context, layer.crs()),
         )
         backend = backend_value(self, parameters, context)
         if backend.distributed:

@@ -207,14 +207,9 @@ class ExportTrainingDataAlgorithm(TrainingGroupAlgorithm):
             label_raster=label_raster.source() if label_raster is not None else None,
             min_labelled=self.parameterAsDouble(parameters, self.MIN_LABELLED, context),
             background=self.parameterAsBool(parameters, self.BACKGROUND, context), region=region, label_field=field,
-            **self.export_values(parameters, context), mask=self._mask(parameters, context, layer))
+            **self.export_values(parameters, context), mask=mask_polygons(self, parameters, context, layer.crs()))
         result = export_training_data(request, callbacks_for(feedback))
         return self.export_outputs(output, result.chips)
-
-    def _mask(self, parameters, context, layer) -> list[bytes] | None:
-        """The mask polygons' geometries as WKB in the raster's CRS (None: no mask layer given)."""
-        mask = self.parameterAsSource(parameters, self.MASK, context) if parameters.get(self.MASK) else None
-        return mask_polygons(mask, layer.crs(), context)
 
     def _polygons(self, parameters, context, layer, field: str, points: bool = False) -> list[tuple[bytes, object]]:
         """The label polygons (and with ``points`` points) as (WKB in the raster's CRS, class value); NULL

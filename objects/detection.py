@@ -197,9 +197,10 @@ def detect_tiles(request: DetectRequest, panel: TileGrid, reader: StripReader, p
     mask = detection_mask(request.mask, source.geotransform, source.projection, source.window)
     for strip in reader:
         todo: list[tuple[Tile, slice, np.ndarray | None]] = []
+        strip_inside = mask.inside(strip.window) if mask is not None else None  # burnt once per strip
         for t in panel.row(strip.grid_row):
             cols = slice(t.window.col_off - strip.window.col_off, t.window.col_end - strip.window.col_off)
-            inside = mask.inside(t.window) if mask is not None else None
+            inside = strip_inside[:, cols] if strip_inside is not None else None
             valid = strip.valid[:, cols] if inside is None else strip.valid[:, cols] & inside
             if valid.any():
                 todo.append((t, cols, inside))

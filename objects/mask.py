@@ -3,7 +3,7 @@
 A tile whose pixels all lie outside the polygons is not predicted, and a box is kept only when the pixel holding
 its centre lies inside them. Inside means the pixel's centre lies in a polygon (GDAL's rasteriser, as the training
 export's mask). The decision depends on the box alone, not on the tile that found it, so the exact cross-tile merge
-is unchanged; the polygons are burnt tile by tile (only those touching the tile are looked at).
+is unchanged; the polygons are burnt once per strip of tiles (only those touching it are looked at).
 """
 
 from __future__ import annotations
