@@ -93,8 +93,9 @@ def _onnx_predictor(path, package: ModelPackage, device: str, tile: int, batch_s
     if half:
         info("Half precision applies to PyTorch on a GPU only; ONNX Runtime runs in float32.")
     threads = threads or cpu_cores()
-    predictor = OnnxPredictor(path, providers, package.activation, threads)
-    where = "CUDA GPU" if on_gpu else f"CPU, {threads} threads"
+    predictor = OnnxPredictor(path, providers, package.activation, threads, batch_size)
+    where = "CUDA GPU" if on_gpu else f"CPU, {threads} threads" + (
+        f": {predictor.streams} tiles at once" if predictor.streams > 1 else "")
     return predictor, f"ONNX Runtime ({where})"
 
 

@@ -21,7 +21,7 @@ from deepraster.models.package import load_package
 from deepraster.models.pixel_classification import ClassifyRequest, input_transform, resolve_bands
 from deepraster.models.runtimes import choose_runtime, sample_tile
 from deepraster.tiling.errors import DeepRasterError
-from deepraster.tiling.onnx_predictor import OnnxPredictor
+from deepraster.tiling.onnx_predictor import OnnxPredictor, cpu_streams
 from deepraster.tiling.source import RasterSource
 from osgeo import gdal
 
@@ -119,6 +119,40 @@ def test_predictor_contract(exported, s2_10m, package_copy):
     assert out.shape == (2, 3, 256, 256) and out.dtype == np.float32
     np.testing.assert_allclose(out.sum(axis=1), 1.0, atol=1e-5)
     assert polled == [0.5, 1.0]
+
+
+def test_tiles_of_a_batch_run_at_once_with_the_same_bits(exported, s2_10m, package_copy):
+    """Two streams of one thread each (a batch of 4 tiles on 2 threads) give exactly what one call at a time gives;
+    progress still comes in tile order on the calling thread, and a cancel raised there stops the batch."""
+    package = load_package(package_copy[0])
+    one = OnnxPredictor(exported[0], ["CPUExecutionProvider"], package.activation, threads=2)
+    two = OnnxPredictor(exported[0], ["CPUExecutionProvider"], package.activation, threads=2, batch_size=4)
+    assert (one.streams, two.streams) == (1, 2)
+    data = gdal.Open(str(s2_10m)).ReadAsArray(0, 0, 1024, 256)[[0, 1, 2, 6, 8, 9]].astype(np.float32) / 10000
+    batch = np.stack([data[:, :, c:c + 256] for c in range(0, 1024, 256)])
+    polled: list[float] = []
+    two.poll = polled.append
+    assert np.array_equal(two(batch), one(batch))
+    assert polled == [0.25, 0.5, 0.75, 1.0]
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_at_half(fraction: float) -> None:
+        if fraction >= 0.5:
+            raise Cancelled
+
+    two.poll = cancel_at_half
+    with pytest.raises(Cancelled):
+        two(batch)
+    two.close()
+
+
+@pytest.mark.parametrize(("threads", "batch", "expected"), [(1, 4, (1, 1)), (2, 4, (2, 1)), (2, 1, (1, 2)),
+                                                            (16, 4, (4, 4)), (16, 8, (4, 4)), (6, 4, (3, 2)),
+                                                            (7, 4, (3, 2)), (3, 4, (3, 1))])
+def test_cpu_threads_split_into_streams(threads, batch, expected):
+    assert cpu_streams(threads, batch) == expected
 
 
 def test_unknown_runtime_is_explained():

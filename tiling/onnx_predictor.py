@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,9 @@ from .errors import DeepRasterError
 ORT_PIXELS_PER_CALL = 1 << 16
 """Input pixels per ONNX Runtime call on the CPU (one 256 px tile, or one larger tile): one call per tile lets a
 cancel be seen after each tile and keeps activation buffers small."""
+
+MAX_STREAMS = 4
+"""At most this many ONNX Runtime calls run at once on the CPU (see :func:`cpu_streams`)."""
 
 Poll = Callable[[float], None]
 """Called after each call with the fraction (0–1) of the current batch done; may raise ``RunCancelled``."""
@@ -34,6 +38,21 @@ def cpu_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def cpu_streams(threads: int, batch_size: int) -> tuple[int, int]:
+    """How ``threads`` CPU threads are spent: ``(streams, threads per stream)``.
+
+    A 256 px tile keeps two intra-op threads only partly busy (the deep, small layers of a U-Net parallelise
+    poorly), so tiles of one batch run as concurrent calls (streams) of one session, each call on its own
+    thread(s). Streams never exceed the tiles of a batch nor :data:`MAX_STREAMS`, and split the cores evenly
+    (6 threads, batches of 4: 3 streams of 2 threads). Each tile is still computed alone, so outputs do not
+    depend on the split (for the ukis-csmask U-Net the bits equal one call at a time: tests/test_onnx_runtime.py).
+    """
+    limit = max(1, min(threads, batch_size, MAX_STREAMS))
+    # between half the limit and the limit, the most streams that leave the fewest cores idle
+    streams = max(range((limit + 1) // 2, limit + 1), key=lambda n: (n * (threads // n), n))
+    return streams, max(1, threads // streams)
 
 
 def resolve_providers(device: str) -> list[str]:
@@ -78,17 +97,21 @@ class OnnxPredictor:
         path: the ``.onnx`` file (one input, first output = logits).
         providers: ONNX Runtime execution providers, in order of preference.
         activation: ``softmax`` over channels, ``sigmoid`` per channel, or ``none``.
-        threads: intra-op threads (None: the cores this process may use).
+        threads: CPU threads in all (None: the cores this process may use).
+        batch_size: tiles per call of this predictor (the run's batch); on the CPU up to that many tiles are
+            computed at once (:func:`cpu_streams`).
     """
 
     def __init__(self, path: str | os.PathLike[str], providers: Sequence[str] = ("CPUExecutionProvider",),
-                 activation: str = "softmax", threads: int | None = None) -> None:
+                 activation: str = "softmax", threads: int | None = None, batch_size: int = 1) -> None:
         import onnxruntime
 
         self.poll: Poll | None = None  # set by the run loop (tiling.engine.TiledRun)
         self.activation = activation
+        self.streams, intra_op_threads = cpu_streams(threads or cpu_cores(), batch_size)
+        self._pool: ThreadPoolExecutor | None = None  # the streams' threads, started on the first batch
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or cpu_cores()
+        options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
@@ -98,6 +121,8 @@ class OnnxPredictor:
                                   "the model again, or run with runtime 'torch'.") from exc
         self.input_name = self.session.get_inputs()[0].name
         self.on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"
+        if not self.on_cpu:
+            self.streams = 1
 
     @property
     def providers(self) -> list[str]:
@@ -108,11 +133,50 @@ class OnnxPredictor:
         step = len(batch)
         if self.on_cpu:
             step = max(1, ORT_PIXELS_PER_CALL // (batch.shape[2] * batch.shape[3]))
+        starts = range(0, len(batch), step)
+        if self.streams > 1 and len(starts) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="deepraster-onnx")
+            calls = [self._pool.submit(self._run, batch[start:start + step]) for start in starts]
+        else:
+            calls = [_Deferred(self._run, batch[start:start + step]) for start in starts]
         outputs = []
-        for start in range(0, len(batch), step):
-            part = np.ascontiguousarray(batch[start:start + step], dtype=np.float32)
-            logits = self.session.run(None, {self.input_name: part})[0]
-            outputs.append(activate(logits, self.activation))
-            if self.poll is not None:
-                self.poll(min(start + step, len(batch)) / len(batch))
+        try:
+            for start, call in zip(starts, calls, strict=True):
+                outputs.append(call.result())
+                if self.poll is not None:  # on this (the run's) thread: it may report progress and cancel
+                    self.poll(min(start + step, len(batch)) / len(batch))
+        finally:
+            for call in calls:  # after a cancel, calls not started yet are dropped
+                call.cancel()
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+    def _run(self, part: np.ndarray) -> np.ndarray:
+        """Activations of one call: ``part`` through the session."""
+        logits = self.session.run(None, {self.input_name: np.ascontiguousarray(part, dtype=np.float32)})[0]
+        return activate(logits, self.activation)
+
+    def close(self) -> None:
+        """Stop the streams' threads (also done when the predictor is garbage-collected)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Deferred:
+    """A call made when its result is asked for, on the asking thread (one stream): the ``Future`` interface
+    :meth:`OnnxPredictor.__call__` uses."""
+
+    def __init__(self, function: Callable[[np.ndarray], np.ndarray], part: np.ndarray) -> None:
+        self.function, self.part = function, part
+
+    def result(self) -> np.ndarray:
+        return self.function(self.part)
+
+    def cancel(self) -> bool:
+        return True
