@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..tiling.checksums import sha256_of
+from .cache import cache_home, mark_used, prune
 from .errors import ModelPackageError
 
 MAX_MEMBERS = 10_000
@@ -24,9 +25,9 @@ MAX_RATIO = 200  # uncompressed ÷ compressed size of one member
 
 
 def cache_root() -> Path:
-    """Where extracted archives live: ``$DEEPRASTER_CACHE_DIR`` or ``~/.cache/deepraster/packages``."""
+    """Where extracted archives live: ``$DEEPRASTER_CACHE_DIR``, else ``packages`` in :func:`cache.cache_home`."""
     base = os.environ.get("DEEPRASTER_CACHE_DIR")
-    return Path(base) if base else Path.home() / ".cache" / "deepraster" / "packages"
+    return Path(base) if base else cache_home() / "packages"
 
 
 def _check_member(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath:
@@ -63,13 +64,15 @@ def check_archive(archive: Path) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
 
 
 def extract_archive(archive: str | os.PathLike[str]) -> Path:
-    """Extract a package archive into the cache (once per distinct content) and return the folder."""
+    """Extract a package archive into the cache (once per distinct content) and return the folder; the cache is
+    then pruned to its bound (:mod:`models.cache`)."""
     archive = Path(archive)
     if not archive.is_file():
         raise ModelPackageError(f"The package archive {archive} does not exist.")
     members = check_archive(archive)
     target = cache_root() / sha256_of(archive)
     if target.is_dir():
+        mark_used(target)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
@@ -95,6 +98,7 @@ def extract_archive(archive: str | os.PathLike[str]) -> Path:
         raise ModelPackageError(f"Cannot extract {archive} ({type(exc).__name__}: {exc}).") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    prune(target.parent, keep=target)
     return target
 
 

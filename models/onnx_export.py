@@ -27,6 +27,7 @@ import numpy as np
 from ..tiling.checksums import sha256_of
 from ..tiling.errors import DeepRasterError
 from ..tiling.onnx_predictor import OnnxPredictor, activate
+from .cache import cache_home, mark_used, prune
 from .spec import ModelPackage
 
 OPSET = 17
@@ -54,8 +55,7 @@ class ExportCheck:
 
 def user_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/deepraster/onnx`` (``~/.cache/deepraster/onnx`` when the variable is unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "deepraster" / "onnx"
+    return cache_home() / "onnx"
 
 
 def export_key(package: ModelPackage) -> str:
@@ -75,8 +75,11 @@ def candidate_paths(package: ModelPackage) -> list[Path]:
 
 
 def cached_onnx(package: ModelPackage) -> Path | None:
-    """The package's checked export when one exists, else None (no torch, no onnx imported)."""
-    return next((path for path in candidate_paths(package) if path.is_file()), None)
+    """The package's checked export when one exists, else None (no torch, no onnx imported); marked as used."""
+    path = next((path for path in candidate_paths(package) if path.is_file()), None)
+    if path is not None and path.parent == user_cache_dir():
+        mark_used(path)
+    return path
 
 
 def ensure_onnx(package: ModelPackage, trusted: bool = False, sample: np.ndarray | None = None,
@@ -119,6 +122,8 @@ def export_onnx(package: ModelPackage, trusted: bool = False, sample: np.ndarray
             os.chmod(temp, 0o644)  # mkstemp makes it private; an export is no secret
             os.replace(temp, target)
             info(f"ONNX export cached at {target}.")
+            if target.parent == user_cache_dir():
+                prune(target.parent, keep=target, info=info)
             return target
         finally:
             Path(temp).unlink(missing_ok=True)

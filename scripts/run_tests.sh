@@ -19,6 +19,9 @@ export QT_QPA_PLATFORM=offscreen
 export PYTHONPATH="$ROOT/.build/plugins${PYTHONPATH:+:$PYTHONPATH}"
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$ROOT/.build/qgis-profile/runtime}"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+# The tests' extracted packages and ONNX exports go to a cache of their own (bounded like any, see models/cache.py),
+# never into the user's ~/.cache.
+export XDG_CACHE_HOME="$ROOT/.build/cache"
 
 # Add tests/ unless a test path (file, directory or node id) was given.
 targets=(tests)

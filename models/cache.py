@@ -1,0 +1,98 @@
+"""The user's cache folders (extracted package archives, ONNX exports) and the bound on their size.
+
+Each cache folder holds one entry per distinct content (a folder or a file named after a checksum). An entry's
+modification time says when it was last used: :func:`mark_used` renews it on every hit. After a new entry is
+written, :func:`prune` deletes the least recently used entries until the folder fits its bound
+(``$DEEPRASTER_CACHE_LIMIT_GIB``, default :data:`DEFAULT_LIMIT_GIB` GiB per folder). An entry used in the last
+:data:`IN_USE_SECONDS` is never deleted (another QGIS or a Dask worker may be reading it), nor is the entry just
+written, however large. Without a bound, every package version opened and every model exported stays on disk
+forever (one day of development left 6.7 GB).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+DEFAULT_LIMIT_GIB = 5.0
+"""Default bound of each cache folder, in GiB."""
+IN_USE_SECONDS = 3600.0
+"""Entries used within this many seconds are never pruned."""
+
+Info = Callable[[str], None]
+
+
+def cache_home() -> Path:
+    """``$XDG_CACHE_HOME/deepraster`` (``~/.cache/deepraster`` when the variable is unset)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "deepraster"
+
+
+def limit_bytes() -> int:
+    """The bound of one cache folder in bytes: ``$DEEPRASTER_CACHE_LIMIT_GIB`` or :data:`DEFAULT_LIMIT_GIB`."""
+    text = os.environ.get("DEEPRASTER_CACHE_LIMIT_GIB", "")
+    try:
+        gib = float(text) if text else DEFAULT_LIMIT_GIB
+    except ValueError:
+        gib = DEFAULT_LIMIT_GIB
+    return int(max(gib, 0.0) * 1024**3)
+
+
+def mark_used(entry: Path) -> None:
+    """Record that ``entry`` was used now (its modification time); silently skipped where it cannot be written."""
+    with contextlib.suppress(OSError):
+        os.utime(entry)
+
+
+def entry_bytes(entry: Path) -> int:
+    """Bytes of a file, or of every file under a folder (links not followed)."""
+    if entry.is_symlink() or not entry.is_dir():
+        return entry.lstat().st_size
+    return sum(p.lstat().st_size for p in entry.rglob("*") if not p.is_dir() or p.is_symlink())
+
+
+def prune(folder: Path, keep: Path, info: Info = lambda message: None, limit: int | None = None,
+          now: float | None = None) -> list[Path]:
+    """Delete the least recently used entries of ``folder`` until it holds at most ``limit`` bytes (default
+    :func:`limit_bytes`); ``keep`` and entries used within :data:`IN_USE_SECONDS` stay. Hidden names (temporary
+    files of a writer at work) are never touched. Returns the entries deleted. Errors never propagate: a cache that
+    cannot be pruned is left as it is."""
+    limit = limit_bytes() if limit is None else limit
+    now = time.time() if now is None else now
+    try:
+        entries = [(p.lstat().st_mtime, p, entry_bytes(p)) for p in folder.iterdir() if not p.name.startswith(".")]
+    except OSError:
+        return []
+    total = sum(size for _, _, size in entries)
+    removed: list[Path] = []
+    for used, entry, size in sorted(entries, key=lambda item: item[0]):
+        if total <= limit:
+            break
+        if entry == keep or now - used < IN_USE_SECONDS:
+            continue
+        if _remove(entry):
+            total -= size
+            removed.append(entry)
+    if removed:
+        info(f"Cache {folder}: {len(removed)} least recently used entries removed to keep it under "
+             f"{limit / 1024**3:.1f} GiB (set DEEPRASTER_CACHE_LIMIT_GIB to change the bound).")
+    return removed
+
+
+def _remove(entry: Path) -> bool:
+    """Take ``entry`` out of the cache in one rename (readers never see half of it), then delete it."""
+    trash = entry.with_name(f".trash-{uuid.uuid4().hex}")
+    try:
+        entry.rename(trash)
+    except OSError:
+        return False
+    if trash.is_dir() and not trash.is_symlink():
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        trash.unlink(missing_ok=True)
+    return True
