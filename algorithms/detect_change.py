@@ -3,6 +3,12 @@ two class rasters with an area table, or a change score and mask of two feature 
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterDefinition,
@@ -15,8 +21,10 @@ from qgis.core import (
 
 from ..analysis.change import MASK_CLASSES, class_change, feature_change
 from ..tiling.errors import RasterInputError
+from ..tiling.pixelwise import map_pixels
 from .analysis_common import style_classes, style_ramp
 from .base import DeepRasterAlgorithm, callbacks_for
+from .execution import backend_value, execution_parameters
 
 
 class DetectChangeAlgorithm(DeepRasterAlgorithm):
@@ -62,7 +70,8 @@ class DetectChangeAlgorithm(DeepRasterAlgorithm):
             "opposite; nodata where a vector is zero); the change mask is 1 where the score is above the threshold "
             "(advanced; 0: Otsu's automatic threshold from a histogram of all scores). The threshold used is "
             "logged and returned.\n"
-            "Processed window by window: rasters of any size fit in memory."
+            "Processed window by window: rasters of any size fit in memory. Advanced: the writing pass can run on a "
+            "Dask cluster (the two rasters and the output folder must then be reachable by every worker)."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
@@ -75,6 +84,7 @@ class DetectChangeAlgorithm(DeepRasterAlgorithm):
             QgsProcessingParameterNumber.Double, 0.0)
         threshold.setFlags(threshold.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
         self.addParameter(threshold)
+        self.add_advanced(execution_parameters(self.tr))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT, self.tr("Change raster (from–to codes, or change mask)")))
         self.addParameter(QgsProcessingParameterRasterDestination(
@@ -103,6 +113,27 @@ class DetectChangeAlgorithm(DeepRasterAlgorithm):
         first, second = (layer.source() for layer in layers)
         output = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         callbacks = callbacks_for(feedback)
+        with self._mapper(parameters, context, output) as (mapper, folder):
+            return self._compare(parameters, context, feedback, first, second, output, callbacks, mapper, folder)
+
+    @contextmanager
+    def _mapper(self, parameters, context, output: str) -> Iterator[tuple[Callable, str | None]]:
+        """Where pixels are mapped: this process, or the Dask cluster chosen (then the pair's VRTs go into a hidden
+        folder beside the output, which every worker can read, removed afterwards)."""
+        backend = backend_value(self, parameters, context)
+        if not backend.distributed:
+            yield map_pixels, None
+            return
+        from ..scale.pixels import cluster_mapper
+
+        folder = tempfile.mkdtemp(prefix=".deepraster-pair-", dir=os.path.dirname(os.path.abspath(output)))
+        try:
+            yield cluster_mapper(backend), folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _compare(self, parameters, context, feedback, first: str, second: str, output: str, callbacks,
+                 mapper: Callable, folder: str | None) -> dict:
         classes = self.parameterAsEnum(parameters, self.MODE, context) == 0
         unused = (self.OUTPUT_SCORE,) if classes else (self.OUTPUT_TABLE, self.OUTPUT_REPORT)
         for name in unused:
@@ -112,7 +143,7 @@ class DetectChangeAlgorithm(DeepRasterAlgorithm):
         if classes:
             csv_path, html_path = self._path(parameters, context, self.OUTPUT_TABLE), \
                 self._path(parameters, context, self.OUTPUT_REPORT)
-            result = class_change(first, second, output, csv_path, html_path, callbacks)
+            result = class_change(first, second, output, csv_path, html_path, callbacks, mapper, folder)
             changed, total = result.table.totals()
             style_classes(context, output, result.table.classes(), self.layer_name(parameters, context, "change"))
             return {self.OUTPUT: output, self.OUTPUT_SCORE: None, self.OUTPUT_TABLE: csv_path,
@@ -120,7 +151,8 @@ class DetectChangeAlgorithm(DeepRasterAlgorithm):
                     self.CHANGED_PERCENT: 100.0 * changed / total}
         threshold = self.parameterAsDouble(parameters, self.THRESHOLD, context)
         score_path = self._path(parameters, context, self.OUTPUT_SCORE)
-        result = feature_change(first, second, output, score_path, threshold if threshold != 0 else None, callbacks)
+        result = feature_change(first, second, output, score_path, threshold if threshold != 0 else None, callbacks,
+                                mapper, folder)
         style_classes(context, output, MASK_CLASSES, self.layer_name(parameters, context, "change mask"))
         style_ramp(context, score_path, self.layer_name(parameters, context, "change score"),
                    min(2.0, 2.0 * result.threshold))  # the threshold mid-ramp

@@ -11,7 +11,7 @@ does not depend on the raster size. Progress: the counting pass 0–40 %, writin
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ..tiling.callbacks import Callbacks, check_cancel, sub_callbacks
 from ..tiling.grid_match import srs_of
 from ..tiling.outputs import ClassInfo
 from ..tiling.pixel_reader import PixelReader
-from ..tiling.pixelwise import PixelOutput, map_pixels
+from ..tiling.pixelwise import PixelOutput, PixelRunStats, map_pixels
 from ..tiling.source import RasterSource
 from .change_classes import ChangeTable, PairCounter, change_codes, change_table
 from .change_features import (
@@ -35,6 +35,10 @@ from .evaluation import class_table
 from .fitted import class_output
 
 MASK_CLASSES = (ClassInfo(0, "no change", (235, 235, 235)), ClassInfo(1, "change", (215, 25, 28)))
+
+Mapper = Callable[..., PixelRunStats]
+"""Maps pixels into outputs: :func:`tiling.pixelwise.map_pixels` in this process, or its Dask drop-in (then pass a
+``folder`` every worker can read, for the pair's VRTs)."""
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,11 @@ def _pixel_area(source: RasterSource) -> tuple[float, bool]:
 
 
 def class_change(first: str, second: str, output: str, csv_path: str | None = None, html_path: str | None = None,
-                 callbacks: Callbacks | None = None) -> ClassChange:
+                 callbacks: Callbacks | None = None, mapper: Mapper = map_pixels,
+                 folder: str | None = None) -> ClassChange:
     """From–to change of band 1 of two class rasters: change raster ``output`` and the area table (CSV, HTML)."""
     cb = callbacks or Callbacks()
-    with paired_rasters(first, second, True, cb) as pair:
+    with paired_rasters(first, second, True, cb, folder) as pair:
         cb.stage("Counting from–to pairs")
         counter = PairCounter()
         scan_pixels(pair.source, pair.bands, counter.add, sub_callbacks(cb, 0.0, 0.4))
@@ -106,8 +111,8 @@ def class_change(first: str, second: str, output: str, csv_path: str | None = No
         table = change_table(counter.counts, _names(first), _names(second), *_pixel_area(pair.first))
         out = class_output(output, table.classes(), "from–to change (0 = no change)")
         cb.stage("Writing the change raster")
-        stats = map_pixels(pair.source, pair.bands, change_codes(table, int(out.nodata)), [out], None,
-                           sub_callbacks(cb, 0.4, 1.0))
+        stats = mapper(pair.source, pair.bands, change_codes(table, int(out.nodata)), [out], None,
+                       sub_callbacks(cb, 0.4, 1.0))
         write_tables(table, csv_path, html_path, first, second)
         changed, total = table.totals()
         cb.info(f"{changed} of {total} compared pixels changed ({100.0 * changed / total:.2f} %), "
@@ -135,34 +140,34 @@ def _threshold(pair, bands: int, threshold: float | None, cb: Callbacks) -> tupl
 
 
 def feature_change(first: str, second: str, mask_path: str, score_path: str | None = None,
-                   threshold: float | None = None, callbacks: Callbacks | None = None) -> FeatureChange:
+                   threshold: float | None = None, callbacks: Callbacks | None = None, mapper: Mapper = map_pixels,
+                   folder: str | None = None) -> FeatureChange:
     """Change score (``score_path``: float32, NaN nodata) and change mask (``mask_path``: uint8 1 changed, 0 not,
     255 nodata) of two feature rasters; ``threshold`` None: Otsu's, logged."""
     cb = callbacks or Callbacks()
     if threshold is not None:
         check_threshold(threshold)
-    with paired_rasters(first, second, False, cb) as pair:
+    with paired_rasters(first, second, False, cb, folder) as pair:
         bands = len(pair.first_bands)
         used, automatic = _threshold(pair, bands, threshold, cb)
         cb.info(f"Change threshold: {used:.5f} ({'Otsu, automatic' if automatic else 'given'}); a pixel is changed "
                 "when its score 1 − cosine similarity is above it.")
         both = score_and_mask(bands, used)
-        counts = {"changed": 0, "compared": 0}
-
-        def fn(pixels: np.ndarray) -> list[np.ndarray]:
-            score, mask = both(pixels)
-            counts["changed"] += int((mask == 1).sum())
-            counts["compared"] += int((mask != 255).sum())
-            return [score, mask] if score_path else [mask]
-
-        outputs = [class_output(mask_path, MASK_CLASSES, "change mask (1 = change)")]
+        outputs = [replace(class_output(mask_path, MASK_CLASSES, "change mask (1 = change)"), count_values=True)]
         if score_path:
             outputs.insert(0, PixelOutput(score_path, 1, np.float32, float("nan"),
                                           ("change score (1 − cosine similarity)",)))
         cb.stage("Writing the change score and mask")
-        stats = map_pixels(pair.source, pair.bands, fn, outputs, None, sub_callbacks(cb, 0.4 if automatic else 0.0,
-                                                                                     1.0))
-        share = 100.0 * counts["changed"] / counts["compared"] if counts["compared"] else 0.0
-        cb.info(f"{counts['changed']} of {counts['compared']} compared pixels changed ({share:.2f} %); "
-                f"{stats.seconds:.1f} s.")
-        return FeatureChange(used, automatic, counts["changed"], counts["compared"], pair.resampled, stats.seconds)
+        stats = mapper(pair.source, pair.bands, both if score_path else _mask_only(both), outputs, None,
+                       sub_callbacks(cb, 0.4 if automatic else 0.0, 1.0))
+        counts = stats.value_counts[-1]  # the mask's, as written
+        changed, compared = int(counts[1]), int(counts[0] + counts[1])
+        share = 100.0 * changed / compared if compared else 0.0
+        cb.info(f"{changed} of {compared} compared pixels changed ({share:.2f} %); {stats.seconds:.1f} s.")
+        return FeatureChange(used, automatic, changed, compared, pair.resampled, stats.seconds)
+
+
+def _mask_only(both: Callable[[np.ndarray], list[np.ndarray]]) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """The mask of a score-and-mask pixel function, for a run that writes no score (picklable for Dask)."""
+    return lambda pixels: both(pixels)[1:]
+

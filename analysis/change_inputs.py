@@ -9,7 +9,6 @@ outside the second raster). Nothing is read here; GDAL reads the windows when th
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from osgeo import gdal
 
 from ..tiling.callbacks import Callbacks
 from ..tiling.errors import RasterInputError
-from ..tiling.grid_match import bounds, footprint_in, overlaps, release, same_grid, srs_of, warp_onto
+from ..tiling.grid_match import bounds, footprint_in, overlaps, release, same_grid, srs_of, vrt_path, warp_onto
 from ..tiling.source import RasterSource
 from .errors import ChangeInputError
 
@@ -75,9 +74,10 @@ def _simple_source(path: str, band: int, width: int, height: int) -> str:
             f"<SourceBand>{band}</SourceBand><SrcRect {rect}/><DstRect {rect}/></SimpleSource>")
 
 
-def _stack(first: RasterSource, layers: list[tuple[str, int]]) -> str:
-    """An in-memory VRT on ``first``'s grid with one band per ``(path, band)`` (same size as ``first``)."""
-    path = f"/vsimem/deepraster_pair_{uuid.uuid4().hex}.vrt"
+def _stack(first: RasterSource, layers: list[tuple[str, int]], folder: str | None) -> str:
+    """A VRT on ``first``'s grid with one band per ``(path, band)`` (same size as ``first``), in memory or in
+    ``folder``."""
+    path = vrt_path("deepraster_pair", folder)
     vrt = gdal.GetDriverByName("VRT").Create(path, first.width, first.height, 0)
     vrt.SetGeoTransform(first.geotransform)
     if first.projection:
@@ -97,9 +97,11 @@ def _stack(first: RasterSource, layers: list[tuple[str, int]]) -> str:
 
 
 @contextmanager
-def paired_rasters(first_path: str, second_path: str, classes: bool,
-                   callbacks: Callbacks | None = None) -> Iterator[PairedRasters]:
-    """The pair as one lazy VRT (see the module docstring); the in-memory files go when the block ends.
+def paired_rasters(first_path: str, second_path: str, classes: bool, callbacks: Callbacks | None = None,
+                   folder: str | None = None) -> Iterator[PairedRasters]:
+    """The pair as one lazy VRT (see the module docstring); the in-memory files go when the block ends. With
+    ``folder`` the VRTs are real files there instead (for Dask workers, which cannot see this process's memory);
+    the caller removes the folder.
 
     ``classes``: band 1 of each raster, integer values, nearest neighbour; otherwise every band (same count in
     both), bilinear. Raises :class:`ChangeInputError` (or :class:`RasterInputError`) for pairs that cannot be
@@ -134,14 +136,14 @@ def paired_rasters(first_path: str, second_path: str, classes: bool,
             method = "near" if classes else "bilinear"
             second_path_on_grid = warp_onto(
                 ds, first, method, gdal.GDT_Int32 if classes else gdal.GDT_Float32, second.nodata[0],
-                CLASS_WARP_NODATA if classes else float("nan"))
+                CLASS_WARP_NODATA if classes else float("nan"), folder)
             made.append(second_path_on_grid)
             how = "nearest neighbour" if classes else "bilinear"
             cb.info(f"{second.path} resampled onto the grid of {first.path} ({how}).")
         count = 1 if classes else first.band_count
         layers = [(first.path, b) for b in range(1, count + 1)] + \
                  [(second_path_on_grid, b) for b in range(1, count + 1)]
-        made.append(_stack(first, layers))
+        made.append(_stack(first, layers, folder))
         stacked = RasterSource.open(made[-1])
         yield PairedRasters(first, second, stacked, tuple(range(1, count + 1)),
                             tuple(range(count + 1, 2 * count + 1)), resample)

@@ -35,7 +35,8 @@ def map_pixels_on_cluster(source: RasterSource, bands: Sequence[int], fn: PixelF
     writers = {str(i): pixel_writer(out, region, source) for i, out in enumerate(outputs)}
     done = run_pieces(pixel_piece, plan, writers, row_bands(region, rows_per_piece), backend, cb, device="cpu")
     return PixelRunStats(windows=done.pieces, valid_pixels=done.done, pixels=region.width * region.height,
-                         seconds=done.seconds, outputs=done.outputs)
+                         seconds=done.seconds, outputs=done.outputs,
+                         value_counts=[writer.value_counts for writer in writers.values()])
 
 
 def cluster_mapper(backend: Backend):

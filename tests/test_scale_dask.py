@@ -284,6 +284,44 @@ def test_per_pixel_mapping_on_the_cluster_is_identical(qgis_app, cli_cluster, s2
     assert not no_leftovers(tmp_path)
 
 
+@pytest.mark.parametrize("mode", [0, 1])
+def test_detect_change_on_the_cluster_is_identical(qgis_app, cli_cluster, tmp_path, mode):
+    """Both modes, the second raster on a shifted coarser grid (so the pair's warped VRT must be a file the workers
+    can read): the same rasters, table and changed share as in this process, and no hidden folder left."""
+    import processing
+    from helpers import smooth_field, write_raster
+
+    address, _ = cli_cluster
+    gt = (500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0)
+    coarse = (gt[0] + 10, 20.0, 0.0, gt[3] - 10, 0.0, -20.0)
+    if mode == 0:
+        rng = np.random.default_rng(5)
+        first = write_raster(tmp_path / "a.tif", rng.integers(1, 5, (300, 400)).astype(np.uint8), nodata=0)
+        second = write_raster(tmp_path / "b.tif", rng.integers(1, 5, (120, 180)).astype(np.uint8), nodata=0,
+                              geotransform=coarse)
+        extra = {"OUTPUT_TABLE": "table.csv"}
+    else:
+        first = write_raster(tmp_path / "a.tif", smooth_field(4, 300, 400, np.float32, seed=2))
+        second = write_raster(tmp_path / "b.tif", smooth_field(4, 120, 180, np.float32, seed=3), geotransform=coarse)
+        extra = {"OUTPUT_SCORE": "score.tif"}
+    results = {}
+    for name, backend in (("one", {}), ("dask", {"EXECUTION": 2, "DASK_ADDRESS": address})):
+        folder = tmp_path / name
+        folder.mkdir()
+        outputs = {key: str(folder / value) for key, value in {"OUTPUT": "change.tif", **extra}.items()}
+        results[name] = processing.run("deepraster:detect_change", {"INPUT": str(first), "SECOND": str(second),
+                                                                     "MODE": mode, **outputs, **backend})
+        assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+    one, dask = results["one"], results["dask"]
+    np.testing.assert_array_equal(pixels(dask["OUTPUT"]), pixels(one["OUTPUT"]))
+    assert dask["CHANGED_PERCENT"] == one["CHANGED_PERCENT"] > 0
+    if mode == 0:
+        assert Path(dask["OUTPUT_TABLE"]).read_text() == Path(one["OUTPUT_TABLE"]).read_text()
+    else:
+        np.testing.assert_array_equal(pixels(dask["OUTPUT_SCORE"]), pixels(one["OUTPUT_SCORE"]))
+        assert dask["THRESHOLD_USED"] == one["THRESHOLD_USED"]
+
+
 def test_pixel_bands_of_rows_cover_the_region():
     from deepraster.scale.pixels import row_bands
     from deepraster.tiling.window import Window

@@ -62,10 +62,11 @@ def footprint_in(ds: gdal.Dataset, target: RasterSource) -> tuple[float, float, 
 
 
 def warp_onto(ds: gdal.Dataset, target: RasterSource, resampling: str, output_type: int, src_nodata: float | None,
-              dst_nodata: float) -> str:
-    """A warped VRT (in GDAL's memory file system, read lazily) of ``ds`` on ``target``'s grid and CRS; pixels it
-    does not cover are ``dst_nodata``. Returns its /vsimem path (remove it with :func:`release`)."""
-    path = f"/vsimem/deepraster_warp_{uuid.uuid4().hex}.vrt"
+              dst_nodata: float, folder: str | None = None) -> str:
+    """A warped VRT (read lazily) of ``ds`` on ``target``'s grid and CRS; pixels it does not cover are
+    ``dst_nodata``. Written in GDAL's memory file system (remove it with :func:`release`), or into ``folder`` when
+    other processes must read it (Dask workers)."""
+    path = vrt_path("deepraster_warp", folder)
     xmin, ymin, xmax, ymax = bounds(target.geotransform, target.width, target.height)
     a, b = srs_of(ds.GetProjection()), srs_of(target.projection)
     options = {"srcSRS": ds.GetProjection(), "dstSRS": target.projection} if a is not None and b is not None else {}
@@ -88,6 +89,11 @@ def warped_onto(ds: gdal.Dataset, target: RasterSource, resampling: str, output_
         return gdal.Open(path)
     finally:
         release(path)
+
+
+def vrt_path(prefix: str, folder: str | None = None) -> str:
+    """A new VRT file name: in GDAL's memory file system, or in ``folder``."""
+    return f"{folder or '/vsimem'}/{prefix}_{uuid.uuid4().hex}.vrt"
 
 
 def release(path: str) -> None:

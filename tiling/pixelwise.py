@@ -51,6 +51,7 @@ class PixelOutput:
     descriptions: tuple[str, ...] = ()
     color_table: dict[int, tuple[int, int, int]] | None = None
     category_names: tuple[str, ...] = ()
+    count_values: bool = False  # 8-bit outputs: pixels of each value written, in PixelRunStats.value_counts
 
 
 @dataclass
@@ -62,6 +63,7 @@ class PixelRunStats:
     pixels: int = 0
     seconds: float = 0.0
     outputs: list[Path] = field(default_factory=list)
+    value_counts: list[np.ndarray | None] = field(default_factory=list)  # per output: 256 counts, or None
 
 
 def _as_results(result: np.ndarray | Sequence[np.ndarray], outputs: Sequence[PixelOutput], n: int) -> list[np.ndarray]:
@@ -98,7 +100,8 @@ def pixel_writer(out: PixelOutput, region: Window, source: RasterSource) -> GeoT
         width=region.width, height=region.height, bands=out.bands, dtype=np.dtype(out.dtype),
         geotransform=window_geotransform(source.geotransform, region), projection=source.projection,
         nodata=out.nodata, band_descriptions=out.descriptions, color_table=out.color_table,
-        category_names=out.category_names, gcps=source.window_gcps(region), gcp_projection=source.gcp_projection))
+        category_names=out.category_names, gcps=source.window_gcps(region), gcp_projection=source.gcp_projection,
+        count_values=out.count_values))
 
 
 def _map_pixels(source: RasterSource, bands: Sequence[int], fn: PixelFunction, outputs: Sequence[PixelOutput],
@@ -141,6 +144,7 @@ def _map_pixels(source: RasterSource, bands: Sequence[int], fn: PixelFunction, o
                 "bands and the extent."
             )
         stats.outputs = commit_all(writers)  # all renamed together or none; committed writers leave without aborting
+        stats.value_counts = [writer.value_counts for writer in writers]
     stats.seconds = time.perf_counter() - start
     cb.progress(1.0)
     return stats

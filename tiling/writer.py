@@ -66,6 +66,7 @@ class RasterSpec:
     threads: bool = False  # compress blocks on all CPUs (GDAL NUM_THREADS; the bytes written are the same)
     gcps: Sequence[tuple[float, float, float, float, float]] = ()  # (pixel, line, x, y, z), replace geotransform
     gcp_projection: str = ""
+    count_values: bool = False  # 8-bit rasters: count the values of band 1 as they are written (``value_counts``)
 
 
 def check_writable(path: str | os.PathLike[str]) -> Path:
@@ -95,6 +96,9 @@ class GeoTiffWriter:
         self.resumed_rows = 0  # rows of the panel at resumed_col an earlier run wrote
         self.resumed_col = 0  # first column of the panel an earlier run was writing (columns left of it are done)
         self._stats = BandStatistics(spec.bands) if track_statistics else None
+        if spec.count_values and np.dtype(spec.dtype) != np.uint8:
+            raise ValueError("count_values needs an 8-bit raster")
+        self.value_counts = np.zeros(256, np.int64) if spec.count_values else None  # pixels of each band-1 value
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
         self._next_row = 0  # next row of the current panel
@@ -225,6 +229,8 @@ class GeoTiffWriter:
         if np.dtype(self.spec.dtype) == np.float16:  # round to half floats here: GDAL's NBITS=16 truncates
             values = values.astype(np.float16).astype(np.float32)
         self._pending.append(values.astype(_storage_dtype(self.spec.dtype), copy=False))
+        if self.value_counts is not None:
+            self.value_counts += np.bincount(self._pending[-1][0].ravel(), minlength=256)
         self._pending_rows += values.shape[1]
         self._next_row += values.shape[1]
         if self._next_row >= self.spec.height:
