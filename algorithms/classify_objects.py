@@ -19,6 +19,7 @@ from ..models.sources import open_model
 from ..tiling.outputs import ClassInfo
 from .base import callbacks_for
 from .objects_common import ObjectModelAlgorithm
+from .package_default_widgets import show_package_defaults
 from .styling import CategoryStyle, output_name, style_on_load
 
 
@@ -76,7 +77,7 @@ class ClassifyObjectsAlgorithm(ObjectModelAlgorithm):
             QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (chips per model call)"),
                                          QgsProcessingParameterNumber.Integer, 32, minValue=1, maxValue=4096),
             *compute,
-            self.value_scale_parameter(),
+            *show_package_defaults([self.value_scale_parameter()]),
             QgsProcessingParameterBoolean(self.TRUST, self.tr("I trust this model file (pickles can run code)"),
                                           False),
         ])

@@ -23,6 +23,7 @@ from ..tiling.source import RasterSource
 from .band_parameters import band_numbers
 from .base import TiledModelAlgorithm, callbacks_for
 from .execution import backend_value, execution_parameters
+from .package_default_widgets import show_package_defaults
 from .styling import ClassStyle, ProbabilityStyle, output_name, style_on_load
 
 GREEN_NAMES = ("B03", "B3", "green")
@@ -109,8 +110,8 @@ class ClassifyPixelsAlgorithm(TiledModelAlgorithm):
                                        parentLayerParameterName=self.INPUT, optional=True),
             QgsProcessingParameterNumber(self.NDWI_THRESHOLD, self.tr("NDWI threshold"),
                                          QgsProcessingParameterNumber.Double, 0.0, minValue=-1.0, maxValue=1.0),
-            *self.tiling_parameters("the package's", "the package's"),
-            self.value_scale_parameter(),
+            *show_package_defaults([*self.tiling_parameters("the package's", "the package's"),
+                                    self.value_scale_parameter()]),
             QgsProcessingParameterEnum(self.PROBABILITY_TYPE, self.tr("Probability raster type"),
                                        options=list(self.PROBABILITY_TYPES), defaultValue=0),
             QgsProcessingParameterBoolean(self.TTA, self.tr("Test-time augmentation"), False),

@@ -18,6 +18,7 @@ from .analysis_common import mask_polygons
 from .base import callbacks_for
 from .execution import backend_value, execution_parameters
 from .objects_common import ObjectModelAlgorithm
+from .package_default_widgets import show_package_defaults
 from .styling import BoxStyle, output_name, style_on_load
 
 
@@ -85,8 +86,8 @@ class DetectObjectsAlgorithm(ObjectModelAlgorithm):
                                          QgsProcessingParameterNumber.Integer, 300, minValue=1, maxValue=100000),
             QgsProcessingParameterNumber(self.MAX_TOTAL, self.tr("Maximum detections in all (0: no limit)"),
                                          QgsProcessingParameterNumber.Integer, 0, minValue=0),
-            *self.tiling_parameters("the package's", "the package's"),
-            self.value_scale_parameter(),
+            *show_package_defaults([*self.tiling_parameters("the package's", "the package's"),
+                                    self.value_scale_parameter()]),
             *execution_parameters(self.tr),
         ])
 

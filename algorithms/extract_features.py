@@ -25,6 +25,7 @@ from ..models.sources import MODEL_FILE_FILTER, open_model
 from .band_parameters import band_numbers
 from .base import DEEP_LEARNING_PACKAGES, TiledModelAlgorithm, callbacks_for
 from .execution import backend_value, execution_parameters
+from .package_default_widgets import show_package_defaults
 from .styling import style_on_load
 
 PACKAGE_SOURCE, TIMM_SOURCE = 0, 1
@@ -150,7 +151,7 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
         self.add_advanced([
             *self.tiling_parameters("the encoder's default", "default, a quarter tile"),
             QgsProcessingParameterBoolean(self.INT8, self.tr("int8 dynamic quantisation on CPU (ViTs)"), False),
-            self.value_scale_parameter(),
+            *show_package_defaults([self.value_scale_parameter()]),
             QgsProcessingParameterEnum(self.NORMALIZATION, self.tr("Normalisation"),
                                        options=list(self.NORMALIZATION_OPTIONS), defaultValue=0),
             QgsProcessingParameterEnum(self.OUTPUT_TYPE, self.tr("Feature raster type"),

@@ -26,6 +26,8 @@ from .weights import is_torchscript, read_state_dict
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 SUPPORTED_MODEL_TYPES = {"ImageClassification": "pixel_classification", "ObjectDetection": "object_detection"}
+ESRI_VALUE_SCALE = 1.0
+"""An Esri package's input value scale: raster values go to its normalisation unscaled."""
 STANDARD_INFERENCE_FUNCTIONS = {"ObjectDetection": "ArcGISObjectDetector.py"}
 """Esri's own inference function per model type: it applies the network as it was trained and needs no code here."""
 ARCGIS_FASTER_RCNN_SCALE = 1.5
@@ -215,18 +217,24 @@ def _output_channels(folder: Path, weights: str, fmt: str) -> int | None:
     return int(head.shape[0]) if head is not None else None
 
 
+def emd_tiling(emd: dict[str, Any], source: str = "model.emd") -> tuple[int, int]:
+    """The tile size and overlap (px) of an Esri model definition: its square chip (``ImageHeight``, default 256)
+    and twice its ``ModelPadding`` (default: a quarter of the tile)."""
+    tile = int(emd.get("ImageHeight", 256))
+    if int(emd.get("ImageWidth", tile)) != tile:
+        raise ModelPackageError(f"{source}: only square tiles are supported (ImageHeight {tile}, "
+                                f"ImageWidth {emd.get('ImageWidth')}).")
+    padding = emd.get("ModelPadding")
+    return tile, 2 * int(padding) if padding is not None else tile // 4
+
+
 def emd_to_description(emd: dict[str, Any], folder: Path, source: str = "model.emd") -> dict[str, Any]:
     """A Deep Raster description dict equivalent to an Esri model definition (weights resolved in ``folder``)."""
     task = _model_type(emd, source)
     weights, fmt = _weights(emd, folder, source)
     bands = _bands(emd, source)
     classes = _classes(emd, source)
-    tile = int(emd.get("ImageHeight", 256))
-    if int(emd.get("ImageWidth", tile)) != tile:
-        raise ModelPackageError(f"{source}: only square tiles are supported (ImageHeight {tile}, "
-                                f"ImageWidth {emd.get('ImageWidth')}).")
-    padding = emd.get("ModelPadding")
-    overlap = 2 * int(padding) if padding is not None else tile // 4
+    tile, overlap = emd_tiling(emd, source)
     if fmt == "torchscript":
         architecture = {"framework": "torchscript", "in_channels": len(bands), "out_channels": len(classes)}
     elif task == "object_detection":
@@ -248,7 +256,7 @@ def emd_to_description(emd: dict[str, Any], folder: Path, source: str = "model.e
         "task": task,
         "architecture": architecture,
         "weights": {"file": weights, "format": fmt},
-        "input": {"bands": bands, "value_scale": 1.0, "value_offset": 0.0,
+        "input": {"bands": bands, "value_scale": ESRI_VALUE_SCALE, "value_offset": 0.0,
                   **({"expected_range": emd["DataRange"]} if isinstance(emd.get("DataRange"), list) else {}),
                   "normalization": _normalization(emd, source)},
         "inference": {"tile_size": tile, "overlap": overlap,

@@ -116,6 +116,9 @@ def main():
         iface.mainWindow().resize(1280, 1000); settle()
         for algorithm, name in args["dialogs"]:
             shoot_dialog(algorithm, name)
+        if args["checks"]:
+            import runpy
+            report["checks"] = runpy.run_path(args["checks"])["run"](settle, args["checks_args"])
         if args["layers"]:
             shoot_layers()
     except Exception:
@@ -134,10 +137,12 @@ DOCS_DIALOGS = (("deepraster:classify_pixels", "classify_dialog"), ("deepraster:
 
 
 def take(out: Path, *, dialogs=DOCS_DIALOGS, layers: bool = True, raster: Path | None = None,
-         model: Path | None = None, timeout_s: int = 300) -> dict:
+         model: Path | None = None, timeout_s: int = 300, checks: Path | None = None,
+         checks_args: dict | None = None) -> dict:
     """Run QGIS under Xvfb, write the screenshots and ``layout.json`` into ``out`` and return the layout report:
     per dialog (``(algorithm id, picture name)`` pairs) its size, the horizontal scroll bars shown and the browse
-    buttons out of view; with ``layers``, the layer tree after the classification."""
+    buttons out of view; with ``layers``, the layer tree after the classification. ``checks``: a Python file whose
+    ``run(settle, checks_args)`` runs inside QGIS after the dialogs; what it returns is the report's ``checks``."""
     out.mkdir(parents=True, exist_ok=True)
     raster = raster or REPO / ".data" / "s2" / "s2_l1c_30m.tif"
     model = model or REPO / ".data" / "models" / "ukis-csmask-6b-l1c"
@@ -162,7 +167,9 @@ def take(out: Path, *, dialogs=DOCS_DIALOGS, layers: bool = True, raster: Path |
                    XDG_RUNTIME_DIR=str(tmp / "runtime"), QT_XCB_GL_INTEGRATION="xcb_glx",
                    DEEPRASTER_SHOT_ARGS=json.dumps({"out": str(out.resolve()), "raster": str(raster),
                                                     "model": str(model), "work": str(tmp / "work"),
-                                                    "layers": layers, "dialogs": [list(d) for d in dialogs]}))
+                                                    "layers": layers, "dialogs": [list(d) for d in dialogs],
+                                                    "checks": str(checks) if checks else None,
+                                                    "checks_args": checks_args or {}}))
         command = [xvfb, "-a", "-s", f"-screen 0 {SCREEN} +extension GLX", QGIS, "--nologo", "--noversioncheck",
                    "--profiles-path", str(profiles), "--code", str(script)]
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

@@ -227,3 +227,28 @@ def assert_killed_run_resumes(train, request_for, killed_script: str, data: Path
     assert resumed.resumed_from == 1 and any(line.startswith("Resuming after epoch 1") for line in lines)
     assert resumed.final_weights_sha256 == first.final_weights_sha256
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in first.history]
+
+
+def description_only_packages(folder: Path) -> dict[str, Path]:
+    """Packages whose descriptions name other inference defaults than the demo package's (256 px tiles, 52 px
+    overlap, value scale 0.0001), without weights (only their descriptions can be read): ``drpk`` (a ``.drpk``
+    holding a 512 px / 96 px / 0.001 model.json in a single top folder), ``emd`` (an Esri ``.emd``, 320 px chips,
+    ModelPadding 40 = 80 px overlap, scale 1) and ``dlpk`` (that ``.emd`` in a ``.dlpk``)."""
+    import json
+    import zipfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    description = json.loads((MODEL_6B_L1C / "model.json").read_text(encoding="utf-8"))
+    description.pop("training", None)
+    description["inference"].update(tile_size=512, overlap=96)
+    description["input"]["value_scale"] = 0.001
+    drpk = folder / "other.drpk"
+    with zipfile.ZipFile(drpk, "w") as z:
+        z.writestr("other/model.json", json.dumps(description))
+    emd = folder / "chips.emd"
+    emd.write_text(json.dumps({"Framework": "PyTorch", "ModelType": "ImageClassification", "ImageHeight": 320,
+                               "ImageWidth": 320, "ModelPadding": 40}), encoding="utf-8")
+    dlpk = folder / "chips.dlpk"
+    with zipfile.ZipFile(dlpk, "w") as z:
+        z.write(emd, emd.name)
+    return {"drpk": drpk, "emd": emd, "dlpk": dlpk}
