@@ -56,9 +56,12 @@ class InstallPackagesAlgorithm(DeepRasterAlgorithm):
             "needs, at the tested versions, with QGIS's own Python, into the folder python/deepraster-packages of "
             "your QGIS profile. Nothing outside that folder changes (QGIS's numpy and GDAL stay as they are); delete "
             "the folder to uninstall.\n\n"
-            "Choose the CPU build unless the computer has an NVIDIA GPU with a recent driver (CUDA 11.8 needs driver "
-            "450 or newer, CUDA 12.1 driver 525 or newer). The download is about 200 MB for the CPU build and 2-3 GB "
-            "for a CUDA build. Without internet, give a folder of wheel files (made elsewhere with pip download).\n\n"
+            "Choose the CPU build unless the computer has an NVIDIA GPU with a recent driver (the CUDA 13.0 build "
+            "needs driver 580 or newer). The download is about 200 MB for the CPU build and 3 GB (6 GB on disk) for "
+            "the CUDA build. The CPU build (and the CUDA build on Windows) comes from download.pytorch.org; where that "
+            "server cannot be reached, choose PyPI's standard build (CUDA 13.0 on Linux, CPU on Windows and macOS). "
+            "Without internet, "
+            "give a folder of wheel files (made elsewhere with pip download).\n\n"
             "Restart QGIS when it has finished. The log shows every line pip printed."
         )
 

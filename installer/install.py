@@ -20,7 +20,7 @@ class InstallError(Exception):
 
 @dataclass(frozen=True)
 class InstallRequest:
-    """What to install where: the QGIS profile folder, the PyTorch build ("cpu", "cu118", "cu121"), an optional
+    """What to install where: the QGIS profile folder, the PyTorch build ("cpu", "cu130", "pypi"), an optional
     folder of wheels for an offline install, the requirements file, the log file (default: next to the package
     folder) and the Python to run pip with (default: QGIS's, found)."""
 

@@ -30,22 +30,31 @@ PROTECTED = ("numpy",)
 
 @dataclass(frozen=True)
 class Build:
-    """A PyTorch build: its key, label for the dialog and the PyTorch wheel index (None: PyPI's default)."""
+    """A PyTorch build: its key, label for the dialog, its wheel index on PyTorch's server (None: PyPI's default)
+    and the systems where PyPI's default wheels are that build already (then no other index is needed)."""
 
     key: str
     label: str
     index_url: str | None
+    on_pypi_for: tuple[str, ...] = ()
+
+    def index_for(self, platform: str) -> str | None:
+        """The index to take PyTorch from on ``platform`` (``sys.platform``); None: PyPI."""
+        return None if platform.startswith(self.on_pypi_for) and self.on_pypi_for else self.index_url
 
 
 BUILDS = (
     Build("cpu", "CPU only (works on every computer)", "https://download.pytorch.org/whl/cpu"),
-    Build("cu118", "NVIDIA GPU, CUDA 11.8", "https://download.pytorch.org/whl/cu118"),
-    Build("cu121", "NVIDIA GPU, CUDA 12.1", "https://download.pytorch.org/whl/cu121"),
+    # PyPI's Linux wheels of torch 2.14 are the CUDA 13.0 build (they depend on nvidia-*-cu13)
+    Build("cu130", "NVIDIA GPU, CUDA 13.0 (driver 580 or newer)", "https://download.pytorch.org/whl/cu130",
+          on_pypi_for=("linux",)),
+    Build("pypi", "PyPI's standard build (when download.pytorch.org cannot be reached: CUDA 13.0 on Linux, CPU on "
+          "Windows and macOS)", None),
 )
 
 
 def build_named(key: str) -> Build:
-    """The build with ``key`` ("cpu", "cu118", "cu121"); ValueError naming the choices otherwise."""
+    """The build with ``key`` ("cpu", "cu130", "pypi"); ValueError naming the choices otherwise."""
     for build in BUILDS:
         if build.key == key:
             return build
@@ -88,15 +97,15 @@ def pip_command(python: str | Path, target: str | Path, constraints: str | Path,
     -c <constraints>``, PyTorch from the chosen build's index (PyPI for the rest), or only from ``wheel_dir``
     (offline: ``--no-index --find-links``)."""
     chosen = build_named(build)
-    if chosen.key != "cpu" and platform == "darwin":
+    if chosen.key.startswith("cu") and platform == "darwin":
         raise ValueError("PyTorch has no CUDA build for macOS: choose the CPU build (it uses Apple's GPU via MPS).")
     command = [str(python), "-m", "pip", "install", "--target", str(target), "--upgrade",
                "--no-warn-script-location", "--no-input", "--progress-bar", "off",
                "-r", str(requirements), "-c", str(constraints)]
     if wheel_dir is not None:
         command += ["--no-index", "--find-links", str(wheel_dir)]
-    elif chosen.index_url:
-        command += ["--index-url", chosen.index_url, "--extra-index-url", PYPI]
+    elif chosen.index_for(platform):
+        command += ["--index-url", chosen.index_for(platform), "--extra-index-url", PYPI]
     return command
 
 

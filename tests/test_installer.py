@@ -131,14 +131,17 @@ def test_pip_command(tmp_path):
     assert cpu[cpu.index("--index-url") + 1] == "https://download.pytorch.org/whl/cpu"
     assert cpu[cpu.index("--extra-index-url") + 1] == "https://pypi.org/simple"
     assert not {"--user", "--break-system-packages", "--no-index"} & set(cpu)
-    for build in BUILDS[1:]:
-        cuda = pip_command(PYTHON, target, constraints, build=build.key, platform="win32")
-        assert cuda[cuda.index("--index-url") + 1] == f"https://download.pytorch.org/whl/{build.key}"
-    offline = pip_command(PYTHON, target, constraints, build="cu121", wheel_dir=tmp_path)
+    assert [b.key for b in BUILDS] == ["cpu", "cu130", "pypi"]
+    cuda_windows = pip_command(PYTHON, target, constraints, build="cu130", platform="win32")
+    assert cuda_windows[cuda_windows.index("--index-url") + 1] == "https://download.pytorch.org/whl/cu130"
+    for build, platform in (("cu130", "linux"), ("pypi", "linux"), ("pypi", "win32"), ("pypi", "darwin")):
+        # PyPI's own torch wheels: the CUDA 13.0 build on Linux, the CPU build elsewhere
+        assert "--index-url" not in pip_command(PYTHON, target, constraints, build=build, platform=platform)
+    offline = pip_command(PYTHON, target, constraints, build="cu130", wheel_dir=tmp_path)
     assert offline[-3:] == ["--no-index", "--find-links", str(tmp_path)] and "--index-url" not in offline
     with pytest.raises(ValueError, match="no CUDA build for macOS"):
-        pip_command(PYTHON, target, constraints, build="cu118", platform="darwin")
-    with pytest.raises(ValueError, match="cpu, cu118, cu121"):
+        pip_command(PYTHON, target, constraints, build="cu130", platform="darwin")
+    with pytest.raises(ValueError, match="cpu, cu130, pypi"):
         pip_command(PYTHON, target, constraints, build="rocm")
     manual = manual_command(PYTHON, tmp_path, ["torch"], "1.24.2")
     assert f'--target "{packages_folder(tmp_path)}"' in manual and '"numpy==1.24.2"' in manual and "<" not in manual
