@@ -19,7 +19,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import NULL
 
 from ..models.class_tables import read_class_table
-from ..models.create import PackageRequest, create_package
+from ..models.create import CREATABLE_TASKS, PackageRequest, create_package
 from ..models.errors import ModelPackageError
 from ..models.spec import ACTIVATIONS
 from .band_parameters import band_numbers
@@ -55,10 +55,12 @@ def parse_classes(table: list) -> list[dict]:
 
 class CreatePackageAlgorithm(DeepRasterAlgorithm):
     search_tags = ("model package", "drpk", "weights", "pytorch", "safetensors", "deep learning", "export",
-                   "segmentation")
-    summary = "Turns trained PyTorch weights into a Deep Raster model package (.drpk) that Classify pixels can run."
+                   "segmentation", "classification", "object detection", "timm", "torchvision")
+    summary = ("Turns trained PyTorch weights into a model package (.drpk) for Classify pixels, Classify objects or "
+               "Detect objects.")
     folder_outputs = ("OUTPUT",)  # a package folder, or a .drpk file
     WEIGHTS = "WEIGHTS"
+    TASK = "TASK"
     TRUST = "TRUST"
     FRAMEWORK = "FRAMEWORK"
     ARCH = "ARCH"
@@ -77,6 +79,7 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
     SAMPLE_SIZE = "SAMPLE_SIZE"
     TILE_SIZE = "TILE_SIZE"
     OVERLAP = "OVERLAP"
+    INPUT_SCALE = "INPUT_SCALE"
     NAME = "NAME"
     VERSION = "VERSION"
     DESCRIPTION = "DESCRIPTION"
@@ -86,7 +89,7 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
     KEEP_PICKLE = "KEEP_PICKLE"
     OUTPUT = "OUTPUT"
 
-    FRAMEWORKS = ("detect (pickled smp model or TorchScript)", "smp", "timm")
+    FRAMEWORKS = ("detect (pickled smp model or TorchScript)", "smp", "timm", "torchvision")
     NORMALIZATION_CHOICES = ("none", "compute mean/std from a sample raster", "given mean and std")
 
     def name(self) -> str:
@@ -105,17 +108,27 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
         return self.tr(
             "Turns trained weights into a Deep Raster model package (.drpk): the weights plus a description of the "
             "input bands, value scale, normalisation, classes with colours, tile size and licence, so anyone can run "
-            "the model with \"Classify pixels\" under the conditions it was trained for, with no code.\n\n"
-            "Weights: safetensors, a plain PyTorch state dict (.pt/.pth: then give framework, architecture and "
-            "encoder, e.g. smp / Unet / resnet34), TorchScript, or a whole pickled segmentation-models-pytorch model "
-            "(torch.save(model)). A pickle can run code when opened: it is read only when you tick 'I trust this "
-            "file', and its architecture is then detected and its weights converted to safetensors.\n"
+            "the model under the conditions it was trained for, with no code.\n\n"
+            "Task: pixel_classification (a segmentation network, for \"Classify pixels\"), image_classification (a "
+            "timm classifier applied to a chip around each feature, for \"Classify objects\"; the tile size is the "
+            "chip size) or object_detection (a torchvision detector such as fasterrcnn_resnet50_fpn, retinanet, fcos "
+            "or ssdlite, for \"Detect objects\").\n"
+            "Weights: safetensors, a plain PyTorch state dict (.pt/.pth: then give the framework and architecture, "
+            "e.g. smp / Unet with encoder resnet34, timm / resnet18, torchvision / fasterrcnn_resnet50_fpn), "
+            "TorchScript, or a whole pickled model (torch.save(model)). A pickle can run code when opened: it is read "
+            "only when you tick 'I trust this file'; its weights are then converted to safetensors (a segmentation "
+            "model's or timm classifier's architecture is detected).\n"
+            "Settings of another task: a framework, an encoder or a detector input scale that does not fit the task "
+            "is refused with a message; the overlap (classifiers), the activation (detectors) and keeping a pickle "
+            "(classifiers and detectors) are not used by those tasks and are ignored, with a note in the log.\n"
             "Normalisation: per-band mean and std in model units (raster value × scale + offset), given or computed "
             "from a bounded random sample of a raster's valid pixels.\n"
             "Classes: one row per class (value 0–254, name, colour #rrggbb), in the order of the model's output "
-            "channels; a binary model with one sigmoid output lists two classes. Or a file: a CSV of value, name, "
-            "colour; a QGIS colour map export (.txt); or the .qml style of a class raster.\n"
-            "The network is built, loaded strictly and run once before anything is written."
+            "channels; a binary model with one sigmoid output lists two classes; a detector's classes are the labels "
+            "it reports. Or a file: a CSV of value, name, colour; a QGIS colour map export (.txt); or the .qml style "
+            "of a class raster.\n"
+            "The network is built, loaded strictly (weights that do not fit are refused, naming what to change) and "
+            "run once before anything is written."
         )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
@@ -124,10 +137,12 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
         number = QgsProcessingParameterNumber
         self.addParameter(QgsProcessingParameterFile(self.WEIGHTS, self.tr("Weights file"),
                                                      fileFilter="Weights (*.safetensors *.pt *.pth *.ckpt);;All (*)"))
+        self.addParameter(QgsProcessingParameterEnum(self.TASK, self.tr("Task"),
+                                                     options=list(CREATABLE_TASKS), defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum(self.FRAMEWORK, self.tr("Framework"),
                                                      options=list(self.FRAMEWORKS), defaultValue=0))
-        self.addParameter(string(self.ARCH, self.tr("Architecture (e.g. Unet)"), optional=True))
-        self.addParameter(string(self.ENCODER, self.tr("Encoder (e.g. resnet34)"), optional=True))
+        self.addParameter(string(self.ARCH, self.tr("Architecture (e.g. Unet, resnet18)"), optional=True))
+        self.addParameter(string(self.ENCODER, self.tr("Encoder (segmentation, e.g. resnet34)"), optional=True))
         self.addParameter(string(self.BANDS, self.tr("Bands in model order (e.g. B04,B03,B02)")))
         self.addParameter(QgsProcessingParameterMatrix(self.CLASSES, self.tr("Classes (value, name, #rrggbb)"),
                                                        numberRows=2, hasFixedNumberRows=False,
@@ -156,9 +171,11 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
             string(self.STD, self.tr("Std per band (given)"), optional=True),
             number(self.SAMPLE_SIZE, self.tr("Normalisation sample size (pixels)"), number.Integer, 100_000,
                    minValue=100),
-            number(self.TILE_SIZE, self.tr("Tile size the model was trained on (px)"), number.Integer, 256,
-                   minValue=16),
+            number(self.TILE_SIZE, self.tr("Tile / chip size the model was trained on (px)"),
+                   number.Integer, 256, minValue=16),
             number(self.OVERLAP, self.tr("Recommended overlap (px)"), number.Integer, 64, minValue=0),
+            number(self.INPUT_SCALE, self.tr("Detector input scale (torchvision)"), number.Double, 1.0,
+                   minValue=0.01, maxValue=8.0),
             *(string(name, self.tr(label), optional=True) for name, label in (
                 (self.VERSION, "Version (empty: 1.0.0)"), (self.DESCRIPTION, "Description"),
                 (self.AUTHORS, "Authors (comma-separated)"), (self.ATTRIBUTION, "Data attribution"))),
@@ -195,7 +212,8 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
             authors=[a.strip() for a in string(self.AUTHORS).split(",") if a.strip()],
             bands=[b.strip() for b in string(self.BANDS).split(",") if b.strip()],
             classes=self.classes(parameters, context),
-            framework=(None, "smp", "timm")[framework], arch=string(self.ARCH) or None,
+            task=CREATABLE_TASKS[self.parameterAsEnum(parameters, self.TASK, context)],
+            framework=(None, "smp", "timm", "torchvision")[framework], arch=string(self.ARCH) or None,
             encoder=string(self.ENCODER) or None,
             activation=ACTIVATIONS[self.parameterAsEnum(parameters, self.ACTIVATION, context)],
             value_scale=self.parameterAsDouble(parameters, self.VALUE_SCALE, context),
@@ -208,12 +226,13 @@ class CreatePackageAlgorithm(DeepRasterAlgorithm):
             sample_size=self.parameterAsInt(parameters, self.SAMPLE_SIZE, context),
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
             overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
+            input_scale=self.parameterAsDouble(parameters, self.INPUT_SCALE, context),
             trusted=self.parameterAsBool(parameters, self.TRUST, context),
             keep_pickle=self.parameterAsBool(parameters, self.KEEP_PICKLE, context),
         )
         if given and (request.mean is None or request.std is None):
             raise ModelPackageError("Give the mean and the std of every band (comma-separated), or choose another "
                                     "normalisation.")
-        path = create_package(request)
+        path = create_package(request, info=lambda note: feedback.pushInfo(f"Note: {note}"))
         feedback.pushInfo(f"Package written: {path}")
         return {self.OUTPUT: str(path)}

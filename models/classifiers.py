@@ -50,14 +50,14 @@ def best_classes(probabilities: np.ndarray, package: ModelPackage) -> tuple[np.n
     return values[best], probabilities[np.arange(len(best)), best].astype(np.float64)
 
 
-def check_classifier(package: ModelPackage) -> np.ndarray:
-    """Run the package's classifier (loaded strictly) once on a random chip of its chip size and check its output
-    against the contract; the chip's class probabilities ``(1, classes)``."""
+def check_classifier(package: ModelPackage, net=None) -> np.ndarray:
+    """Run the package's classifier (``net``, or loaded strictly from the package) once on a random chip of its chip
+    size and check its output against the contract; the chip's class probabilities ``(1, classes)``."""
     import torch
 
-    net = load_classifier(package)
+    net = load_classifier(package) if net is None else net
     with torch.inference_mode():
-        out = net(torch.randn(1, package.architecture.in_channels, package.tile_size, package.tile_size))
+        out = net.eval()(torch.randn(1, package.architecture.in_channels, package.tile_size, package.tile_size))
     if package.activation == "softmax":
         out = torch.softmax(out, dim=1)
     return class_probabilities(out.numpy(), package, 1)

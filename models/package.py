@@ -91,11 +91,33 @@ def save_package(folder: Path, description: dict[str, Any], state_dict: Mapping[
     return folder
 
 
-def write_checked_package(output: Path, description: Mapping[str, Any], state: Mapping[str, Any],
-                          check: Callable[[ModelPackage], Any]) -> Path:
-    """Write a package with safetensors ``state`` (a folder, or a ``.drpk`` file): the description validated, the
-    weights saved, the package read back and run through ``check`` (e.g. loaded strictly and run once) before the
-    folder or archive is complete; returns its path."""
+def save_package_file(folder: Path, description: Mapping[str, Any], weights: Path, name: str) -> Path:
+    """Copy the weights file ``weights`` as it is (TorchScript, a kept pickle) into ``folder`` as ``name`` and write
+    ``model.json`` with its checksum; the description is validated before and after the copy."""
+    import shutil
+
+    folder = Path(folder)
+    description = {**description, "weights": {**dict(description.get("weights", {})), "file": name}}
+    parse_description(description, folder)  # fail before writing
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(folder / name)
+    try:
+        shutil.copyfile(weights, tmp)
+        description["weights"]["sha256"] = sha256_of(tmp)
+        os.replace(tmp, folder / name)
+    finally:
+        tmp.unlink(missing_ok=True)
+    parse_description(description, folder)
+    write_json_atomic(folder / DESCRIPTION_FILE, description)
+    return folder
+
+
+def write_staged(output: Path, write: Callable[[Path], Any], check: Callable[[ModelPackage], Any] | None = None
+                 ) -> Path:
+    """Write a package through ``write(folder)`` to ``output`` (a folder, or a ``.drpk`` file written from a staging
+    folder beside it, removed afterwards, whatever happens), read it back and run it through ``check`` (e.g. loaded
+    strictly and run once) before the archive is complete; returns its path. A folder ``output`` must be new, empty
+    or a package already."""
     import shutil
 
     from .archive import write_archive
@@ -106,13 +128,24 @@ def write_checked_package(output: Path, description: Mapping[str, Any], state: M
     folder = output.with_name(f".{output.stem}.staging") if archive else output
     if archive:
         shutil.rmtree(folder, ignore_errors=True)
+    elif folder.exists() and any(folder.iterdir()) and not (folder / DESCRIPTION_FILE).is_file():
+        raise ModelPackageError(f"{folder} exists and is not a model package: choose an empty or new folder.")
     try:
-        save_package(folder, dict(description), state)
-        check(load_package(folder))
+        write(folder)
+        if check is not None:
+            check(load_package(folder))
         return write_archive(folder, archive) if archive else folder
     finally:
         if archive:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_checked_package(output: Path, description: Mapping[str, Any], state: Mapping[str, Any],
+                          check: Callable[[ModelPackage], Any]) -> Path:
+    """Write a package with safetensors ``state`` (a folder, or a ``.drpk`` file): the description validated, the
+    weights saved, the package read back and run through ``check`` (e.g. loaded strictly and run once) before the
+    folder or archive is complete; returns its path."""
+    return write_staged(output, lambda folder: save_package(folder, dict(description), state), check)
 
 
 def _temp_path(target: Path) -> Path:

@@ -74,8 +74,8 @@ def test_create_package_essentials_first(provider):
     alg = provider.algorithm("create_package")
     main = [d.name() for d in alg.parameterDefinitions()
             if not d.flags() & QgsProcessingParameterDefinition.FlagAdvanced]
-    assert main == ["WEIGHTS", "FRAMEWORK", "ARCH", "ENCODER", "BANDS", "CLASSES", "CLASSES_FILE", "VALUE_SCALE",
-                    "NAME", "LICENSE", "OUTPUT"]
+    assert main == ["WEIGHTS", "TASK", "FRAMEWORK", "ARCH", "ENCODER", "BANDS", "CLASSES", "CLASSES_FILE",
+                    "VALUE_SCALE", "NAME", "LICENSE", "OUTPUT"]
 
 
 def _qgis_process(*args: str) -> subprocess.CompletedProcess:
