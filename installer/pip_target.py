@@ -46,10 +46,10 @@ class Build:
 BUILDS = (
     Build("cpu", "CPU only (works on every computer)", "https://download.pytorch.org/whl/cpu"),
     # PyPI's Linux wheels of torch 2.14 are the CUDA 13.0 build (they depend on nvidia-*-cu13)
-    Build("cu130", "NVIDIA GPU, CUDA 13.0 (driver 580 or newer)", "https://download.pytorch.org/whl/cu130",
+    Build("cu130", "NVIDIA GPU, CUDA 13.0 (driver 580+)", "https://download.pytorch.org/whl/cu130",
           on_pypi_for=("linux",)),
-    Build("pypi", "PyPI's standard build (when download.pytorch.org cannot be reached: CUDA 13.0 on Linux, CPU on "
-          "Windows and macOS)", None),
+    # where download.pytorch.org cannot be reached: CUDA 13.0 on Linux, CPU on Windows and macOS
+    Build("pypi", "PyPI's standard build", None),
 )
 
 
