@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from qgis.core import (
     QgsProcessingOutputNumber,
@@ -119,14 +120,17 @@ class DetectChangeAlgorithm(DeepRasterAlgorithm):
     @contextmanager
     def _mapper(self, parameters, context, output: str) -> Iterator[tuple[Callable, str | None]]:
         """Where pixels are mapped: this process, or the Dask cluster chosen (then the pair's VRTs go into a hidden
-        folder beside the output, which every worker can read, removed afterwards)."""
+        folder beside the output, which every worker can read, removed afterwards; after a hard kill, by the next
+        run to the same output, as every partial file)."""
         backend = backend_value(self, parameters, context)
         if not backend.distributed:
             yield map_pixels, None
             return
         from ..scale.pixels import cluster_mapper
 
-        folder = tempfile.mkdtemp(prefix=".deepraster-pair-", dir=os.path.dirname(os.path.abspath(output)))
+        target = Path(output).absolute()
+        folder = str(target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial-pair"))
+        os.mkdir(folder)  # the umask's permissions, as the pieces' folder: workers of the same group read it
         try:
             yield cluster_mapper(backend), folder
         finally:

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from ..tiling.checksums import sha256_of
-from .cache import cache_home, mark_used, prune
+from .cache import ARCHIVE_ENTRY, cache_home, mark_used, prune
 from .errors import ModelPackageError
 
 MAX_MEMBERS = 10_000
@@ -98,7 +98,7 @@ def extract_archive(archive: str | os.PathLike[str]) -> Path:
         raise ModelPackageError(f"Cannot extract {archive} ({type(exc).__name__}: {exc}).") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    prune(target.parent, keep=target)
+    prune(target.parent, keep=target, entry_name=ARCHIVE_ENTRY)
     return target
 
 

@@ -12,7 +12,9 @@ forever (one day of development left 6.7 GB).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import re
 import shutil
 import time
 import uuid
@@ -23,6 +25,14 @@ DEFAULT_LIMIT_GIB = 5.0
 """Default bound of each cache folder, in GiB."""
 IN_USE_SECONDS = 3600.0
 """Entries used within this many seconds are never pruned."""
+STALE_TEMP_SECONDS = 86400.0
+"""Leftovers of this module and its writers older than this are removed (see :data:`LEFTOVER`)."""
+LEFTOVER = re.compile(r"\.trash-[0-9a-f]{32}|\.extract-.+|\..+\.part")
+"""Hidden names the caches' writers use: an entry being deleted, an extraction or an export killed midway."""
+ARCHIVE_ENTRY = re.compile(r"[0-9a-f]{64}")
+"""Names of the package cache's entries (the archive's SHA-256); nothing else in that folder is ever deleted."""
+ONNX_ENTRY = re.compile(r".+-[0-9a-f]{24}\.onnx")
+"""Names of the ONNX cache's entries (``<package>-<export key>.onnx``)."""
 
 Info = Callable[[str], None]
 
@@ -34,13 +44,16 @@ def cache_home() -> Path:
 
 
 def limit_bytes() -> int:
-    """The bound of one cache folder in bytes: ``$DEEPRASTER_CACHE_LIMIT_GIB`` or :data:`DEFAULT_LIMIT_GIB`."""
+    """The bound of one cache folder in bytes: ``$DEEPRASTER_CACHE_LIMIT_GIB`` (``inf``: no bound) or
+    :data:`DEFAULT_LIMIT_GIB`; an unreadable value counts as the default."""
     text = os.environ.get("DEEPRASTER_CACHE_LIMIT_GIB", "")
     try:
         gib = float(text) if text else DEFAULT_LIMIT_GIB
     except ValueError:
         gib = DEFAULT_LIMIT_GIB
-    return int(max(gib, 0.0) * 1024**3)
+    if math.isnan(gib):
+        gib = DEFAULT_LIMIT_GIB
+    return 2**63 - 1 if math.isinf(gib) and gib > 0 else int(max(gib, 0.0) * 1024**3)
 
 
 def mark_used(entry: Path) -> None:
@@ -56,17 +69,21 @@ def entry_bytes(entry: Path) -> int:
     return sum(p.lstat().st_size for p in entry.rglob("*") if not p.is_dir() or p.is_symlink())
 
 
-def prune(folder: Path, keep: Path, info: Info = lambda message: None, limit: int | None = None,
-          now: float | None = None) -> list[Path]:
-    """Delete the least recently used entries of ``folder`` until it holds at most ``limit`` bytes (default
-    :func:`limit_bytes`); ``keep`` and entries used within :data:`IN_USE_SECONDS` stay. Hidden names (temporary
-    files of a writer at work) are never touched. Returns the entries deleted. Errors never propagate: a cache that
-    cannot be pruned is left as it is."""
-    limit = limit_bytes() if limit is None else limit
-    now = time.time() if now is None else now
+def prune(folder: Path, keep: Path, entry_name: re.Pattern[str], info: Info = lambda message: None,
+          limit: int | None = None, now: float | None = None) -> list[Path]:
+    """Delete the least recently used entries of ``folder`` (names matching ``entry_name``: nothing else there is
+    touched) until they hold at most ``limit`` bytes (default :func:`limit_bytes`); ``keep`` and entries used within
+    :data:`IN_USE_SECONDS` stay. Leftovers (:data:`LEFTOVER`) older than :data:`STALE_TEMP_SECONDS` go too. Returns the
+    entries deleted. Errors never propagate: a cache that cannot be pruned is left as it is."""
     try:
-        entries = [(p.lstat().st_mtime, p, entry_bytes(p)) for p in folder.iterdir() if not p.name.startswith(".")]
-    except OSError:
+        limit = limit_bytes() if limit is None else limit
+        now = time.time() if now is None else now
+        children = list(folder.iterdir())
+        for stale in children:
+            if LEFTOVER.fullmatch(stale.name) and now - stale.lstat().st_mtime > STALE_TEMP_SECONDS:
+                _remove(stale)
+        entries = [(p.lstat().st_mtime, p, entry_bytes(p)) for p in children if entry_name.fullmatch(p.name)]
+    except (OSError, ValueError, OverflowError):
         return []
     total = sum(size for _, _, size in entries)
     removed: list[Path] = []
@@ -86,7 +103,7 @@ def prune(folder: Path, keep: Path, info: Info = lambda message: None, limit: in
 
 def _remove(entry: Path) -> bool:
     """Take ``entry`` out of the cache in one rename (readers never see half of it), then delete it."""
-    trash = entry.with_name(f".trash-{uuid.uuid4().hex}")
+    trash = entry if entry.name.startswith(".trash-") else entry.with_name(f".trash-{uuid.uuid4().hex}")
     try:
         entry.rename(trash)
     except OSError:

@@ -103,24 +103,27 @@ def available_memory(device_type: str) -> int | None:
             return None
 
 
-def check_tile_memory(tile: int, batch: int, device_type: str, multiple: int, available: int | None) -> None:
-    """Raise :class:`DeepRasterError` when one model call on tiles of ``tile`` px would need more than ``available``
-    bytes (estimate: :data:`MODEL_BYTES_PER_PIXEL` per input pixel of a call; a CPU call holds whole tiles up to
-    :data:`CPU_PIXELS_PER_CALL` pixels, a GPU call the whole batch). The message names the largest tile that fits."""
+def check_tile_memory(tile: int, batch: int, device_type: str, multiple: int, available: int | None,
+                      calls_at_once: int = 1) -> None:
+    """Raise :class:`DeepRasterError` when the model calls running at once on tiles of ``tile`` px would need more
+    than ``available`` bytes (estimate: :data:`MODEL_BYTES_PER_PIXEL` per input pixel of a call; a CPU call holds
+    whole tiles up to :data:`CPU_PIXELS_PER_CALL` pixels, and ``calls_at_once`` CPU calls may run together (ONNX
+    Runtime's streams); a GPU call holds the whole batch). The message names the largest tile that fits."""
     if available is None:
         return
     per_tile = tile * tile
-    tiles = batch if device_type == "cuda" else max(1, CPU_PIXELS_PER_CALL // per_tile)
+    cuda = device_type == "cuda"
+    tiles = batch if cuda else max(1, CPU_PIXELS_PER_CALL // per_tile) * max(1, calls_at_once)
     need = tiles * per_tile * MODEL_BYTES_PER_PIXEL
     if need <= available:
         return
-    fits = int(math.sqrt(available / MODEL_BYTES_PER_PIXEL / (batch if device_type == "cuda" else 1)))
+    fits = int(math.sqrt(available / MODEL_BYTES_PER_PIXEL / (batch if cuda else max(1, calls_at_once))))
     fits = max(fits // multiple * multiple, multiple)
     gib = 1024**3
     raise DeepRasterError(
         f"Tiles of {tile} px would need about {need / gib:.1f} GiB of memory in the model, more than the "
         f"{available / gib:.1f} GiB free on the {device_type.upper()}. Choose a tile size of at most {fits} px"
-        + (" or a smaller batch size" if device_type == "cuda" else "") + " in the advanced parameters."
+        + (" or a smaller batch size" if cuda or calls_at_once > 1 else "") + " in the advanced parameters."
     )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from ..tiling.checksums import sha256_of
 from ..tiling.errors import DeepRasterError
 from ..tiling.onnx_predictor import OnnxPredictor, activate
-from .cache import cache_home, mark_used, prune
+from .cache import ONNX_ENTRY, cache_home, mark_used, prune
 from .spec import ModelPackage
 
 OPSET = 17
@@ -123,7 +123,7 @@ def export_onnx(package: ModelPackage, trusted: bool = False, sample: np.ndarray
             os.replace(temp, target)
             info(f"ONNX export cached at {target}.")
             if target.parent == user_cache_dir():
-                prune(target.parent, keep=target, info=info)
+                prune(target.parent, keep=target, entry_name=ONNX_ENTRY, info=info)
             return target
         finally:
             Path(temp).unlink(missing_ok=True)

@@ -84,15 +84,15 @@ def make_predictor(package: ModelPackage, runtime: str, device: str, *, tile: in
 
 def _onnx_predictor(path, package: ModelPackage, device: str, tile: int, batch_size: int, half: bool,
                     info: Message, threads: int | None = None) -> tuple[Any, str]:
-    from ..tiling.onnx_predictor import OnnxPredictor, resolve_providers
+    from ..tiling.onnx_predictor import OnnxPredictor, cpu_streams, resolve_providers
 
     providers = resolve_providers(device)
     on_gpu = providers[0] == "CUDAExecutionProvider"
+    threads = threads or cpu_cores()
     check_tile_memory(tile, batch_size, "cuda" if on_gpu else "cpu", package.size_divisor,
-                      None if on_gpu else available_memory("cpu"))
+                      None if on_gpu else available_memory("cpu"), cpu_streams(threads, batch_size)[0])
     if half:
         info("Half precision applies to PyTorch on a GPU only; ONNX Runtime runs in float32.")
-    threads = threads or cpu_cores()
     predictor = OnnxPredictor(path, providers, package.activation, threads, batch_size)
     where = "CUDA GPU" if on_gpu else f"CPU, {threads} threads" + (
         f": {predictor.streams} tiles at once" if predictor.streams > 1 else "")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from deepraster.models.archive import cache_root, extract_archive
-from deepraster.models.cache import IN_USE_SECONDS, cache_home, limit_bytes, prune
+from deepraster.models.cache import ARCHIVE_ENTRY, IN_USE_SECONDS, ONNX_ENTRY, cache_home, limit_bytes, prune
 from deepraster.models.onnx_export import user_cache_dir
 
 MIB = 1024**2
@@ -29,32 +29,53 @@ def entry(folder: Path, name: str, size: int, age_s: float, is_dir: bool = True)
     return path
 
 
+def hexname(char: str) -> str:
+    return char * 64
+
+
 def test_least_recently_used_go_first_until_the_bound(tmp_path):
     hour = IN_USE_SECONDS
-    old, older, oldest = (entry(tmp_path, n, MIB, a) for n, a in (("a", 2 * hour), ("b", 3 * hour), ("c", 4 * hour)))
-    onnx = entry(tmp_path, "m.onnx", MIB, 5 * hour, is_dir=False)
-    new = entry(tmp_path, "new", MIB, 0)
+    old, older, oldest = (entry(tmp_path, hexname(n), MIB, a) for n, a in (("a", 2 * hour), ("b", 3 * hour),
+                                                                              ("c", 4 * hour)))
+    oldest_of_all = entry(tmp_path, hexname("d"), MIB, 5 * hour)
+    new = entry(tmp_path, hexname("e"), MIB, 0)
     lines: list[str] = []
-    removed = prune(tmp_path, keep=new, info=lines.append, limit=3 * MIB)
-    assert removed == [onnx, oldest]
+    removed = prune(tmp_path, keep=new, entry_name=ARCHIVE_ENTRY, info=lines.append, limit=3 * MIB)
+    assert removed == [oldest_of_all, oldest]
     assert {p.name for p in tmp_path.iterdir()} == {old.name, older.name, new.name}
     assert "2 least recently used entries removed" in lines[0] and "DEEPRASTER_CACHE_LIMIT_GIB" in lines[0]
 
 
-def test_the_new_entry_entries_in_use_and_hidden_names_stay(tmp_path):
-    big_new = entry(tmp_path, "new", 3 * MIB, 0)
-    in_use = entry(tmp_path, "in-use", MIB, IN_USE_SECONDS / 2)
-    partial = entry(tmp_path, ".export.part", MIB, 10 * IN_USE_SECONDS, is_dir=False)
-    assert prune(tmp_path, keep=big_new, limit=MIB) == []
-    assert big_new.exists() and in_use.exists() and partial.exists()
+def test_the_new_entry_entries_in_use_and_files_not_of_the_cache_stay(tmp_path):
+    """Only names the cache writes are entries: a user's own files in a folder named by DEEPRASTER_CACHE_DIR stay,
+    however old; a writer's fresh temporary file stays, an old leftover goes."""
+    big_new = entry(tmp_path, hexname("a"), 3 * MIB, 0)
+    in_use = entry(tmp_path, hexname("b"), MIB, IN_USE_SECONDS / 2)
+    users = [entry(tmp_path, "my_model.drpk", MIB, 100 * IN_USE_SECONDS, is_dir=False),
+             entry(tmp_path, ".git", MIB, 100 * IN_USE_SECONDS),
+             entry(tmp_path, "m-" + "0" * 24 + ".onnx", MIB, 100 * IN_USE_SECONDS, is_dir=False)]  # not an archive
+    partial = entry(tmp_path, ".export.part", MIB, IN_USE_SECONDS, is_dir=False)
+    leftovers = [entry(tmp_path, ".extract-x1", MIB, 30 * IN_USE_SECONDS), entry(tmp_path, ".trash-" + "f" * 32, MIB,
+                                                                                 30 * IN_USE_SECONDS)]
+    assert prune(tmp_path, keep=big_new, entry_name=ARCHIVE_ENTRY, limit=0) == []
+    assert all(p.exists() for p in (big_new, in_use, partial, *users))
+    assert not any(p.exists() for p in leftovers)
+
+
+def test_onnx_entries_are_named_by_their_export_key():
+    assert ONNX_ENTRY.fullmatch("ukis-csmask-6b-l1c-92d4de0a5864302146d23ed5.onnx")
+    assert not ONNX_ENTRY.fullmatch("ukis.onnx") and not ONNX_ENTRY.fullmatch(".x-92d4de0a5864302146d23ed5.onnx.part")
 
 
 def test_a_missing_folder_or_a_bad_setting_changes_nothing(tmp_path, monkeypatch):
-    assert prune(tmp_path / "absent", keep=tmp_path / "absent" / "x", limit=0) == []
-    monkeypatch.setenv("DEEPRASTER_CACHE_LIMIT_GIB", "lots")
-    assert limit_bytes() == 5 * 1024**3
-    monkeypatch.setenv("DEEPRASTER_CACHE_LIMIT_GIB", "0.5")
-    assert limit_bytes() == 512 * MIB
+    assert prune(tmp_path / "absent", keep=tmp_path / "absent" / "x", entry_name=ARCHIVE_ENTRY, limit=0) == []
+    for text, gib in (("lots", 5), ("nan", 5), ("0.5", 0.5)):
+        monkeypatch.setenv("DEEPRASTER_CACHE_LIMIT_GIB", text)
+        assert limit_bytes() == int(gib * 1024**3)
+    monkeypatch.setenv("DEEPRASTER_CACHE_LIMIT_GIB", "inf")  # no bound
+    assert limit_bytes() == 2**63 - 1
+    entry(tmp_path, hexname("a"), MIB, 10 * IN_USE_SECONDS)
+    assert prune(tmp_path, keep=tmp_path / "new", entry_name=ARCHIVE_ENTRY) == []
 
 
 def test_both_caches_follow_xdg_cache_home(tmp_path, monkeypatch):

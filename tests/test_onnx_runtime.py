@@ -152,10 +152,32 @@ def test_tiles_of_a_batch_run_at_once_with_the_same_bits(exported, s2_10m, packa
 
 
 @pytest.mark.parametrize(("threads", "batch", "expected"), [(1, 4, (1, 1)), (2, 4, (2, 1)), (2, 1, (1, 2)),
-                                                            (16, 4, (4, 4)), (16, 8, (4, 4)), (6, 4, (3, 2)),
-                                                            (7, 4, (3, 2)), (3, 4, (3, 1))])
-def test_cpu_threads_split_into_streams(threads, batch, expected):
-    assert cpu_streams(threads, batch) == expected
+                                                            (16, 4, (4, 13)), (16, 8, (4, 13)), (6, 4, (4, 3)),
+                                                            (3, 4, (3, 1))])
+def test_cpu_threads_split_into_streams_sharing_one_pool(threads, batch, expected):
+    """``(streams, intra-op threads)``: the callers plus the shared pool of intra − 1 threads use every thread."""
+    streams, intra = cpu_streams(threads, batch)
+    assert (streams, intra) == expected and streams + intra - 1 == threads
+
+
+def test_small_tiles_still_give_every_stream_a_call(exported, package_copy):
+    """128 px tiles fit 4 to a call: a batch of 4 on 2 streams is still cut into 2 calls, not 1 on 1 thread."""
+    package = load_package(package_copy[0])
+    predictor = OnnxPredictor(exported[0], ["CPUExecutionProvider"], package.activation, threads=2, batch_size=4)
+    polled: list[float] = []
+    predictor.poll = polled.append
+    predictor(np.zeros((4, 6, 128, 128), np.float32))
+    assert polled == [0.5, 1.0]
+    predictor.close()
+
+
+def test_the_memory_check_counts_the_calls_running_at_once():
+    from deepraster.models.inputs import MODEL_BYTES_PER_PIXEL, check_tile_memory
+
+    one_call = 1024 * 1024 * MODEL_BYTES_PER_PIXEL
+    check_tile_memory(1024, 4, "cpu", 32, one_call)  # one call at a time fits
+    with pytest.raises(DeepRasterError, match="at most 512 px or a smaller batch size"):
+        check_tile_memory(1024, 4, "cpu", 32, one_call, calls_at_once=4)
 
 
 def test_unknown_runtime_is_explained():

@@ -132,8 +132,15 @@ class TiledRun:
     def run(self) -> RunStats:
         """Process every tile, commit the outputs and return the statistics. Nothing is left behind on failure,
         except what resumable heads keep when the run is cancelled or crashes."""
-        with freed_memory_kept():
-            return self._run()
+        try:
+            with freed_memory_kept():
+                return self._run()
+        finally:  # the predictor may outlive the run (cached on a Dask worker): drop the link back, stop its threads
+            if hasattr(self.predict, "poll"):
+                self.predict.poll = None
+            close = getattr(self.predict, "close", None)
+            if callable(close):
+                close()
 
     def _run(self) -> RunStats:
         start = time.perf_counter()

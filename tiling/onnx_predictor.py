@@ -18,7 +18,8 @@ from .errors import DeepRasterError
 
 ORT_PIXELS_PER_CALL = 1 << 16
 """Input pixels per ONNX Runtime call on the CPU (one 256 px tile, or one larger tile): one call per tile lets a
-cancel be seen after each tile and keeps activation buffers small."""
+cancel be seen after each tile and bounds the activation buffers of one call (up to :data:`MAX_STREAMS` calls run at
+once: see :func:`cpu_streams`)."""
 
 MAX_STREAMS = 4
 """At most this many ONNX Runtime calls run at once on the CPU (see :func:`cpu_streams`)."""
@@ -41,18 +42,18 @@ def cpu_cores() -> int:
 
 
 def cpu_streams(threads: int, batch_size: int) -> tuple[int, int]:
-    """How ``threads`` CPU threads are spent: ``(streams, threads per stream)``.
+    """How ``threads`` CPU threads are spent: ``(streams, intra-op threads of the session)``.
 
     A 256 px tile keeps two intra-op threads only partly busy (the deep, small layers of a U-Net parallelise
-    poorly), so tiles of one batch run as concurrent calls (streams) of one session, each call on its own
-    thread(s). Streams never exceed the tiles of a batch nor :data:`MAX_STREAMS`, and split the cores evenly
-    (6 threads, batches of 4: 3 streams of 2 threads). Each tile is still computed alone, so outputs do not
-    depend on the split (for the ukis-csmask U-Net the bits equal one call at a time: tests/test_onnx_runtime.py).
+    poorly), so the tiles of one batch run as concurrent calls (streams) of one session. Streams never exceed the
+    tiles of a batch nor :data:`MAX_STREAMS`. The session's intra-op pool (``intra − 1`` threads) is shared by every
+    call running, and each calling thread computes too, so ``intra = threads − streams + 1`` keeps ``threads`` cores
+    busy (16 threads, batches of 4: 4 streams sharing a pool of 12). Each tile is still computed alone, so outputs
+    do not depend on the split (for the ukis-csmask U-Net the bits equal one call at a time:
+    tests/test_onnx_runtime.py).
     """
-    limit = max(1, min(threads, batch_size, MAX_STREAMS))
-    # between half the limit and the limit, the most streams that leave the fewest cores idle
-    streams = max(range((limit + 1) // 2, limit + 1), key=lambda n: (n * (threads // n), n))
-    return streams, max(1, threads // streams)
+    streams = max(1, min(threads, batch_size, MAX_STREAMS))
+    return streams, max(1, threads - streams + 1)
 
 
 def resolve_providers(device: str) -> list[str]:
@@ -108,7 +109,9 @@ class OnnxPredictor:
 
         self.poll: Poll | None = None  # set by the run loop (tiling.engine.TiledRun)
         self.activation = activation
-        self.streams, intra_op_threads = cpu_streams(threads or cpu_cores(), batch_size)
+        threads = threads or cpu_cores()
+        on_cpu = list(providers)[:1] == ["CPUExecutionProvider"]
+        self.streams, intra_op_threads = cpu_streams(threads, batch_size) if on_cpu else (1, threads)
         self._pool: ThreadPoolExecutor | None = None  # the streams' threads, started on the first batch
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
@@ -131,8 +134,8 @@ class OnnxPredictor:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         step = len(batch)
-        if self.on_cpu:
-            step = max(1, ORT_PIXELS_PER_CALL // (batch.shape[2] * batch.shape[3]))
+        if self.on_cpu:  # whole tiles up to ORT_PIXELS_PER_CALL per call, and a call for every stream
+            step = max(1, min(ORT_PIXELS_PER_CALL // (batch.shape[2] * batch.shape[3]), -(-len(batch) // self.streams)))
         starts = range(0, len(batch), step)
         if self.streams > 1 and len(starts) > 1:
             if self._pool is None:

@@ -96,8 +96,8 @@ class GeoTiffWriter:
         self.resumed_rows = 0  # rows of the panel at resumed_col an earlier run wrote
         self.resumed_col = 0  # first column of the panel an earlier run was writing (columns left of it are done)
         self._stats = BandStatistics(spec.bands) if track_statistics else None
-        if spec.count_values and np.dtype(spec.dtype) != np.uint8:
-            raise ValueError("count_values needs an 8-bit raster")
+        if spec.count_values and (np.dtype(spec.dtype) != np.uint8 or resume_key is not None):
+            raise ValueError("count_values needs an 8-bit raster written in one go (counts are not resumed)")
         self.value_counts = np.zeros(256, np.int64) if spec.count_values else None  # pixels of each band-1 value
         self._pending: list[np.ndarray] = []
         self._pending_rows = 0
