@@ -23,8 +23,10 @@ from pathlib import Path
 
 DEFAULT_LIMIT_GIB = 5.0
 """Default bound of each cache folder, in GiB."""
-IN_USE_SECONDS = 3600.0
-"""Entries used within this many seconds are never pruned."""
+IN_USE_SECONDS = 86400.0
+"""Entries used within this many seconds (a day) are never pruned: a long run's Dask workers, started or restarted
+hours after the package was opened, still find its folder. The bound is therefore soft: what was used in the last
+day stays even above it."""
 STALE_TEMP_SECONDS = 86400.0
 """Leftovers of this module and its writers older than this are removed (see :data:`LEFTOVER`)."""
 LEFTOVER = re.compile(r"\.trash-[0-9a-f]{32}|\.extract-.+|\..+\.part")

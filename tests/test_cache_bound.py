@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 from deepraster.models.archive import cache_root, extract_archive
-from deepraster.models.cache import ARCHIVE_ENTRY, IN_USE_SECONDS, ONNX_ENTRY, cache_home, limit_bytes, prune
+from deepraster.models.cache import (
+    ARCHIVE_ENTRY,
+    IN_USE_SECONDS,
+    ONNX_ENTRY,
+    STALE_TEMP_SECONDS,
+    cache_home,
+    limit_bytes,
+    prune,
+)
 from deepraster.models.onnx_export import user_cache_dir
 
 MIB = 1024**2
@@ -54,9 +62,9 @@ def test_the_new_entry_entries_in_use_and_files_not_of_the_cache_stay(tmp_path):
     users = [entry(tmp_path, "my_model.drpk", MIB, 100 * IN_USE_SECONDS, is_dir=False),
              entry(tmp_path, ".git", MIB, 100 * IN_USE_SECONDS),
              entry(tmp_path, "m-" + "0" * 24 + ".onnx", MIB, 100 * IN_USE_SECONDS, is_dir=False)]  # not an archive
-    partial = entry(tmp_path, ".export.part", MIB, IN_USE_SECONDS, is_dir=False)
-    leftovers = [entry(tmp_path, ".extract-x1", MIB, 30 * IN_USE_SECONDS), entry(tmp_path, ".trash-" + "f" * 32, MIB,
-                                                                                 30 * IN_USE_SECONDS)]
+    partial = entry(tmp_path, ".export.part", MIB, STALE_TEMP_SECONDS / 2, is_dir=False)
+    leftovers = [entry(tmp_path, ".extract-x1", MIB, 2 * STALE_TEMP_SECONDS),
+                 entry(tmp_path, ".trash-" + "f" * 32, MIB, 2 * STALE_TEMP_SECONDS)]
     assert prune(tmp_path, keep=big_new, entry_name=ARCHIVE_ENTRY, limit=0) == []
     assert all(p.exists() for p in (big_new, in_use, partial, *users))
     assert not any(p.exists() for p in leftovers)
