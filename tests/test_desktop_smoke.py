@@ -101,6 +101,7 @@ def main():
             "OUTPUT_HTML": f"{work}/inspect.html"})
         result["triton"] = repr(sys.modules.get("triton", "absent"))
         result["torch_loaded"] = "torch" in sys.modules
+        result["torch_file"] = getattr(sys.modules.get("torch"), "__file__", "")
     except Exception:  # reported in the JSON; QGIS still quits normally
         result["errors"].append(traceback.format_exc())
     with open(args["result"], "w") as f:
@@ -115,10 +116,16 @@ QTimer.singleShot(0, main)
 
 
 def _profile(tmp_path: Path) -> Path:
-    """A private copy of the project's profile (the plugin enabled, no first-run questions)."""
+    """A private copy of the project's profile (the plugin enabled, no first-run questions). With
+    ``DEEPRASTER_SMOKE_PACKAGES`` (a ``deepraster-packages`` folder made by the installer) the profile holds those
+    packages, where the plugin puts them on ``sys.path`` at start: the path of a user who installed them."""
     profiles = tmp_path / "profiles-root"
     ini = profiles / "profiles" / "default" / "QGIS" / "QGIS3.ini"
     ini.parent.mkdir(parents=True)
+    installed = os.environ.get("DEEPRASTER_SMOKE_PACKAGES")
+    if installed:
+        (profiles / "profiles" / "default" / "python").mkdir()
+        (profiles / "profiles" / "default" / "python" / "deepraster-packages").symlink_to(installed)
     source = REPO / ".build" / "qgis-profile" / "profiles" / "default" / "QGIS" / "QGIS3.ini"
     text = source.read_text(encoding="utf-8") if source.is_file() else ""
     if "deepraster=true" not in text:
@@ -128,7 +135,10 @@ def _profile(tmp_path: Path) -> Path:
 
 
 def _site_packages() -> str:
-    return str(next((REPO / ".venv" / "lib").glob("python3*/site-packages")))
+    """The venv's site-packages, for QGIS's PYTHONPATH; ``DEEPRASTER_SMOKE_SITE`` replaces it ("" for none: QGIS
+    then sees only its own packages and those of the profile, see :func:`_profile`)."""
+    return os.environ.get("DEEPRASTER_SMOKE_SITE",
+                          str(next((REPO / ".venv" / "lib").glob("python3*/site-packages"))))
 
 
 def run_desktop(tmp_path: Path, raster: Path, model: Path, *, allow_triton: bool | None,
@@ -143,6 +153,7 @@ def run_desktop(tmp_path: Path, raster: Path, model: Path, *, allow_triton: bool
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in {"QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"}}
     plugins = os.environ.get("DEEPRASTER_SMOKE_PLUGINS", str(REPO / ".build" / "plugins"))  # e.g. an older build
+    env.pop("PYTHONPATH", None)
     env.update(QGIS_PLUGINPATH=plugins, PYTHONPATH=_site_packages(),
                XDG_RUNTIME_DIR=str(tmp_path / "runtime"), QT_XCB_GL_INTEGRATION="xcb_glx",
                DEEPRASTER_SMOKE_ARGS=json.dumps({"raster": str(raster), "model": str(model), "work": str(work),
@@ -238,6 +249,10 @@ def test_desktop_runs_every_family_and_quits(tmp_path, small_raster, stripe_labe
     assert result["provider"]
     assert result["triton"] == "None"  # blocked by the guard, torch imported without it
     assert result["torch_loaded"]
+    installed = os.environ.get("DEEPRASTER_SMOKE_PACKAGES")
+    if installed:  # the packages the installer put into the profile, not the venv's
+        assert Path(result["torch_file"]).is_relative_to(Path(installed).resolve()) or \
+            result["torch_file"].startswith(str(tmp_path / "profiles-root")), result["torch_file"]
     steps = result["steps"]
     assert steps["classify_pixels"]["outputs"] == ["OUTPUT_CLASSES", "OUTPUT_PROBABILITIES"]
     assert len(steps["classify_pixels"]["layers"]) == 2
