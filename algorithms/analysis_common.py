@@ -32,10 +32,9 @@ from ..analysis.reference import NOT_REPROJECTABLE, ReferenceFeature, ReferenceP
 from ..analysis.trust import save_model
 from ..tiling.errors import DeepRasterError
 from ..tiling.outputs import ClassInfo
-from ..tiling.pixelwise import map_pixels
 from .band_parameters import band_numbers
 from .base import DeepRasterAlgorithm, callbacks_for
-from .execution import backend_value, execution_parameters
+from .execution import backend_value, execution_parameters, pixel_mapper
 from .styling import ClassStyle, ProbabilityStyle, style_on_load
 
 MODEL_FILTER = "Deep Raster scikit-learn model (*.joblib)"
@@ -131,12 +130,7 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
 
     def raster_input(self, parameters, context) -> RasterInput:
         layer, source, region = self.input_source(parameters, context)
-        backend = backend_value(self, parameters, context)
-        mapper = map_pixels
-        if backend.distributed:
-            from ..scale.pixels import cluster_mapper
-
-            mapper = cluster_mapper(backend)
+        mapper = pixel_mapper(backend_value(self, parameters, context))
         return RasterInput(layer, RasterSelection.of(source, band_numbers(self, parameters, self.BANDS, context),
                                                      region, mapper))
 

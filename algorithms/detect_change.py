@@ -22,10 +22,9 @@ from qgis.core import (
 
 from ..analysis.change import MASK_CLASSES, class_change, feature_change
 from ..tiling.errors import RasterInputError
-from ..tiling.pixelwise import map_pixels
 from .analysis_common import style_classes, style_ramp
 from .base import DeepRasterAlgorithm, callbacks_for
-from .execution import backend_value, execution_parameters
+from .execution import backend_value, execution_parameters, pixel_mapper
 
 
 class DetectChangeAlgorithm(DeepRasterAlgorithm):
@@ -124,15 +123,13 @@ class DetectChangeAlgorithm(DeepRasterAlgorithm):
         run to the same output, as every partial file)."""
         backend = backend_value(self, parameters, context)
         if not backend.distributed:
-            yield map_pixels, None
+            yield pixel_mapper(backend), None
             return
-        from ..scale.pixels import cluster_mapper
-
         target = Path(output).absolute()
         folder = str(target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial-pair"))
         os.mkdir(folder)  # the umask's permissions, as the pieces' folder: workers of the same group read it
         try:
-            yield cluster_mapper(backend), folder
+            yield pixel_mapper(backend), folder
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -7,6 +7,8 @@ Editor): ``backend`` (``process``, ``local`` or ``address``), ``workers``, ``thr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from qgis.core import (
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -16,6 +18,7 @@ from qgis.core import (
 )
 
 from ..scale.backend import BACKENDS, Backend
+from ..tiling.pixelwise import PixelRunStats, map_pixels
 
 EXECUTION = "EXECUTION"
 DASK_WORKERS = "DASK_WORKERS"
@@ -61,3 +64,13 @@ def backend_value(alg, parameters, context) -> Backend:
                    threads=alg.parameterAsInt(parameters, DASK_THREADS, context),
                    memory_limit=alg.parameterAsString(parameters, DASK_MEMORY, context).strip() or "auto",
                    address=alg.parameterAsString(parameters, DASK_ADDRESS, context).strip())
+
+
+def pixel_mapper(backend: Backend) -> Callable[..., PixelRunStats]:
+    """What maps pixels on ``backend``: :func:`~tiling.pixelwise.map_pixels` in this process, or its drop-in on the
+    Dask cluster (:func:`~scale.pixels.cluster_mapper`)."""
+    if not backend.distributed:
+        return map_pixels
+    from ..scale.pixels import cluster_mapper
+
+    return cluster_mapper(backend)

@@ -40,7 +40,7 @@ class Build:
 
     def index_for(self, platform: str) -> str | None:
         """The index to take PyTorch from on ``platform`` (``sys.platform``); None: PyPI."""
-        return None if platform.startswith(self.on_pypi_for) and self.on_pypi_for else self.index_url
+        return None if platform.startswith(self.on_pypi_for) else self.index_url  # () never matches
 
 
 BUILDS = (

@@ -123,9 +123,7 @@ class OnnxPredictor:
             raise DeepRasterError(f"ONNX Runtime cannot load {Path(path).name} ({exc}). Delete that file to export "
                                   "the model again, or run with runtime 'torch'.") from exc
         self.input_name = self.session.get_inputs()[0].name
-        self.on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"
-        if not self.on_cpu:
-            self.streams = 1
+        self.on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"  # also when CUDA fell back to it
 
     @property
     def providers(self) -> list[str]:
