@@ -129,6 +129,7 @@ def child(mode: str, raster: str, out: str, workers: int, threads: int) -> None:
     workers_peaks = sorted(memory.peaks.values(), reverse=True)[:workers] if mode != "in_process" else []
     print(json.dumps({"wall_s": round(wall, 2), "tiles": stats.tiles_predicted,
                       "model_seconds": round(stats.predict_seconds, 1), "cpu_seconds": round(cpu, 1),
+                      "client_cpu_seconds": round(used[0].ru_utime + used[0].ru_stime, 1),
                       "cores_busy": round(cpu / wall, 2),
                       "own_peak_rss_mib": round(_common.mib(_common.proc_status_kib("VmHWM")), 1),
                       "worker_peak_rss_mib": [round(_common.mib(k), 1) for k in workers_peaks]}))

@@ -19,6 +19,7 @@ from ..tiling.checksums import sha256_of
 from .description import parse_description
 from .errors import ModelPackageError
 from .spec import DESCRIPTION_FILE, FORMAT_NAME, FORMAT_VERSION, ModelPackage
+from .verified_checksums import file_sha256
 
 
 def resolve_description_file(path: str | os.PathLike[str]) -> Path:
@@ -51,13 +52,14 @@ def load_package(path: str | os.PathLike[str], verify_checksum: bool = True) -> 
 
 
 def verify_weights(package: ModelPackage) -> None:
-    """Raise when the weights file is missing or its checksum differs from the description."""
+    """Raise when the weights file is missing or its checksum differs from the description (a file unchanged since
+    it was last read is not read again: :mod:`models.verified_checksums`)."""
     if not package.weights_file.is_file():
         raise ModelPackageError(
             f"The weights file {package.weights_file} named by package {package.name!r} is missing. "
             "Copy the complete package folder, or re-create the package."
         )
-    if package.weights_sha256 and sha256_of(package.weights_file) != package.weights_sha256.lower():
+    if package.weights_sha256 and file_sha256(package.weights_file) != package.weights_sha256.lower():
         raise ModelPackageError(
             f"The weights file {package.weights_file} does not match the checksum in {DESCRIPTION_FILE} "
             "(corrupt or replaced). Download or copy the package again."

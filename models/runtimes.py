@@ -85,6 +85,8 @@ def make_predictor(package: ModelPackage, runtime: str, device: str, *, tile: in
 def _onnx_predictor(path, package: ModelPackage, device: str, tile: int, batch_size: int, half: bool,
                     info: Message, threads: int | None = None) -> tuple[Any, str]:
     from ..tiling.onnx_predictor import OnnxPredictor, cpu_streams, resolve_providers
+    from .onnx_export import user_cache_dir
+    from .onnx_optimized import optimized_graph_path
 
     providers = resolve_providers(device)
     on_gpu = providers[0] == "CUDAExecutionProvider"
@@ -93,7 +95,8 @@ def _onnx_predictor(path, package: ModelPackage, device: str, tile: int, batch_s
                       None if on_gpu else available_memory("cpu"), cpu_streams(threads, batch_size)[0])
     if half:
         info("Half precision applies to PyTorch on a GPU only; ONNX Runtime runs in float32.")
-    predictor = OnnxPredictor(path, providers, package.activation, threads, batch_size)
+    optimized = None if on_gpu else optimized_graph_path(Path(path), user_cache_dir())
+    predictor = OnnxPredictor(path, providers, package.activation, threads, batch_size, optimized)
     where = "CUDA GPU" if on_gpu else f"CPU, {threads} threads" + (
         f": {predictor.streams} tiles at once" if predictor.streams > 1 else "")
     return predictor, f"ONNX Runtime ({where})"

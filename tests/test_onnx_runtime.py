@@ -171,6 +171,89 @@ def test_small_tiles_still_give_every_stream_a_call(exported, package_copy):
     predictor.close()
 
 
+def real_tiles(s2_10m: Path, count: int = 2) -> np.ndarray:
+    """``count`` 256 px tiles of the real 10 m scene in the 6-band package's band order, float32."""
+    data = gdal.Open(str(s2_10m)).ReadAsArray(0, 256, 256 * count, 256)[[0, 1, 2, 6, 8, 9]].astype(np.float32) / 10000
+    return np.stack([data[:, :, c:c + 256] for c in range(0, 256 * count, 256)])
+
+
+def test_optimised_graph_saved_once_then_loaded_with_the_same_bits(exported, s2_10m, cache, monkeypatch):
+    """The first CPU session saves the graph ONNX Runtime optimised for this CPU into the cache; the next loads that
+    file (not the export) and computes exactly the same; a session without it does too."""
+    import deepraster.tiling.onnx_predictor as onnx_predictor
+    from deepraster.models.cache import ONNX_ENTRY
+    from deepraster.models.onnx_optimized import optimized_graph_path
+
+    optimized = optimized_graph_path(exported[0], cache)
+    if optimized is None:
+        pytest.skip("no CPU signature readable here (not Linux)")
+    optimized.unlink(missing_ok=True)
+    assert ONNX_ENTRY.fullmatch(optimized.name) and optimized != exported[0]  # bounded with the exports
+    loaded: list[str] = []
+    make = onnx_predictor._session
+    monkeypatch.setattr(onnx_predictor, "_session", lambda path, *a, **k: loaded.append(Path(path).name) or
+                        make(path, *a, **k))
+    batch = real_tiles(s2_10m)
+    first = OnnxPredictor(exported[0], threads=1, optimized=optimized)(batch)
+    assert optimized.is_file() and optimized.stat().st_size > 10_000_000
+    assert not list(cache.glob(".*.part"))
+    inode = optimized.stat().st_ino
+    second = OnnxPredictor(exported[0], threads=1, optimized=optimized)(batch)
+    plain = OnnxPredictor(exported[0], threads=1)(batch)
+    assert loaded == [exported[0].name, optimized.name, exported[0].name]
+    assert np.array_equal(first, second) and np.array_equal(first, plain)
+    assert optimized.stat().st_ino == inode  # read, not written again
+
+
+def test_damaged_optimised_graph_is_made_again(exported, s2_10m, cache):
+    """A damaged file where the optimised graph is kept does not stop the run: the export is loaded and the file
+    replaced by a good one."""
+    from deepraster.models.onnx_optimized import optimized_graph_path
+
+    optimized = optimized_graph_path(exported[0], cache)
+    if optimized is None:
+        pytest.skip("no CPU signature readable here (not Linux)")
+    optimized.write_bytes(b"not an onnx graph")
+    batch = real_tiles(s2_10m, 1)
+    out = OnnxPredictor(exported[0], threads=1, optimized=optimized)(batch)
+    assert np.array_equal(out, OnnxPredictor(exported[0], threads=1)(batch))
+    assert optimized.stat().st_size > 10_000_000
+
+
+def test_optimised_graph_follows_the_cpu_and_the_export(exported, cache, monkeypatch, tmp_path):
+    """Another CPU (instruction-set flags) or ONNX Runtime version gets another file; no readable CPU flags (not
+    Linux): nothing is saved; an export elsewhere (shipped in a package) gets its own file."""
+    import deepraster.models.onnx_optimized as onnx_optimized
+
+    here = onnx_optimized.optimized_graph_path(exported[0], cache)
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor : 0\nmodel name : Some CPU\nflags : fpu sse sse2\n", encoding="utf-8")
+    monkeypatch.setattr(onnx_optimized, "CPUINFO", fake)
+    onnx_optimized.cpu_signature.cache_clear()
+    try:
+        other = onnx_optimized.optimized_graph_path(exported[0], cache)
+        copy = tmp_path / exported[0].name
+        shutil.copyfile(exported[0], copy)
+        shipped = onnx_optimized.optimized_graph_path(copy, cache)
+        monkeypatch.setattr(onnx_optimized, "CPUINFO", tmp_path / "missing")
+        onnx_optimized.cpu_signature.cache_clear()
+        assert onnx_optimized.optimized_graph_path(exported[0], cache) is None
+    finally:
+        onnx_optimized.cpu_signature.cache_clear()
+    assert None not in (here, other, shipped) and len({here, other, shipped}) == 3
+    assert {p.parent for p in (here, other, shipped)} == {cache}
+
+
+def test_an_unloadable_export_is_explained_at_the_first_batch(tmp_path):
+    """The session is made in the background; an export ONNX Runtime cannot load stops the first batch with the
+    file's name and what to do."""
+    broken = tmp_path / "broken-0123456789abcdef01234567.onnx"
+    broken.write_bytes(b"\x08\x07garbage")
+    predictor = OnnxPredictor(broken, threads=1)
+    with pytest.raises(DeepRasterError, match="ONNX Runtime cannot load broken-.*Delete that file"):
+        predictor(np.zeros((1, 6, 64, 64), np.float32))
+
+
 def test_the_memory_check_counts_the_calls_running_at_once():
     from deepraster.models.inputs import MODEL_BYTES_PER_PIXEL, check_tile_memory
 

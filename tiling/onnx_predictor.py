@@ -6,8 +6,11 @@ it never imports torch, so a run on ONNX Runtime starts faster and holds less me
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -101,29 +104,39 @@ class OnnxPredictor:
         threads: CPU threads in all (None: the cores this process may use).
         batch_size: tiles per call of this predictor (the run's batch); on the CPU up to that many tiles are
             computed at once (:func:`cpu_streams`).
+        optimized: where the graph optimised for this CPU is kept: loaded from there when present, else saved
+            there (see :mod:`models.onnx_optimized`); None: every session optimises the graph itself.
     """
 
     def __init__(self, path: str | os.PathLike[str], providers: Sequence[str] = ("CPUExecutionProvider",),
-                 activation: str = "softmax", threads: int | None = None, batch_size: int = 1) -> None:
-        import onnxruntime
-
+                 activation: str = "softmax", threads: int | None = None, batch_size: int = 1,
+                 optimized: Path | None = None) -> None:
         self.poll: Poll | None = None  # set by the run loop (tiling.engine.TiledRun)
         self.activation = activation
         threads = threads or cpu_cores()
         on_cpu = list(providers)[:1] == ["CPUExecutionProvider"]
         self.streams, intra_op_threads = cpu_streams(threads, batch_size) if on_cpu else (1, threads)
         self._pool: ThreadPoolExecutor | None = None  # the streams' threads, started on the first batch
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = onnxruntime.InferenceSession(str(path), options, providers=list(providers))
-        except Exception as exc:  # noqa: BLE001 (onnxruntime raises its own unexported error types)
-            raise DeepRasterError(f"ONNX Runtime cannot load {Path(path).name} ({exc}). Delete that file to export "
-                                  "the model again, or run with runtime 'torch'.") from exc
-        self.input_name = self.session.get_inputs()[0].name
-        self.on_cpu = self.session.get_providers()[0] == "CPUExecutionProvider"  # also when CUDA fell back to it
+        # Made in the background (ONNX Runtime releases the GIL while it loads and optimises the graph): the run
+        # opens its outputs and reads its first strip meanwhile; the first batch waits for it.
+        making = ThreadPoolExecutor(1, thread_name_prefix="deepraster-onnx-session")
+        self._making = making.submit(_new_session, Path(path), list(providers), intra_op_threads,
+                                     optimized if on_cpu else None)
+        making.shutdown(wait=False)
+
+    @functools.cached_property
+    def session(self):
+        """The ONNX Runtime session (waits until it is made; raises :class:`DeepRasterError` when it cannot be)."""
+        return self._making.result()
+
+    @functools.cached_property
+    def input_name(self) -> str:
+        return self.session.get_inputs()[0].name
+
+    @functools.cached_property
+    def on_cpu(self) -> bool:
+        """Whether the session computes on the CPU (also when a CUDA request fell back to it)."""
+        return self.session.get_providers()[0] == "CPUExecutionProvider"
 
     @property
     def providers(self) -> list[str]:
@@ -167,6 +180,66 @@ class OnnxPredictor:
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _new_session(path: Path, providers: list[str], threads: int, optimized: Path | None = None):
+    """An ONNX Runtime session of the export at ``path`` with ``threads`` intra-op threads. ``optimized``: where the
+    graph optimised for this CPU is kept (see :mod:`models.onnx_optimized`): loaded from there when present (a
+    damaged file is replaced), else saved there by this session. Raises :class:`DeepRasterError` when the export
+    cannot be loaded."""
+    if optimized is not None and optimized.is_file():
+        try:
+            return _session(optimized, providers, threads, optimize=False)
+        except Exception:  # noqa: BLE001 (a damaged or foreign file: made again from the export below)
+            optimized.unlink(missing_ok=True)
+    save = _temporary_beside(optimized) if optimized is not None else None
+    try:
+        try:
+            session = _session(path, providers, threads, save_to=save)
+        except Exception:  # noqa: BLE001 (saving can fail, e.g. graphs over 2 GB: make it without saving)
+            if save is None:
+                raise
+            save.unlink(missing_ok=True)
+            save = None
+            session = _session(path, providers, threads)
+        if save is not None and optimized is not None:
+            with contextlib.suppress(OSError):  # a cache that cannot take it: the next session optimises again
+                os.chmod(save, 0o644)
+                os.replace(save, optimized)
+        return session
+    except Exception as exc:  # noqa: BLE001 (onnxruntime raises its own unexported error types)
+        raise DeepRasterError(f"ONNX Runtime cannot load {path.name} ({exc}). Delete that file to export the "
+                              "model again, or run with runtime 'torch'.") from exc
+    finally:
+        if save is not None:
+            save.unlink(missing_ok=True)
+
+
+def _session(path: Path, providers: list[str], threads: int, optimize: bool = True, save_to: Path | None = None):
+    """A session of the graph at ``path``: optimised fully (``optimize``) or taken as it is (a graph saved
+    optimised); ``save_to``: where ONNX Runtime writes the optimised graph."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    levels = onnxruntime.GraphOptimizationLevel
+    options.graph_optimization_level = levels.ORT_ENABLE_ALL if optimize else levels.ORT_DISABLE_ALL
+    if save_to is not None:
+        options.optimized_model_filepath = str(save_to)
+        options.log_severity_level = 3  # not its warning that the file suits this CPU only: the file's name says so
+    return onnxruntime.InferenceSession(str(path), options, providers=providers)
+
+
+def _temporary_beside(target: Path) -> Path | None:
+    """A new empty file in ``target``'s folder named as a partial of it (removed by the cache's pruning when
+    left behind), or None where that folder cannot be written."""
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".part", dir=target.parent)
+    except OSError:
+        return None
+    os.close(handle)
+    return Path(name)
 
 
 class _Deferred:
