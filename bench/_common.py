@@ -23,6 +23,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,16 +113,14 @@ def run_child(cmd: Sequence[str], timeout_s: float | None = None, cwd: Path = RO
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=child_env(), cwd=str(cwd))
-        deadline = None if timeout_s is None else start + timeout_s
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if deadline is not None and time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
+        killer = threading.Timer(timeout_s, proc.kill) if timeout_s is not None else None
+        if killer is not None:
+            killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)  # blocking: the wall time is exact (a polling loop rounded it)
+        finally:
+            if killer is not None:
+                killer.cancel()
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 from ..tiling.callbacks import Callbacks
 from ..tiling.engine import Predict, RunStats, TiledRun
@@ -29,7 +30,7 @@ from .inputs import (
     package_bands,
     round_tile,
 )
-from .runtimes import coverage_factor, make_predictor, resolve_runtime, sample_tile
+from .runtimes import coverage_factor, early_onnx_predictor, make_predictor, resolve_runtime, sample_tile
 from .spec import ModelPackage
 from .weights import unchecked_weights_warning
 
@@ -184,12 +185,13 @@ def plan_classification(request: ClassifyRequest, callbacks: Callbacks) -> Class
     return ClassifyPlan(request, tuple(bands), region, tile, overlap, offset, transform, runtime)
 
 
-def plan_predictor(plan: ClassifyPlan, threads: int | None = None) -> tuple[Predict, str]:
-    """The plan's predictor (with test-time augmentation when asked) and where it runs, for the log."""
+def plan_predictor(plan: ClassifyPlan, threads: int | None = None, early: Any = None) -> tuple[Predict, str]:
+    """The plan's predictor (with test-time augmentation when asked) and where it runs, for the log. ``early``: a
+    predictor :func:`~models.runtimes.early_onnx_predictor` started for this run (taken when it fits)."""
     request = plan.request
     predictor, device = make_predictor(request.package, plan.runtime, request.device, tile=plan.tile,
                                        batch_size=request.batch_size, half=request.half, trusted=request.trusted,
-                                       threads=threads)
+                                       threads=threads, early=early)
     if request.tta:
         from ..tiling.predictor import TTAPredictor
 
@@ -215,8 +217,10 @@ def classification_run(plan: ClassifyPlan, predictor: Predict, callbacks: Callba
 def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None) -> RunStats:
     """Run a pixel-classification package over a raster and write the requested outputs."""
     callbacks = callbacks or Callbacks()
+    # the ONNX Runtime session is made while the input is checked (ONNX Runtime releases the GIL meanwhile)
+    early = early_onnx_predictor(request.package, request.runtime, request.device, request.batch_size)
     plan = plan_classification(request, callbacks)
-    predictor, device = plan_predictor(plan)
+    predictor, device = plan_predictor(plan, early=early)
     callbacks.info(f"Model {request.package.name} on {device}; bands {list(plan.bands)}; tiles {plan.tile} px, "
                    f"overlap {plan.overlap} px"
                    f"{'; test-time augmentation (8 flips / rotations)' if request.tta else ''}.")

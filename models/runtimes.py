@@ -72,21 +72,46 @@ def onnx_file(package: ModelPackage, runtime: str, trusted: bool = False,
 def make_predictor(package: ModelPackage, runtime: str, device: str, *, tile: int, batch_size: int,
                    half: bool = False, trusted: bool = False, sample: Callable[[], np.ndarray] | None = None,
                    info: Message = lambda m: None, warning: Message = lambda m: None,
-                   threads: int | None = None) -> tuple[Any, str]:
+                   threads: int | None = None, early: Any = None) -> tuple[Any, str]:
     """The predictor for a run and a phrase saying where it runs (for the log). ``sample`` gives one real
     normalised tile to check a new ONNX export on; ``threads``: CPU threads of ONNX Runtime (default: every core
-    this process may use)."""
+    this process may use); ``early``: what :func:`early_onnx_predictor` started for this run, taken when it fits."""
     path = onnx_file(package, runtime, trusted, sample, info, warning)
     if path is not None:
-        return _onnx_predictor(path, package, device, tile, batch_size, half, info, threads)
+        return _onnx_predictor(path, package, device, tile, batch_size, half, info, threads, early)
     return _torch_predictor(package, device, tile, batch_size, half, trusted)
 
 
-def _onnx_predictor(path, package: ModelPackage, device: str, tile: int, batch_size: int, half: bool,
-                    info: Message, threads: int | None = None) -> tuple[Any, str]:
-    from ..tiling.onnx_predictor import OnnxPredictor, cpu_streams, resolve_providers
+def early_onnx_predictor(package: ModelPackage, runtime: str, device: str, batch_size: int,
+                         threads: int | None = None) -> Any:
+    """The ONNX Runtime predictor of a run started before the run's checks, so that its session is made while the
+    input is checked; None unless the run will surely take ONNX Runtime with an export already cached. Hand it to
+    :func:`make_predictor` (``early``), which takes it after its own checks."""
+    from ..tiling.onnx_predictor import resolve_providers
+    from .onnx_export import cached_onnx
+
+    try:
+        if choose_runtime(runtime) != "onnxruntime" or (path := cached_onnx(package)) is None:
+            return None
+        providers = resolve_providers(device)
+    except DeepRasterError:
+        return None  # said by the run's own checks
+    return _new_onnx_predictor(path, providers, package, threads or cpu_cores(), batch_size)
+
+
+def _new_onnx_predictor(path: Path, providers: list[str], package: ModelPackage, threads: int, batch_size: int):
+    from ..tiling.onnx_predictor import OnnxPredictor
     from .onnx_export import user_cache_dir
     from .onnx_optimized import optimized_graph_path
+
+    on_gpu = providers[0] == "CUDAExecutionProvider"
+    optimized = None if on_gpu else optimized_graph_path(Path(path), user_cache_dir())
+    return OnnxPredictor(path, providers, package.activation, threads, batch_size, optimized)
+
+
+def _onnx_predictor(path, package: ModelPackage, device: str, tile: int, batch_size: int, half: bool,
+                    info: Message, threads: int | None = None, early: Any = None) -> tuple[Any, str]:
+    from ..tiling.onnx_predictor import cpu_streams, resolve_providers
 
     providers = resolve_providers(device)
     on_gpu = providers[0] == "CUDAExecutionProvider"
@@ -95,8 +120,10 @@ def _onnx_predictor(path, package: ModelPackage, device: str, tile: int, batch_s
                       None if on_gpu else available_memory("cpu"), cpu_streams(threads, batch_size)[0])
     if half:
         info("Half precision applies to PyTorch on a GPU only; ONNX Runtime runs in float32.")
-    optimized = None if on_gpu else optimized_graph_path(Path(path), user_cache_dir())
-    predictor = OnnxPredictor(path, providers, package.activation, threads, batch_size, optimized)
+    if early is not None and early.made_as == (Path(path), providers, threads, batch_size):
+        predictor = early
+    else:
+        predictor = _new_onnx_predictor(Path(path), providers, package, threads, batch_size)
     where = "CUDA GPU" if on_gpu else f"CPU, {threads} threads" + (
         f": {predictor.streams} tiles at once" if predictor.streams > 1 else "")
     return predictor, f"ONNX Runtime ({where})"

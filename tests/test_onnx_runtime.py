@@ -254,6 +254,29 @@ def test_an_unloadable_export_is_explained_at_the_first_batch(tmp_path):
         predictor(np.zeros((1, 6, 64, 64), np.float32))
 
 
+def test_the_session_is_started_before_the_input_checks_and_used_once(exported, package_copy, s2_30m, tmp_path,
+                                                                      monkeypatch):
+    """classify_raster starts the ONNX Runtime predictor before checking the input and runs on that one (no second
+    session); a run that the checks stop leaves no output; runtime torch starts none."""
+    import deepraster.models.runtimes as runtimes
+    from deepraster.models.pixel_classification import classify_raster
+
+    made: list[Path] = []
+    new = runtimes._new_onnx_predictor
+    monkeypatch.setattr(runtimes, "_new_onnx_predictor", lambda path, *a: made.append(Path(path)) or new(path, *a))
+    package = load_package(package_copy[0])
+    classes = tmp_path / "c.tif"
+    classify_raster(ClassifyRequest(raster=str(s2_30m), package=package, classes_path=str(classes),
+                                    runtime="onnxruntime"))
+    assert made == [exported[0]] and classes.is_file()
+    bad = tmp_path / "bad.tif"
+    with pytest.raises(DeepRasterError, match="band"):
+        classify_raster(ClassifyRequest(raster=str(s2_30m), package=package, classes_path=str(bad),
+                                        runtime="onnxruntime", bands=[1, 2, 3, 4, 5, 99]))
+    assert not list(tmp_path.glob("*bad*"))
+    assert runtimes.early_onnx_predictor(package, "torch", "cpu", 4) is None
+
+
 def test_the_memory_check_counts_the_calls_running_at_once():
     from deepraster.models.inputs import MODEL_BYTES_PER_PIXEL, check_tile_memory
 

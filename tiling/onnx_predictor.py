@@ -114,6 +114,7 @@ class OnnxPredictor:
         self.poll: Poll | None = None  # set by the run loop (tiling.engine.TiledRun)
         self.activation = activation
         threads = threads or cpu_cores()
+        self.made_as = (Path(path), list(providers), threads, batch_size)  # to tell whether it suits another run
         on_cpu = list(providers)[:1] == ["CPUExecutionProvider"]
         self.streams, intra_op_threads = cpu_streams(threads, batch_size) if on_cpu else (1, threads)
         self._pool: ThreadPoolExecutor | None = None  # the streams' threads, started on the first batch
