@@ -16,10 +16,12 @@ child forked from a big parent can start out at the parent's size.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -113,7 +115,8 @@ def run_child(cmd: Sequence[str], timeout_s: float | None = None, cwd: Path = RO
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=child_env(), cwd=str(cwd))
-        killer = threading.Timer(timeout_s, proc.kill) if timeout_s is not None else None
+        pidfd = os.pidfd_open(proc.pid)  # signals through it never reach another process that reuses the pid
+        killer = threading.Timer(timeout_s, _kill, (pidfd,)) if timeout_s is not None else None
         if killer is not None:
             killer.start()
         try:
@@ -121,12 +124,20 @@ def run_child(cmd: Sequence[str], timeout_s: float | None = None, cwd: Path = RO
         finally:
             if killer is not None:
                 killer.cancel()
+                killer.join()
+            os.close(pidfd)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         return ChildResult(proc.returncode, wall, int(usage.ru_maxrss), out.read(), err.read(), load_before,
                            os.getloadavg()[0])
+
+
+def _kill(pidfd: int) -> None:
+    """SIGKILL the process behind ``pidfd`` (nothing when it has ended already)."""
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
 
 
 def code_version() -> str:

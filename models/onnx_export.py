@@ -28,6 +28,7 @@ from ..tiling.checksums import sha256_of
 from ..tiling.errors import DeepRasterError
 from ..tiling.onnx_predictor import OnnxPredictor, activate
 from .cache import ONNX_ENTRY, cache_home, mark_used, prune
+from .onnx_optimized import forget_optimized_graphs
 from .spec import ModelPackage
 
 OPSET = 17
@@ -121,6 +122,7 @@ def export_onnx(package: ModelPackage, trusted: bool = False, sample: np.ndarray
                     f"pixels (at least {100 * MIN_AGREEMENT:.1f} % needed). Run this package with runtime 'torch'.")
             os.chmod(temp, 0o644)  # mkstemp makes it private; an export is no secret
             os.replace(temp, target)
+            forget_optimized_graphs(target, user_cache_dir())  # made from an earlier file at this path
             info(f"ONNX export cached at {target}.")
             if target.parent == user_cache_dir():
                 prune(target.parent, keep=target, entry_name=ONNX_ENTRY, info=info)

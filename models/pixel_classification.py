@@ -219,8 +219,11 @@ def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None
     callbacks = callbacks or Callbacks()
     # the ONNX Runtime session is made while the input is checked (ONNX Runtime releases the GIL meanwhile)
     early = early_onnx_predictor(request.package, request.runtime, request.device, request.batch_size)
-    plan = plan_classification(request, callbacks)
-    predictor, device = plan_predictor(plan, early=early)
+    try:
+        plan = plan_classification(request, callbacks)
+        predictor, device = plan_predictor(plan, early=early)
+    finally:
+        del early  # not taken (a failed check): its session goes as soon as it is made
     callbacks.info(f"Model {request.package.name} on {device}; bands {list(plan.bands)}; tiles {plan.tile} px, "
                    f"overlap {plan.overlap} px"
                    f"{'; test-time augmentation (8 flips / rotations)' if request.tta else ''}.")

@@ -3,31 +3,45 @@
 Checking a package's weights against its description means reading the whole file: 0.05–0.1 s for the 81 MB of
 the ukis-csmask U-Net, on every run, and twice on the PyTorch path (when the package is opened and when the weights
 are loaded). A file's digest is recorded with the file's identity on disk (device, inode, size, modification and
-change times in ns); while all of them are unchanged the recorded digest is used. Any write to the file, or a new
-file in its place, changes the change time, which no user can set back, so a replaced or altered file is always
-read again. Only on POSIX systems: on Windows ``st_ctime`` is the creation time, so every check reads the file there.
-Whoever can write the user's cache can already change the packages extracted and the exports there: the record
-opens no new way in.
+change times in ns); while the identity is unchanged, and for at most :data:`TRUST_SECONDS`, the recorded digest is
+used. Any write to a file, or a new file in its place, moves its change time, which no user can set back, so a
+replaced or altered file is read again. That holds only where the filesystem keeps a real change time: the record is
+used on Linux for files on the filesystems in :data:`TRUSTED_FILESYSTEMS` (not on FAT/exFAT sticks, network or FUSE
+drives, nor on Windows or macOS: every check reads the file there). A file that decays without being written (bit
+rot) keeps its identity: it is caught at the first check after :data:`TRUST_SECONDS`. A file changed within
+:data:`RACY_SECONDS` of being read is not recorded (a write in the same clock tick could go unseen).
 
 The record is one small JSON file in the user's cache (``$XDG_CACHE_HOME/deepraster/verified-checksums.json``) of at
 most :data:`MAX_ENTRIES` files, written atomically; two processes writing it at once lose at most an entry, which
-costs one more read later.
+costs one more read later. Whoever can write the user's cache can already change the packages extracted and the
+exports there: the record opens no new way in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import BinaryIO
 
-from ..tiling.checksums import sha256_of
 from .cache import cache_home
 
 RECORD_NAME = "verified-checksums.json"
 MAX_ENTRIES = 256
 """Files remembered at most (the most recently checked stay)."""
+TRUST_SECONDS = 7 * 86400.0
+"""A recorded digest is used for at most a week; then the file is read again."""
+RACY_SECONDS = 2.0
+"""A file modified or changed this recently when it is read is not recorded."""
+TRUSTED_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "tmpfs", "overlay"})
+"""Local Linux filesystems whose change time moves on every write."""
+MOUNTINFO = Path("/proc/self/mountinfo")
+CHUNK = 1 << 20
 
 
 def record_path() -> Path:
@@ -35,35 +49,57 @@ def record_path() -> Path:
     return cache_home() / RECORD_NAME
 
 
-def file_identity(path: Path) -> str | None:
-    """The file's identity on disk (device, inode, size, modification and change times in ns); None where no
-    identity can be trusted to change with the content (not POSIX, or the file cannot be read)."""
-    if os.name != "posix":
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of the file at ``path``: the recorded one while the file is unchanged (see the module), else
+    read, and recorded when the file did not change while it was read."""
+    with open(path, "rb") as f:  # one open file for the identity and the bytes: a path swapped meanwhile is no matter
+        before = os.fstat(f.fileno())
+        key = str(Path(path).resolve())
+        trusted = _trusted_device(before.st_dev)
+        record = _read_record() if trusted else {}
+        entry = record.get(key)
+        if (isinstance(entry, list) and len(entry) == 3 and entry[0] == _identity(before)
+                and 0 <= time.time() - float(entry[2]) < TRUST_SECONDS):
+            return str(entry[1])
+        hexdigest = _read_digest(f)
+        after = os.fstat(f.fileno())
+    now = time.time()
+    settled = now - max(after.st_mtime, after.st_ctime) > RACY_SECONDS
+    if trusted and settled and _identity(after) == _identity(before):
+        record.pop(key, None)
+        record[key] = [_identity(after), hexdigest, now]
+        _write_record(dict(list(record.items())[-MAX_ENTRIES:]))
+    return hexdigest
+
+
+def _read_digest(f: BinaryIO) -> str:
+    """Hex SHA-256 of the rest of the open file ``f``."""
+    digest = hashlib.sha256()
+    while block := f.read(CHUNK):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def _identity(st: os.stat_result) -> str:
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
-def file_sha256(path: Path) -> str:
-    """The hex SHA-256 of the file at ``path``: the recorded one while the file is unchanged, else read (and then
-    recorded, when the file did not change while it was read)."""
-    key = str(Path(path).resolve())
-    identity = file_identity(path)
-    if identity is None:
-        return sha256_of(path)
-    record = _read_record()
-    entry = record.get(key)
-    if isinstance(entry, list) and len(entry) == 2 and entry[0] == identity:
-        return str(entry[1])
-    digest = sha256_of(path)
-    if file_identity(path) == identity:
-        record.pop(key, None)
-        record[key] = [identity, digest]
-        _write_record(dict(list(record.items())[-MAX_ENTRIES:]))
-    return digest
+def _trusted_device(device: int) -> bool:
+    """Whether the filesystem of ``device`` is one of :data:`TRUSTED_FILESYSTEMS` (Linux; elsewhere False)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    try:
+        lines = MOUNTINFO.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    types = set()
+    for line in lines:  # "<id> <parent> <major:minor> <root> <mount point> <options> [optional…] - <type> …"
+        fields, _, rest = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) > 2 and parts[2] == wanted and rest:
+            types.add(rest.split()[0])
+    return bool(types) and types <= TRUSTED_FILESYSTEMS
 
 
 def _read_record() -> dict[str, object]:

@@ -49,7 +49,11 @@ def piece_files(keys, part: Window, folder: str) -> dict[str, str]:
 def classify_piece(plan: ClassifyPlan, part: Window, folder: str, threads: int = 1) -> PieceResult:
     """Compute the output window ``part`` of ``plan`` into GeoTIFFs under ``folder`` (committed when complete)."""
     files = piece_files(plan.outputs, part, folder)
-    stats = classification_run(plan, cached_predictor(plan, threads), Callbacks(), part=part, outputs=files).run()
+    try:
+        stats = classification_run(plan, cached_predictor(plan, threads), Callbacks(), part=part, outputs=files).run()
+    except BaseException:
+        forget_predictors()  # an ONNX Runtime session that could not be made (it fails at the first batch) is
+        raise  # not kept: the piece's retry, or the next piece, makes the model again
     return PieceResult(files, stats.tiles_predicted, stats.tiles_skipped, stats.predict_seconds)
 
 
@@ -120,6 +124,12 @@ def cached_predictor(plan: ClassifyPlan | FeaturePlan | DetectPlan, threads: int
             _PREDICTORS.clear()  # one model per worker: the previous run's goes
             _PREDICTORS[key] = _predictor(plan, threads)
         return _PREDICTORS[key]
+
+
+def forget_predictors() -> None:
+    """Drop the model this worker keeps (the next piece builds it again)."""
+    with _LOCK:
+        _PREDICTORS.clear()
 
 
 def _predictor(plan: ClassifyPlan | FeaturePlan | DetectPlan, threads: int) -> Predict:

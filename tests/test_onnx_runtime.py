@@ -221,27 +221,41 @@ def test_damaged_optimised_graph_is_made_again(exported, s2_10m, cache):
 
 
 def test_optimised_graph_follows_the_cpu_and_the_export(exported, cache, monkeypatch, tmp_path):
-    """Another CPU (instruction-set flags) or ONNX Runtime version gets another file; no readable CPU flags (not
-    Linux): nothing is saved; an export elsewhere (shipped in a package) gets its own file."""
+    """Another CPU (instruction-set flags) or ONNX Runtime version gets another file, a kernel update that only adds
+    mitigation flags does not; no readable CPU flags (not Linux): nothing is saved; an export elsewhere (shipped in
+    a package) gets its own file; a new export at the same path drops the graphs of the earlier one."""
     import deepraster.models.onnx_optimized as onnx_optimized
+    import onnxruntime
 
-    here = onnx_optimized.optimized_graph_path(exported[0], cache)
     fake = tmp_path / "cpuinfo"
-    fake.write_text("processor : 0\nmodel name : Some CPU\nflags : fpu sse sse2\n", encoding="utf-8")
     monkeypatch.setattr(onnx_optimized, "CPUINFO", fake)
-    onnx_optimized.cpu_signature.cache_clear()
+
+    def graph_for(flags: str, export: Path = exported[0]) -> Path | None:
+        fake.write_text(f"processor : 0\nmodel name : Some CPU\nflags : {flags}\n", encoding="utf-8")
+        onnx_optimized.cpu_signature.cache_clear()
+        return onnx_optimized.optimized_graph_path(export, cache)
+
     try:
-        other = onnx_optimized.optimized_graph_path(exported[0], cache)
+        avx2 = graph_for("fpu sse sse2 avx avx2 fma")
+        assert graph_for("fpu sse sse2 avx avx2 fma md_clear ibpb") == avx2  # mitigations only: the same graph
+        avx512 = graph_for("fpu sse sse2 avx avx2 fma avx512f avx512bw")
         copy = tmp_path / exported[0].name
         shutil.copyfile(exported[0], copy)
-        shipped = onnx_optimized.optimized_graph_path(copy, cache)
+        shipped = graph_for("fpu sse sse2 avx avx2 fma", copy)
+        monkeypatch.setattr(onnxruntime, "__version__", "0.0.1")
+        other_version = graph_for("fpu sse sse2 avx avx2 fma")
+        monkeypatch.undo()
         monkeypatch.setattr(onnx_optimized, "CPUINFO", tmp_path / "missing")
         onnx_optimized.cpu_signature.cache_clear()
         assert onnx_optimized.optimized_graph_path(exported[0], cache) is None
     finally:
         onnx_optimized.cpu_signature.cache_clear()
-    assert None not in (here, other, shipped) and len({here, other, shipped}) == 3
-    assert {p.parent for p in (here, other, shipped)} == {cache}
+    graphs = {avx2, avx512, shipped, other_version}
+    assert None not in graphs and len(graphs) == 4 and {p.parent for p in graphs} == {cache}
+    for graph in (avx2, avx512):
+        graph.write_bytes(b"an optimised graph")
+    onnx_optimized.forget_optimized_graphs(exported[0], cache)
+    assert not avx2.exists() and not avx512.exists() and exported[0].is_file()
 
 
 def test_an_unloadable_export_is_explained_at_the_first_batch(tmp_path):
@@ -258,22 +272,26 @@ def test_the_session_is_started_before_the_input_checks_and_used_once(exported, 
                                                                       monkeypatch):
     """classify_raster starts the ONNX Runtime predictor before checking the input and runs on that one (no second
     session); a run that the checks stop leaves no output; runtime torch starts none."""
+    import deepraster.models.pixel_classification as pixel_classification
     import deepraster.models.runtimes as runtimes
-    from deepraster.models.pixel_classification import classify_raster
 
-    made: list[Path] = []
-    new = runtimes._new_onnx_predictor
-    monkeypatch.setattr(runtimes, "_new_onnx_predictor", lambda path, *a: made.append(Path(path)) or new(path, *a))
+    events: list[str] = []
+    new, plan = runtimes._new_onnx_predictor, pixel_classification.plan_classification
+    monkeypatch.setattr(runtimes, "_new_onnx_predictor",
+                        lambda path, *a: events.append(f"predictor {Path(path).name}") or new(path, *a))
+    monkeypatch.setattr(pixel_classification, "plan_classification",
+                        lambda *a, **k: events.append("checks") or plan(*a, **k))
     package = load_package(package_copy[0])
     classes = tmp_path / "c.tif"
-    classify_raster(ClassifyRequest(raster=str(s2_30m), package=package, classes_path=str(classes),
-                                    runtime="onnxruntime"))
-    assert made == [exported[0]] and classes.is_file()
+    pixel_classification.classify_raster(ClassifyRequest(raster=str(s2_30m), package=package,
+                                                         classes_path=str(classes), runtime="onnxruntime"))
+    assert events == [f"predictor {exported[0].name}", "checks"] and classes.is_file()
     bad = tmp_path / "bad.tif"
     with pytest.raises(DeepRasterError, match="band"):
-        classify_raster(ClassifyRequest(raster=str(s2_30m), package=package, classes_path=str(bad),
-                                        runtime="onnxruntime", bands=[1, 2, 3, 4, 5, 99]))
-    assert not list(tmp_path.glob("*bad*"))
+        pixel_classification.classify_raster(ClassifyRequest(raster=str(s2_30m), package=package,
+                                                             classes_path=str(bad), runtime="onnxruntime",
+                                                             bands=[1, 2, 3, 4, 5, 99]))
+    assert not [p.name for p in tmp_path.iterdir() if not p.name.startswith("c.tif")]  # nothing of the stopped run
     assert runtimes.early_onnx_predictor(package, "torch", "cpu", 4) is None
 
 

@@ -135,3 +135,22 @@ def test_strided_pieces_equal_the_whole_feature_run(make_raster, tmp_path):
     for i, part in enumerate(parts):
         stitched[(slice(None), *part.slices())] = _run_strided(path, tmp_path / f"p{i}.tif", part)
     np.testing.assert_array_equal(stitched, whole)
+
+
+def test_a_failed_piece_drops_the_workers_model(monkeypatch, tmp_path):
+    """An ONNX Runtime session that cannot be made fails at the piece's first batch; the worker then keeps no model,
+    so the piece's retry (or the next piece) makes it again instead of failing on the same broken one."""
+    from types import SimpleNamespace
+
+    import deepraster.scale.worker as worker
+    from deepraster.tiling.errors import DeepRasterError
+
+    def failing_run(*args, **kwargs):
+        raise DeepRasterError("ONNX Runtime cannot load model.onnx")
+
+    monkeypatch.setitem(worker._PREDICTORS, ("classify", "model"), object())
+    monkeypatch.setattr(worker, "cached_predictor", lambda plan, threads: worker._PREDICTORS[("classify", "model")])
+    monkeypatch.setattr(worker, "classification_run", failing_run)
+    with pytest.raises(DeepRasterError, match="cannot load"):
+        worker.classify_piece(SimpleNamespace(outputs={"classes": "c.tif"}), Window(0, 0, 8, 8), str(tmp_path))
+    assert worker._PREDICTORS == {}

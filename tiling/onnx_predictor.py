@@ -7,7 +7,6 @@ it never imports torch, so a run on ONNX Runtime starts faster and holds less me
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import os
 import tempfile
@@ -125,16 +124,16 @@ class OnnxPredictor:
                                      optimized if on_cpu else None)
         making.shutdown(wait=False)
 
-    @functools.cached_property
+    @property
     def session(self):
         """The ONNX Runtime session (waits until it is made; raises :class:`DeepRasterError` when it cannot be)."""
         return self._making.result()
 
-    @functools.cached_property
+    @property
     def input_name(self) -> str:
         return self.session.get_inputs()[0].name
 
-    @functools.cached_property
+    @property
     def on_cpu(self) -> bool:
         """Whether the session computes on the CPU (also when a CUDA request fell back to it)."""
         return self.session.get_providers()[0] == "CPUExecutionProvider"
@@ -192,7 +191,8 @@ def _new_session(path: Path, providers: list[str], threads: int, optimized: Path
         try:
             return _session(optimized, providers, threads, optimize=False)
         except Exception:  # noqa: BLE001 (a damaged or foreign file: made again from the export below)
-            optimized.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a cache that cannot be written: the export is loaded all the same
+                optimized.unlink(missing_ok=True)
     save = _temporary_beside(optimized) if optimized is not None else None
     try:
         try:
