@@ -210,8 +210,13 @@ def classification_run(plan: ClassifyPlan, predictor: Predict, callbacks: Callba
     window = plan.region if part is None else part.shifted(plan.region.col_off, plan.region.row_off)
     heads = make_heads(request.package, source, window, outputs or plan.outputs, request.probabilities_percent)
     channels = request.package.architecture.out_channels
-    return TiledRun(grid, reader, predictor, channels, heads, request.batch_size, request.blend, callbacks,
-                    part=part)
+    try:
+        return TiledRun(grid, reader, predictor, channels, heads, request.batch_size, request.blend, callbacks,
+                        part=part)
+    except BaseException:  # a SIGTERM here: the outputs just opened go (the run cleans up once it has them)
+        for head in heads:
+            head.abort()
+        raise
 
 
 def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None) -> RunStats:

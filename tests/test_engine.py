@@ -251,6 +251,27 @@ def test_exception_in_predict_leaves_no_files(make_raster: Callable[..., Path], 
     assert files(tmp_path / "out") == []
 
 
+def test_a_stop_during_the_runs_set_up_leaves_no_files(make_raster: Callable[..., Path], tmp_path: Path,
+                                                       monkeypatch) -> None:
+    """A SIGTERM (RunCancelled) that lands after the outputs were opened but before the run loop began (here while
+    the allocator is tuned) still removes every partial output."""
+    import contextlib
+
+    import deepraster.tiling.engine as engine
+    from deepraster.tiling.errors import RunCancelled
+
+    @contextlib.contextmanager
+    def stopped_on_entry():
+        raise RunCancelled("The run was stopped (SIGTERM)")
+        yield
+
+    monkeypatch.setattr(engine, "freed_memory_kept", stopped_on_entry)
+    path = make_raster("in.tif", smooth_field(4, 100, 80))
+    with pytest.raises(RunCancelled):
+        run_engine(path, tmp_path / "out", conv_model(1))
+    assert files(tmp_path / "out") == []
+
+
 def test_progress_reaches_one_and_is_monotonic(make_raster: Callable[..., Path], tmp_path: Path) -> None:
     """Progress fractions rise monotonically from 0 to exactly 1."""
     seen: list[float] = []

@@ -16,7 +16,7 @@ to switch this off.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 import sys
 import threading
@@ -47,8 +47,15 @@ def _glibc() -> ctypes.CDLL | None:
     """The C library when it is glibc (has ``mallopt`` and ``malloc_trim``), else ``None``."""
     if not sys.platform.startswith("linux") or os.environ.get("DEEPRASTER_KEEP_FREED_MEMORY", "1") == "0":
         return None
+    return _loaded_libc()
+
+
+@functools.lru_cache(maxsize=1)
+def _loaded_libc() -> ctypes.CDLL | None:
+    """The C library this process already uses, looked up in its own symbols (``ctypes.util.find_library`` would
+    run ``ldconfig`` at every run's start)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)
         return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
     except OSError:
         return None

@@ -98,6 +98,7 @@ class TiledRun:
                  callbacks: Callbacks | None = None, output_stride: int = 1, batches_within_rows: bool = False,
                  pause_s: float = 0.0, panel_width: int = DEFAULT_PANEL_WIDTH, part: Window | None = None) -> None:
         self.grid = grid
+        self._settled = False  # set when the heads are committed, or cleaned up after a stop
         self.reader = reader
         self.predict = predict
         self.channels = channels
@@ -135,6 +136,10 @@ class TiledRun:
         try:
             with freed_memory_kept():
                 return self._run()
+        except BaseException:
+            if not self._settled:  # stopped before the run loop began (a SIGTERM during its set-up)
+                self._unwind(self.reader, sys.exc_info()[1])
+            raise
         finally:  # the predictor may outlive the run (cached on a Dask worker): drop the link back, stop its threads
             if hasattr(self.predict, "poll"):
                 self.predict.poll = None
@@ -162,7 +167,7 @@ class TiledRun:
                     "Check the nodata value, the extent and the mask settings."
                 )
             self.stats.outputs = commit_all(self.heads)  # all renamed together, or none
-            committed = True
+            committed = self._settled = True
         finally:
             if not committed:  # left by an exception, whichever (KeyboardInterrupt and SystemExit too)
                 self._unwind(reader, sys.exc_info()[1])
@@ -173,6 +178,7 @@ class TiledRun:
     def _unwind(self, reader: StripReader | None, error: BaseException | None) -> None:
         """Clean up after ``error`` stopped the run: stop the reader's thread, then keep what resumable heads wrote
         (see :func:`keeps_partial_result`) or abort every head."""
+        self._settled = True
         if reader is not None:
             reader.close()
         keep = keeps_partial_result(error)
