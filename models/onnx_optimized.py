@@ -42,9 +42,14 @@ def cpu_signature() -> str | None:
     for line in text.splitlines():
         name, _, value = line.partition(":")
         name = name.strip().lower()
-        if name in ("model name", "flags", "features", "cpu implementer", "cpu part") and name not in fields:
-            fields[name] = " ".join(sorted(instruction_sets(value.split()))) if name == "flags" else (
-                " ".join(sorted(value.split())) if name == "features" else value.strip())
+        if name not in ("model name", "flags", "features", "cpu implementer", "cpu part") or name in fields:
+            continue
+        if name == "flags":  # x86
+            fields[name] = " ".join(sorted(instruction_sets(value.split())))
+        elif name == "features":  # ARM: every feature names an instruction set
+            fields[name] = " ".join(sorted(value.split()))
+        else:
+            fields[name] = value.strip()
     if not ("flags" in fields or "features" in fields):
         return None
     import onnxruntime

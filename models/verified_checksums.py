@@ -20,15 +20,14 @@ exports there: the record opens no new way in.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import BinaryIO
 
+from ..tiling.checksums import sha256_of_open
 from .cache import cache_home
 
 RECORD_NAME = "verified-checksums.json"
@@ -41,7 +40,6 @@ RACY_SECONDS = 2.0
 TRUSTED_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "tmpfs", "overlay"})
 """Local Linux filesystems whose change time moves on every write."""
 MOUNTINFO = Path("/proc/self/mountinfo")
-CHUNK = 1 << 20
 
 
 def record_path() -> Path:
@@ -73,11 +71,8 @@ def file_sha256(path: Path) -> str:
 
 
 def _read_digest(f: BinaryIO) -> str:
-    """Hex SHA-256 of the rest of the open file ``f``."""
-    digest = hashlib.sha256()
-    while block := f.read(CHUNK):
-        digest.update(block)
-    return digest.hexdigest()
+    """Hex SHA-256 of the open file ``f`` (a seam for tests that count the files read)."""
+    return sha256_of_open(f)
 
 
 def _identity(st: os.stat_result) -> str:
@@ -112,13 +107,9 @@ def _read_record() -> dict[str, object]:
 
 def _write_record(record: dict[str, object]) -> None:
     """Replace the record in one rename; a cache that cannot be written is left as it is."""
+    from .package import write_json_atomic  # package.py imports this module to verify weights
+
     target = record_path()
     with contextlib.suppress(OSError):
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{target.name}-", suffix=".part", dir=target.parent)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as f:
-                json.dump(record, f)
-            os.replace(temp, target)
-        finally:
-            Path(temp).unlink(missing_ok=True)
+        write_json_atomic(target, record)
