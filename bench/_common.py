@@ -32,6 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# ONNX Runtime's usage telemetry off in every benchmark process and child (Deep Raster's code turns it off before
+# importing onnxruntime; a peer loop left with it on would also pay its database writes at exit)
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"

@@ -15,11 +15,12 @@ import contextlib
 import math
 import os
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from ..tiling.removal import remove_aside, remove_path
 
 DEFAULT_LIMIT_GIB = 5.0
 """Default bound of each cache folder, in GiB."""
@@ -33,8 +34,9 @@ LEFTOVER = re.compile(r"\.trash-[0-9a-f]{32}|\.extract-.+|\..+\.part")
 """Hidden names the caches' writers use: an entry being deleted, an extraction or an export killed midway."""
 ARCHIVE_ENTRY = re.compile(r"[0-9a-f]{64}")
 """Names of the package cache's entries (the archive's SHA-256); nothing else in that folder is ever deleted."""
-ONNX_ENTRY = re.compile(r".+-[0-9a-f]{24}\.onnx")
-"""Names of the ONNX cache's entries (``<package>-<export key>.onnx``)."""
+ONNX_ENTRY = re.compile(r".+-[0-9a-f]{24}\.(onnx|optimized)")
+"""Names of the ONNX cache's entries: exports (``<package>-<export key>.onnx``) and graphs optimised for a CPU
+(``<export name>-<key>.optimized``, folders)."""
 
 Info = Callable[[str], None]
 
@@ -83,7 +85,7 @@ def prune(folder: Path, keep: Path, entry_name: re.Pattern[str], info: Info = la
         children = list(folder.iterdir())
         for stale in children:
             if LEFTOVER.fullmatch(stale.name) and now - stale.lstat().st_mtime > STALE_TEMP_SECONDS:
-                _remove(stale)
+                remove_entry(stale)
         entries = [(p.lstat().st_mtime, p, entry_bytes(p)) for p in children if entry_name.fullmatch(p.name)]
     except (OSError, ValueError, OverflowError):
         return []
@@ -94,7 +96,7 @@ def prune(folder: Path, keep: Path, entry_name: re.Pattern[str], info: Info = la
             break
         if entry == keep or now - used < IN_USE_SECONDS:
             continue
-        if _remove(entry):
+        if remove_entry(entry):
             total -= size
             removed.append(entry)
     if removed:
@@ -103,15 +105,10 @@ def prune(folder: Path, keep: Path, entry_name: re.Pattern[str], info: Info = la
     return removed
 
 
-def _remove(entry: Path) -> bool:
-    """Take ``entry`` out of the cache in one rename (readers never see half of it), then delete it."""
-    trash = entry if entry.name.startswith(".trash-") else entry.with_name(f".trash-{uuid.uuid4().hex}")
-    try:
-        entry.rename(trash)
-    except OSError:
-        return False
-    if trash.is_dir() and not trash.is_symlink():
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        trash.unlink(missing_ok=True)
-    return True
+def remove_entry(entry: Path) -> bool:
+    """Take ``entry`` (a file or a folder) out of the cache in one rename (readers never see half of it, and a
+    process that has its files open keeps them), then delete it. False when it cannot be renamed."""
+    if entry.name.startswith(".trash-"):
+        remove_path(entry)
+        return True
+    return remove_aside(entry, entry.with_name(f".trash-{uuid.uuid4().hex}"))

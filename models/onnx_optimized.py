@@ -1,14 +1,16 @@
 """Where ONNX Runtime keeps the graph it optimised for this CPU, so that later sessions skip the optimisation.
 
 Making a CPU session optimises the exported graph (fusions, the NCHWc layout) every time: 0.16 s of the 0.23 s
-it takes for the ukis-csmask U-Net, before the first tile can start. ONNX Runtime can save the optimised graph, and a
-session made from that file starts 0.09 s sooner and computes the same bits (tests/test_onnx_runtime.py). The
-saved graph is tied to the CPU's instruction set and to the ONNX Runtime version (ONNX Runtime warns so), so its
-name carries both: a home folder shared by computers with different CPUs holds one file per kind of CPU, and a
-computer never loads another CPU's graph. Where the CPU's instruction set cannot be read (outside Linux) nothing is
-saved and every session optimises as before.
+it takes for the ukis-csmask U-Net, before the first tile can start. ONNX Runtime can save the optimised graph, with
+its weights in a file of their own that later sessions map into memory: a session made from that folder takes
+0.05 s in a new process and computes the same bits (tests/test_onnx_runtime.py; see :mod:`tiling.onnx_session`).
+The saved graph is tied to the CPU's instruction set and to the ONNX Runtime version (ONNX Runtime warns so), so its
+name carries both: a home folder shared by computers with different CPUs holds one folder per kind of CPU, and a
+computer never loads another CPU's graph. Nothing is saved, and every session optimises as before, where the CPU's
+instruction set cannot be read (outside Linux) or where the cache is not on a local filesystem (a mapped file that
+another computer deletes from a network drive would crash the process).
 
-The files live in the ONNX cache beside the exports (``<export name>-<24 hex>.onnx``), bounded with them
+The folders live in the ONNX cache beside the exports (``<export name>-<24 hex>.optimized``), bounded with them
 (:mod:`models.cache`).
 """
 
@@ -22,7 +24,8 @@ import platform
 import re
 from pathlib import Path
 
-from .cache import ONNX_ENTRY, mark_used, prune
+from .cache import ONNX_ENTRY, mark_used, prune, remove_entry
+from .local_filesystems import on_local_filesystem
 
 CPUINFO = Path("/proc/cpuinfo")
 ISA_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "bmi", "popcnt", "movbe", "vnni", "vaes", "vpclmul",
@@ -52,9 +55,9 @@ def cpu_signature() -> str | None:
             fields[name] = value.strip()
     if not ("flags" in fields or "features" in fields):
         return None
-    import onnxruntime
+    from ..tiling.onnx_session import import_onnxruntime
 
-    return json.dumps([onnxruntime.__version__, platform.machine(), sorted(fields.items())])
+    return json.dumps([import_onnxruntime().__version__, platform.machine(), sorted(fields.items())])
 
 
 def instruction_sets(flags: list[str]) -> list[str]:
@@ -65,19 +68,20 @@ def instruction_sets(flags: list[str]) -> list[str]:
 
 def forget_optimized_graphs(export: Path, cache: Path) -> None:
     """Remove every graph optimised from an earlier file at ``export``'s path (called when an export is written
-    there: a new file may get the old one's inode)."""
-    pattern = re.compile(re.escape(export.stem) + r"-[0-9a-f]{24}\.onnx")
+    there: a new file may get the old one's inode); also those an earlier version kept as single files."""
+    pattern = re.compile(re.escape(export.stem) + r"-[0-9a-f]{24}\.(optimized|onnx)")
     with contextlib.suppress(OSError):
         for path in cache.iterdir():
             if pattern.fullmatch(path.name):
-                path.unlink(missing_ok=True)
+                remove_entry(path)
 
 
 def optimized_graph_path(export: Path, cache: Path) -> Path | None:
-    """Where the graph of ``export`` optimised for this CPU is kept in the ONNX cache folder ``cache`` (it may not
-    exist yet: the first session saves it there); None where no CPU signature can be read. The name follows the
-    export's path, size and inode, so an export made again (a new file), or one shipped in a package, gets its own.
-    A file there is marked as used; before a new one is saved, the cache is pruned to its bound."""
+    """The folder where the graph of ``export`` optimised for this CPU is kept in the ONNX cache folder ``cache`` (it
+    may not exist yet: the first session saves it there); None where no CPU signature can be read or ``cache`` is not
+    on a local filesystem. The name follows the export's path, size and inode, so an export made again (a new file),
+    or one shipped in a package, gets its own. A folder there is marked as used; before a new one is saved, the cache
+    is pruned to its bound."""
     signature = cpu_signature()
     if signature is None:
         return None
@@ -87,12 +91,14 @@ def optimized_graph_path(export: Path, cache: Path) -> Path | None:
         return None
     identity = [str(export.resolve()), stat.st_size, stat.st_ino]  # not the time: the cache renews it on every use
     key = hashlib.sha256(json.dumps([identity, signature]).encode()).hexdigest()[:24]
-    path = cache / f"{export.stem}-{key}.onnx"
-    if path.is_file():
+    path = cache / f"{export.stem}-{key}.optimized"
+    if path.is_dir():
         mark_used(path)
         return path
     try:
         cache.mkdir(parents=True, exist_ok=True)
+        if not on_local_filesystem(cache.stat().st_dev):
+            return None
     except OSError:
         return None  # nowhere to save it: every session optimises
     prune(cache, keep=export, entry_name=ONNX_ENTRY)

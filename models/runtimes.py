@@ -104,8 +104,9 @@ def _new_onnx_predictor(path: Path, providers: list[str], package: ModelPackage,
     from .onnx_export import user_cache_dir
     from .onnx_optimized import optimized_graph_path
 
-    on_gpu = providers[0] == "CUDAExecutionProvider"
-    optimized = None if on_gpu else optimized_graph_path(Path(path), user_cache_dir())
+    def optimized() -> Path | None:  # on the session's thread: the CPU signature imports onnxruntime
+        return optimized_graph_path(Path(path), user_cache_dir())
+
     return OnnxPredictor(path, providers, package.activation, threads, batch_size, optimized)
 
 

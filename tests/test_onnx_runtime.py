@@ -178,46 +178,66 @@ def real_tiles(s2_10m: Path, count: int = 2) -> np.ndarray:
 
 
 def test_optimised_graph_saved_once_then_loaded_with_the_same_bits(exported, s2_10m, cache, monkeypatch):
-    """The first CPU session saves the graph ONNX Runtime optimised for this CPU into the cache; the next loads that
-    file (not the export) and computes exactly the same; a session without it does too."""
-    import deepraster.tiling.onnx_predictor as onnx_predictor
+    """The first CPU session saves the graph ONNX Runtime optimised for this CPU into the cache, as a folder whose
+    weights file ONNX Runtime maps into memory (not read into new memory); the next session loads that graph (not
+    the export) and computes exactly the same; a session without it does too."""
+    import deepraster.tiling.onnx_session as onnx_session
     from deepraster.models.cache import ONNX_ENTRY
     from deepraster.models.onnx_optimized import optimized_graph_path
 
     optimized = optimized_graph_path(exported[0], cache)
     if optimized is None:
-        pytest.skip("no CPU signature readable here (not Linux)")
-    optimized.unlink(missing_ok=True)
+        pytest.skip("no CPU signature readable here (not Linux), or the cache is not on a local filesystem")
+    shutil.rmtree(optimized, ignore_errors=True)
     assert ONNX_ENTRY.fullmatch(optimized.name) and optimized != exported[0]  # bounded with the exports
     loaded: list[str] = []
-    make = onnx_predictor._session
-    monkeypatch.setattr(onnx_predictor, "_session", lambda path, *a, **k: loaded.append(Path(path).name) or
+    make = onnx_session._session
+    monkeypatch.setattr(onnx_session, "_session", lambda path, *a, **k: loaded.append(Path(path).name) or
                         make(path, *a, **k))
     batch = real_tiles(s2_10m)
     first = OnnxPredictor(exported[0], threads=1, optimized=optimized)(batch)
-    assert optimized.is_file() and optimized.stat().st_size > 10_000_000
+    graph, weights = optimized / onnx_session.GRAPH_NAME, optimized / onnx_session.WEIGHTS_NAME
+    assert graph.is_file() and graph.stat().st_size < 1_000_000 and weights.stat().st_size > 10_000_000
     assert not list(cache.glob(".*.part"))
-    inode = optimized.stat().st_ino
-    second = OnnxPredictor(exported[0], threads=1, optimized=optimized)(batch)
+    inode = weights.stat().st_ino
+    second = OnnxPredictor(exported[0], threads=1, optimized=lambda: optimized)
+    out = second(batch)
+    assert str(weights) in Path("/proc/self/maps").read_text(encoding="utf-8")  # mapped, not copied
     plain = OnnxPredictor(exported[0], threads=1)(batch)
-    assert loaded == [exported[0].name, optimized.name, exported[0].name]
-    assert np.array_equal(first, second) and np.array_equal(first, plain)
-    assert optimized.stat().st_ino == inode  # read, not written again
+    assert loaded == [exported[0].name, graph.name, exported[0].name]
+    assert np.array_equal(first, out) and np.array_equal(first, plain)
+    assert weights.stat().st_ino == inode  # read, not written again
 
 
 def test_damaged_optimised_graph_is_made_again(exported, s2_10m, cache):
-    """A damaged file where the optimised graph is kept does not stop the run: the export is loaded and the file
+    """A damaged graph where the optimised graph is kept does not stop the run: the export is loaded and the folder
     replaced by a good one."""
     from deepraster.models.onnx_optimized import optimized_graph_path
+    from deepraster.tiling.onnx_session import GRAPH_NAME, WEIGHTS_NAME
 
     optimized = optimized_graph_path(exported[0], cache)
     if optimized is None:
-        pytest.skip("no CPU signature readable here (not Linux)")
-    optimized.write_bytes(b"not an onnx graph")
+        pytest.skip("no CPU signature readable here (not Linux), or the cache is not on a local filesystem")
+    shutil.rmtree(optimized, ignore_errors=True)
+    optimized.mkdir()
+    (optimized / GRAPH_NAME).write_bytes(b"not an onnx graph")
     batch = real_tiles(s2_10m, 1)
     out = OnnxPredictor(exported[0], threads=1, optimized=optimized)(batch)
     assert np.array_equal(out, OnnxPredictor(exported[0], threads=1)(batch))
-    assert optimized.stat().st_size > 10_000_000
+    assert (optimized / WEIGHTS_NAME).stat().st_size > 10_000_000
+    assert not list(cache.glob(".*.part"))  # the damaged folder was moved aside and deleted
+
+
+def test_no_optimised_graph_is_kept_on_a_network_drive(exported, cache, monkeypatch):
+    """A cache that is not on a local filesystem keeps no optimised graph: its weights would be mapped into memory,
+    and a mapped file that another computer deletes crashes the process."""
+    import deepraster.models.onnx_optimized as onnx_optimized
+
+    if onnx_optimized.optimized_graph_path(exported[0], cache) is None:
+        pytest.skip("no CPU signature readable here (not Linux), or the cache is not on a local filesystem")
+    monkeypatch.setattr(onnx_optimized, "on_local_filesystem", lambda device: False)
+    fresh = cache.parent / "elsewhere"
+    assert onnx_optimized.optimized_graph_path(exported[0], fresh) is None
 
 
 def test_optimised_graph_follows_the_cpu_and_the_export(exported, cache, monkeypatch, tmp_path):
@@ -253,9 +273,12 @@ def test_optimised_graph_follows_the_cpu_and_the_export(exported, cache, monkeyp
     graphs = {avx2, avx512, shipped, other_version}
     assert None not in graphs and len(graphs) == 4 and {p.parent for p in graphs} == {cache}
     for graph in (avx2, avx512):
-        graph.write_bytes(b"an optimised graph")
+        graph.mkdir(exist_ok=True)
+        (graph / "model.onnx").write_bytes(b"an optimised graph")
+    earlier_version = cache / f"{exported[0].stem}-{'0' * 24}.onnx"  # kept as a single file before
+    earlier_version.write_bytes(b"an optimised graph")
     onnx_optimized.forget_optimized_graphs(exported[0], cache)
-    assert not avx2.exists() and not avx512.exists() and exported[0].is_file()
+    assert not avx2.exists() and not avx512.exists() and not earlier_version.exists() and exported[0].is_file()
 
 
 def test_an_unloadable_export_is_explained_at_the_first_batch(tmp_path):
@@ -310,9 +333,11 @@ def test_unknown_runtime_is_explained():
 
 
 def test_onnx_run_imports_no_torch(exported, package_copy, s2_30m, cache, tmp_path):
-    """A run on ONNX Runtime with the export cached never imports torch (fresh interpreter)."""
+    """A run on ONNX Runtime with the export cached never imports torch (fresh interpreter), and runs with ONNX
+    Runtime's usage telemetry off: no device identifier or event store is written (ONNX Runtime ≥ 1.29 sends them
+    to Microsoft otherwise)."""
     script = (
-        "import json, sys\n"
+        "import json, os, sys\n"
         "from deepraster.models.package import load_package\n"
         "from deepraster.models.pixel_classification import ClassifyRequest, classify_raster\n"
         "from deepraster.tiling.callbacks import Callbacks\n"
@@ -320,9 +345,14 @@ def test_onnx_run_imports_no_torch(exported, package_copy, s2_30m, cache, tmp_pa
         f"request = ClassifyRequest(raster={str(s2_30m)!r}, package=load_package({str(package_copy[0])!r}),\n"
         f"                          classes_path={str(tmp_path / 'c.tif')!r}, runtime='onnxruntime')\n"
         "classify_raster(request, Callbacks(info=lines.append))\n"
-        "print(json.dumps({'torch': 'torch' in sys.modules, 'lines': lines}))\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'lines': lines,\n"
+        "                  'telemetry_off': os.environ.get('ORT_DISABLE_TELEMETRY')}))\n"
     )
-    env = dict(os.environ, XDG_CACHE_HOME=str(cache.parent.parent), PYTHONPATH=os.pathsep.join(sys.path))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache.parent.parent), PYTHONPATH=os.pathsep.join(sys.path),
+               HOME=str(home))
+    env.pop("ORT_DISABLE_TELEMETRY", None)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -330,6 +360,8 @@ def test_onnx_run_imports_no_torch(exported, package_copy, s2_30m, cache, tmp_pa
     assert any("ONNX Runtime (CPU" in line for line in result["lines"]), result["lines"]
     assert any(line.startswith("Coverage factor ") for line in result["lines"]), result["lines"]
     assert not any("ONNX export" in line for line in result["lines"])  # found in the cache, not exported again
+    assert result["telemetry_off"] == "1"
+    assert not [p for folder in (home, cache.parent.parent) for p in folder.rglob("*") if "Microsoft" in p.parts]
 
 
 def test_processing_run_onnx_matches_torch(qgis_app, exported, package_copy, s2_10m, tmp_path):

@@ -6,10 +6,8 @@ it never imports torch, so a run on ONNX Runtime starts faster and holds less me
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DeepRasterError
+from .onnx_session import import_onnxruntime, new_session
 
 ORT_PIXELS_PER_CALL = 1 << 16
 """Input pixels per ONNX Runtime call on the CPU (one 256 px tile, or one larger tile): one call per tile lets a
@@ -58,16 +57,28 @@ def cpu_streams(threads: int, batch_size: int) -> tuple[int, int]:
     return streams, max(1, threads - streams + 1)
 
 
-def resolve_providers(device: str) -> list[str]:
-    """ONNX Runtime execution providers for ``device``: ``auto`` → CUDA when this onnxruntime has it, else CPU."""
-    import onnxruntime
+CUDA_PROVIDER_LIBRARIES = ("libonnxruntime_providers_cuda.so", "onnxruntime_providers_cuda.dll")
+"""The CUDA execution provider's library in ``onnxruntime/capi``: shipped by onnxruntime-gpu only."""
 
+
+def cuda_provider_shipped() -> bool:
+    """Whether the installed onnxruntime ships the CUDA provider's library (looked up without importing it)."""
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    capi = Path(next(iter(spec.submodule_search_locations))) / "capi"
+    return any((capi / name).exists() for name in CUDA_PROVIDER_LIBRARIES)
+
+
+def resolve_providers(device: str) -> list[str]:
+    """ONNX Runtime execution providers for ``device``: ``auto`` → CUDA when this onnxruntime has it, else CPU.
+    onnxruntime is imported only where it may have CUDA (the import costs 0.02–0.07 s, which a run spends better
+    on the session's thread)."""
     name = device.lower()
-    available = onnxruntime.get_available_providers()
     if name == "cpu":
         return ["CPUExecutionProvider"]
     if name == "auto" or name.startswith("cuda"):
-        if "CUDAExecutionProvider" in available:
+        if cuda_provider_shipped() and "CUDAExecutionProvider" in import_onnxruntime().get_available_providers():
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         if name == "auto":
             return ["CPUExecutionProvider"]
@@ -103,13 +114,14 @@ class OnnxPredictor:
         threads: CPU threads in all (None: the cores this process may use).
         batch_size: tiles per call of this predictor (the run's batch); on the CPU up to that many tiles are
             computed at once (:func:`cpu_streams`).
-        optimized: where the graph optimised for this CPU is kept: loaded from there when present, else saved
-            there (see :mod:`models.onnx_optimized`); None: every session optimises the graph itself.
+        optimized: the folder where the graph optimised for this CPU is kept: loaded from there when present, else
+            saved there (see :mod:`tiling.onnx_session`), or a function giving it (called on the session's thread);
+            None (or a function giving None): every session optimises the graph itself.
     """
 
     def __init__(self, path: str | os.PathLike[str], providers: Sequence[str] = ("CPUExecutionProvider",),
                  activation: str = "softmax", threads: int | None = None, batch_size: int = 1,
-                 optimized: Path | None = None) -> None:
+                 optimized: Path | Callable[[], Path | None] | None = None) -> None:
         self.poll: Poll | None = None  # set by the run loop (tiling.engine.TiledRun)
         self.activation = activation
         threads = threads or cpu_cores()
@@ -182,65 +194,10 @@ class OnnxPredictor:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _new_session(path: Path, providers: list[str], threads: int, optimized: Path | None = None):
-    """An ONNX Runtime session of the export at ``path`` with ``threads`` intra-op threads. ``optimized``: where the
-    graph optimised for this CPU is kept (see :mod:`models.onnx_optimized`): loaded from there when present (a
-    damaged file is replaced), else saved there by this session. Raises :class:`DeepRasterError` when the export
-    cannot be loaded."""
-    if optimized is not None and optimized.is_file():
-        try:
-            return _session(optimized, providers, threads, optimize=False)
-        except Exception:  # noqa: BLE001 (a damaged or foreign file: made again from the export below)
-            with contextlib.suppress(OSError):  # a cache that cannot be written: the export is loaded all the same
-                optimized.unlink(missing_ok=True)
-    save = _temporary_beside(optimized) if optimized is not None else None
-    try:
-        try:
-            session = _session(path, providers, threads, save_to=save)
-        except Exception:  # noqa: BLE001 (saving can fail, e.g. graphs over 2 GB: make it without saving)
-            if save is None:
-                raise
-            save.unlink(missing_ok=True)
-            save = None
-            session = _session(path, providers, threads)
-        if save is not None and optimized is not None:
-            with contextlib.suppress(OSError):  # a cache that cannot take it: the next session optimises again
-                os.chmod(save, 0o644)
-                os.replace(save, optimized)
-        return session
-    except Exception as exc:  # noqa: BLE001 (onnxruntime raises its own unexported error types)
-        raise DeepRasterError(f"ONNX Runtime cannot load {path.name} ({exc}). Delete that file to export the "
-                              "model again, or run with runtime 'torch'.") from exc
-    finally:
-        if save is not None:
-            save.unlink(missing_ok=True)
-
-
-def _session(path: Path, providers: list[str], threads: int, optimize: bool = True, save_to: Path | None = None):
-    """A session of the graph at ``path``: optimised fully (``optimize``) or taken as it is (a graph saved
-    optimised); ``save_to``: where ONNX Runtime writes the optimised graph."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    levels = onnxruntime.GraphOptimizationLevel
-    options.graph_optimization_level = levels.ORT_ENABLE_ALL if optimize else levels.ORT_DISABLE_ALL
-    if save_to is not None:
-        options.optimized_model_filepath = str(save_to)
-        options.log_severity_level = 3  # not its warning that the file suits this CPU only: the file's name says so
-    return onnxruntime.InferenceSession(str(path), options, providers=providers)
-
-
-def _temporary_beside(target: Path) -> Path | None:
-    """A new empty file in ``target``'s folder named as a partial of it (removed by the cache's pruning when
-    left behind), or None where that folder cannot be written."""
-    try:
-        handle, name = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=".part", dir=target.parent)
-    except OSError:
-        return None
-    os.close(handle)
-    return Path(name)
+def _new_session(path: Path, providers: list[str], threads: int,
+                 optimized: Path | Callable[[], Path | None] | None):
+    """:func:`tiling.onnx_session.new_session`, with ``optimized`` given by a function called here."""
+    return new_session(path, providers, threads, optimized() if callable(optimized) else optimized)
 
 
 class _Deferred:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import OutputError
+from .removal import remove_path
 
 
 @dataclass(frozen=True)
@@ -33,15 +33,6 @@ class Move:
 
     temp: Path
     target: Path
-
-
-def _remove(path: Path) -> None:
-    """Remove a file, or a folder output with its contents (a folder of chips); nothing when absent."""
-    path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def publish(moves: Sequence[Move]) -> None:
@@ -61,17 +52,17 @@ def publish(moves: Sequence[Move]) -> None:
                 placed.append(target)
     except BaseException as exc:  # a failed rename, or a stop (SIGTERM, Ctrl+C) in the middle: undo
         for target in placed:
-            _remove(target)
+            remove_path(target)
         for backup, target in reversed(backups):
             os.replace(backup, target)
         for move in moves:
-            _remove(move.temp)
+            remove_path(move.temp)
         if not isinstance(exc, OSError):
             raise
         raise OutputError(f"Cannot move the result to {exc.filename or move.target}: {exc.strerror or exc}. "
                           f"No output was changed; check the folder's permissions and run again.") from exc
     for backup, _ in backups:
-        _remove(backup)
+        remove_path(backup)
 
 
 class Committable(Protocol):
@@ -93,7 +84,7 @@ class RunTransaction:
 
     def discard(self) -> None:
         for move in self.moves:
-            _remove(move.temp)
+            remove_path(move.temp)
 
 
 _CURRENT: ContextVar[RunTransaction | None] = ContextVar("deepraster_run_transaction", default=None)
