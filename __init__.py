@@ -4,7 +4,14 @@ Importing this package must stay cheap and QGIS-free: the core (``tiling``, ``mo
 Python. QGIS calls :func:`classFactory` when it loads the plugin; the first thing it does is block the imports that
 crash QGIS (``triton``, see ``algorithms/import_guard.py``), before anything can import torch; then it puts the
 profile's ``python/deepraster-packages`` folder (filled by the installer, docs/installer.md) on ``sys.path``.
+
+Importing it switches ONNX Runtime's usage telemetry off for the process (see ``tiling/onnx_session.py``), here on
+the importing thread (QGIS's main thread) rather than later from a run's thread while others read the environment.
 """
+
+from .tiling.onnx_session import telemetry_off
+
+telemetry_off()
 
 
 def classFactory(iface):  # noqa: N802 (name fixed by QGIS)

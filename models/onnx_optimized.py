@@ -92,14 +92,14 @@ def optimized_graph_path(export: Path, cache: Path) -> Path | None:
     identity = [str(export.resolve()), stat.st_size, stat.st_ino]  # not the time: the cache renews it on every use
     key = hashlib.sha256(json.dumps([identity, signature]).encode()).hexdigest()[:24]
     path = cache / f"{export.stem}-{key}.optimized"
-    if path.is_dir():
-        mark_used(path)
-        return path
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        if not on_local_filesystem(cache.stat().st_dev):
+        if not on_local_filesystem(cache):  # also when another computer, which sees it as local, made the folder
             return None
+        if path.is_dir():
+            mark_used(path)
+            return path
     except OSError:
-        return None  # nowhere to save it: every session optimises
+        return None  # nowhere to keep it: every session optimises
     prune(cache, keep=export, entry_name=ONNX_ENTRY)
     return path

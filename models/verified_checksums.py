@@ -52,7 +52,7 @@ def file_sha256(path: Path) -> str:
     with open(path, "rb") as f:  # one open file for the identity and the bytes: a path swapped meanwhile is no matter
         before = os.fstat(f.fileno())
         key = str(Path(path).resolve())
-        trusted = _trusted_device(before.st_dev)
+        trusted = _trusted_path(Path(path))
         record = _read_record() if trusted else {}
         entry = record.get(key)
         if (isinstance(entry, list) and len(entry) == 3 and entry[0] == _identity(before)
@@ -78,9 +78,9 @@ def _identity(st: os.stat_result) -> str:
     return f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
-def _trusted_device(device: int) -> bool:
-    """Whether the filesystem of ``device`` is one of :data:`TRUSTED_FILESYSTEMS` (Linux; elsewhere False)."""
-    return on_local_filesystem(device, TRUSTED_FILESYSTEMS)
+def _trusted_path(path: Path) -> bool:
+    """Whether ``path`` lies on a filesystem of :data:`TRUSTED_FILESYSTEMS` (Linux; elsewhere False)."""
+    return on_local_filesystem(path, TRUSTED_FILESYSTEMS)
 
 
 def _read_record() -> dict[str, object]:

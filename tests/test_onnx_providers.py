@@ -1,4 +1,5 @@
-"""Choosing ONNX Runtime's execution providers, and importing onnxruntime with its usage telemetry off."""
+"""Choosing the runtime and ONNX Runtime's execution providers, the memory check of concurrent calls, and
+importing onnxruntime with its usage telemetry off."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from deepraster.models.runtimes import choose_runtime
 from deepraster.tiling.errors import DeepRasterError
 from deepraster.tiling.onnx_predictor import cuda_provider_shipped, resolve_providers
 from deepraster.tiling.onnx_session import import_onnxruntime
@@ -35,3 +37,17 @@ def test_a_users_own_telemetry_choice_stays(monkeypatch):
     monkeypatch.delenv("ORT_DISABLE_TELEMETRY")
     import_onnxruntime()
     assert os.environ["ORT_DISABLE_TELEMETRY"] == "1"
+
+
+def test_the_memory_check_counts_the_calls_running_at_once():
+    from deepraster.models.inputs import MODEL_BYTES_PER_PIXEL, check_tile_memory
+
+    one_call = 1024 * 1024 * MODEL_BYTES_PER_PIXEL
+    check_tile_memory(1024, 4, "cpu", 32, one_call)  # one call at a time fits
+    with pytest.raises(DeepRasterError, match="at most 512 px or a smaller batch size"):
+        check_tile_memory(1024, 4, "cpu", 32, one_call, calls_at_once=4)
+
+
+def test_unknown_runtime_is_explained():
+    with pytest.raises(DeepRasterError, match="choose one of auto, torch, onnxruntime"):
+        choose_runtime("tensorflow")

@@ -72,13 +72,14 @@ def cuda_provider_shipped() -> bool:
 
 def resolve_providers(device: str) -> list[str]:
     """ONNX Runtime execution providers for ``device``: ``auto`` → CUDA when this onnxruntime has it, else CPU.
-    onnxruntime is imported only where it may have CUDA (the import costs 0.02–0.07 s, which a run spends better
-    on the session's thread)."""
+    For ``cpu``, and for ``auto`` where the package ships no CUDA provider library, onnxruntime is not imported here
+    (0.02–0.07 s that a run spends better on the session's thread)."""
     name = device.lower()
     if name == "cpu":
         return ["CPUExecutionProvider"]
     if name == "auto" or name.startswith("cuda"):
-        if cuda_provider_shipped() and "CUDAExecutionProvider" in import_onnxruntime().get_available_providers():
+        asked = name != "auto" or cuda_provider_shipped()
+        if asked and "CUDAExecutionProvider" in import_onnxruntime().get_available_providers():
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         if name == "auto":
             return ["CPUExecutionProvider"]
@@ -196,8 +197,14 @@ class OnnxPredictor:
 
 def _new_session(path: Path, providers: list[str], threads: int,
                  optimized: Path | Callable[[], Path | None] | None):
-    """:func:`tiling.onnx_session.new_session`, with ``optimized`` given by a function called here."""
-    return new_session(path, providers, threads, optimized() if callable(optimized) else optimized)
+    """:func:`tiling.onnx_session.new_session`, with ``optimized`` given by a function called here (a function that
+    fails means no kept graph: that cache never stops a run)."""
+    if callable(optimized):
+        try:
+            optimized = optimized()
+        except Exception:  # noqa: BLE001 (a CPU signature or cache folder that cannot be read: optimise as usual)
+            optimized = None
+    return new_session(path, providers, threads, optimized)
 
 
 class _Deferred:

@@ -8,9 +8,12 @@ share the weights' pages. The folder is written under a temporary name and renam
 reader never sees half of it and two writers never mix their files; a folder that cannot be loaded is moved aside
 and made again.
 
-ONNX Runtime is imported through :func:`import_onnxruntime` only: since version 1.29 its Linux and macOS builds
+ONNX Runtime is imported through :func:`import_onnxruntime` only: the official builds (Linux, macOS, Windows)
 record usage events, keep a device identifier in the user's cache and send both to Microsoft, unless
-``ORT_DISABLE_TELEMETRY`` is set before it starts. Deep Raster sets it (a user who sets it to ``0`` keeps it on).
+``ORT_DISABLE_TELEMETRY`` is set before ONNX Runtime starts in the process. Deep Raster sets it when the package is
+imported (``__init__.py``: in QGIS on the main thread, at start-up, before any thread of a run could read the
+environment), and again here for code that imports these modules in other ways; a user who sets it to ``0`` keeps
+the telemetry on.
 """
 
 from __future__ import annotations
@@ -35,10 +38,15 @@ EXTERNAL_MIN_BYTES = 1024
 """Initializers of at least this many bytes go to :data:`WEIGHTS_NAME`; smaller ones stay in the graph."""
 
 
+def telemetry_off() -> None:
+    """Switch ONNX Runtime's usage telemetry off for this process, unless the user set :data:`TELEMETRY_SWITCH`."""
+    os.environ.setdefault(TELEMETRY_SWITCH, "1")
+
+
 def import_onnxruntime():
     """The ``onnxruntime`` module, with its usage telemetry switched off unless the user chose otherwise (see the
     module). Where onnxruntime had already started in this process (another plugin), its own setting stays."""
-    os.environ.setdefault(TELEMETRY_SWITCH, "1")
+    telemetry_off()
     import onnxruntime
 
     return onnxruntime
@@ -47,12 +55,20 @@ def import_onnxruntime():
 def new_session(path: Path, providers: list[str], threads: int, optimized: Path | None = None):
     """An ONNX Runtime session of the export at ``path`` with ``threads`` intra-op threads. ``optimized``: the folder
     where the graph optimised for this CPU is kept: loaded from there when present (a damaged folder is replaced),
-    else saved there by this session. Raises :class:`DeepRasterError` when the export cannot be loaded."""
+    else saved there by this session. Raises :class:`DeepRasterError` when onnxruntime cannot be imported or the
+    export cannot be loaded."""
+    try:
+        import_onnxruntime()
+    except Exception as exc:  # noqa: BLE001 (ImportError, or a library that fails while it loads)
+        raise DeepRasterError(f"onnxruntime cannot be imported ({exc}). Reinstall it (Deep Raster's installer, or "
+                              "pip install onnxruntime), or run with runtime 'torch'.") from exc
     if optimized is not None and os.path.lexists(optimized):
+        before = _inode(optimized)
         try:
             return _session(optimized / GRAPH_NAME, providers, threads, optimize=False)
         except Exception:  # noqa: BLE001 (a damaged, incomplete or foreign entry: made again from the export below)
-            _discard(optimized)
+            if _inode(optimized) == before:  # not one another process has just put there
+                _discard(optimized)
     staging = _staging_folder(optimized) if optimized is not None else None
     try:
         try:
@@ -102,13 +118,34 @@ def _staging_folder(target: Path) -> Path | None:
 
 
 def _publish(staging: Path, target: Path) -> None:
-    """Rename the complete ``staging`` folder to ``target``, readable by all; where another process published first
-    (or the cache cannot take it) ``staging`` is left for the caller to delete."""
+    """Rename the complete ``staging`` folder to ``target``, readable by all, its files on disk first (after a power
+    cut the name never points to weights not yet written); where another process published first (or the cache
+    cannot take it) ``staging`` is left for the caller to delete."""
     with contextlib.suppress(OSError):
         for child in staging.iterdir():
             os.chmod(child, 0o644)
+            _fsync(child)
         os.chmod(staging, 0o755)
-        os.rename(staging, target)  # fails when target exists: the first complete folder stays
+        _fsync(staging)
+        os.rename(staging, target)  # fails when a complete folder is there already: the first one stays
+        _fsync(target.parent)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a folder's data to disk."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _inode(path: Path) -> int | None:
+    """The inode of ``path``, or None when there is nothing there."""
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 def _discard(folder: Path) -> None:
