@@ -83,15 +83,15 @@ def prune(folder: Path, keep: Path, entry_name: re.Pattern[str], info: Info = la
         limit = limit_bytes() if limit is None else limit
         now = time.time() if now is None else now
         children = list(folder.iterdir())
-        for stale in children:
-            if LEFTOVER.fullmatch(stale.name) and now - stale.lstat().st_mtime > STALE_TEMP_SECONDS:
-                remove_entry(stale)
-        entries = [(p.lstat().st_mtime, p, entry_bytes(p)) for p in children if entry_name.fullmatch(p.name)]
     except (OSError, ValueError, OverflowError):
         return []
-    total = sum(size for _, _, size in entries)
+    for stale in children:
+        if LEFTOVER.fullmatch(stale.name) and (record := _usage(stale)) and now - record[0] > STALE_TEMP_SECONDS:
+            remove_entry(stale)
+    entries = [(*record, p) for p in children if entry_name.fullmatch(p.name) and (record := _usage(p))]
+    total = sum(size for _, size, _ in entries)
     removed: list[Path] = []
-    for used, entry, size in sorted(entries, key=lambda item: item[0]):
+    for used, size, entry in sorted(entries, key=lambda item: item[0]):
         if total <= limit:
             break
         if entry == keep or now - used < IN_USE_SECONDS:
@@ -103,6 +103,15 @@ def prune(folder: Path, keep: Path, entry_name: re.Pattern[str], info: Info = la
         info(f"Cache {folder}: {len(removed)} least recently used entries removed to keep it under "
              f"{limit / 1024**3:.1f} GiB (set DEEPRASTER_CACHE_LIMIT_GIB to change the bound).")
     return removed
+
+
+def _usage(entry: Path) -> tuple[float, int] | None:
+    """``(last use as a POSIX time, bytes)`` of an entry, or None when it cannot be read (another process deleting
+    it meanwhile: one such entry never stops the pruning of the others)."""
+    try:
+        return entry.lstat().st_mtime, entry_bytes(entry)
+    except OSError:
+        return None
 
 
 def remove_entry(entry: Path) -> bool:

@@ -71,8 +71,29 @@ def test_the_new_entry_entries_in_use_and_files_not_of_the_cache_stay(tmp_path):
 
 
 def test_onnx_entries_are_named_by_their_export_key():
+    """Exports (files) and the graphs optimised for a CPU (folders) are entries; partials are not."""
     assert ONNX_ENTRY.fullmatch("ukis-csmask-6b-l1c-92d4de0a5864302146d23ed5.onnx")
+    assert ONNX_ENTRY.fullmatch("ukis-csmask-6b-l1c-92d4de0a5864302146d23ed5-41446699679740f7820079fb.optimized")
     assert not ONNX_ENTRY.fullmatch("ukis.onnx") and not ONNX_ENTRY.fullmatch(".x-92d4de0a5864302146d23ed5.onnx.part")
+    assert not ONNX_ENTRY.fullmatch(".x-92d4de0a5864302146d23ed5.optimized-k2j4.part")
+
+
+def test_an_entry_deleted_meanwhile_does_not_stop_the_pruning(tmp_path, monkeypatch):
+    """An entry that another process deletes while this one measures it is passed over; the others are pruned."""
+    import deepraster.models.cache as cache
+
+    old, vanishing = entry(tmp_path, hexname("a"), MIB, 3 * IN_USE_SECONDS), entry(tmp_path, hexname("b"), MIB,
+                                                                                    2 * IN_USE_SECONDS)
+    new = entry(tmp_path, hexname("c"), MIB, 0)
+    measure = cache.entry_bytes
+
+    def deleted_meanwhile(path: Path) -> int:
+        if path == vanishing:
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return measure(path)
+
+    monkeypatch.setattr(cache, "entry_bytes", deleted_meanwhile)
+    assert prune(tmp_path, keep=new, entry_name=ARCHIVE_ENTRY, limit=MIB) == [old]
 
 
 def test_a_missing_folder_or_a_bad_setting_changes_nothing(tmp_path, monkeypatch):
