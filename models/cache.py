@@ -86,7 +86,7 @@ def prune(folder: Path, keep: Path, entry_name: re.Pattern[str], info: Info = la
     except (OSError, ValueError, OverflowError):
         return []
     for stale in children:
-        if LEFTOVER.fullmatch(stale.name) and (record := _usage(stale)) and now - record[0] > STALE_TEMP_SECONDS:
+        if LEFTOVER.fullmatch(stale.name) and (modified := _modified(stale)) and now - modified > STALE_TEMP_SECONDS:
             remove_entry(stale)
     entries = [(*record, p) for p in children if entry_name.fullmatch(p.name) and (record := _usage(p))]
     total = sum(size for _, size, _ in entries)
@@ -105,11 +105,20 @@ def prune(folder: Path, keep: Path, entry_name: re.Pattern[str], info: Info = la
     return removed
 
 
-def _usage(entry: Path) -> tuple[float, int] | None:
-    """``(last use as a POSIX time, bytes)`` of an entry, or None when it cannot be read (another process deleting
-    it meanwhile: one such entry never stops the pruning of the others)."""
+def _modified(entry: Path) -> float | None:
+    """When ``entry`` was last used or written (POSIX time), or None when it cannot be read (another process
+    deleting it meanwhile: one such entry never stops the pruning of the others)."""
     try:
-        return entry.lstat().st_mtime, entry_bytes(entry)
+        return entry.lstat().st_mtime
+    except OSError:
+        return None
+
+
+def _usage(entry: Path) -> tuple[float, int] | None:
+    """``(last use as a POSIX time, bytes)`` of an entry, or None when it cannot be read (see :func:`_modified`)."""
+    try:
+        modified = _modified(entry)
+        return None if modified is None else (modified, entry_bytes(entry))
     except OSError:
         return None
 

@@ -12,11 +12,11 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 
 MOUNTS = """\
 22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
-30 22 0:40 / /home/shared rw,relatime shared:5 - nfs4 server:/export rw
+30 22 0:40 / /data/shared rw,relatime shared:5 - nfs4 server:/export rw
 31 22 0:41 / /media/usb\\040stick rw,relatime - vfat /dev/sdb1 rw
 32 22 0:42 / /srv rw - ext4 /dev/sdc1 rw
 33 32 0:43 / /srv rw - cifs //nas/srv rw
-34 22 0:44 /@home /home rw,relatime shared:7 - btrfs /dev/sda2 rw,subvol=/@home
+34 22 0:44 /@data /data rw,relatime shared:7 - btrfs /dev/sda2 rw,subvol=/@data
 """
 
 
@@ -29,9 +29,9 @@ def mounts(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("path", "kind", "local"), [
     ("/usr/share/x.tif", "ext4", True),
-    ("/home/ana/.cache/deepraster", "btrfs", True),  # a subvolume: its st_dev is not in the table
-    ("/home/shared/models/w.safetensors", "nfs4", False),
-    ("/home/sharedx/w.bin", "btrfs", True),  # a prefix of the name, not a folder above it
+    ("/data/ana/.cache/deepraster", "btrfs", True),  # a subvolume: its st_dev is not in the table
+    ("/data/shared/models/w.safetensors", "nfs4", False),
+    ("/data/sharedx/w.bin", "btrfs", True),  # a prefix of the name, not a folder above it
     ("/media/usb stick/scene.tif", "vfat", False),
     ("/srv/data.tif", "cifs", False),  # mounted over the ext4 one: the later mount is what is seen
 ])

@@ -151,7 +151,6 @@ class TiledRun:
         start = time.perf_counter()
         self._eta = ProgressClock()
         reader = self.reader
-        committed = False
         try:
             for panel in self.panels:
                 if panel.col_end <= self.start_col:  # finished by an interrupted earlier run
@@ -167,9 +166,9 @@ class TiledRun:
                     "Check the nodata value, the extent and the mask settings."
                 )
             self.stats.outputs = commit_all(self.heads)  # all renamed together, or none
-            committed = self._settled = True
+            self._settled = True
         finally:
-            if not committed:  # left by an exception, whichever (KeyboardInterrupt and SystemExit too)
+            if not self._settled:  # left by an exception, whichever (KeyboardInterrupt and SystemExit too)
                 self._unwind(reader, sys.exc_info()[1])
         self.stats.total_seconds = time.perf_counter() - start
         self.callbacks.progress(1.0)
