@@ -64,6 +64,7 @@ class AnalysisAlgorithm(DeepRasterAlgorithm):
 
     abstract = True
     required_packages = {"sklearn": "scikit-learn"}
+    file_extensions = {"OUTPUT_MODEL": (".joblib",)}  # its description is written beside it as <name>.joblib.json
 
     BANDS = "BANDS"
     METHOD = "METHOD"

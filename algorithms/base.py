@@ -35,6 +35,7 @@ from ..tiling.interrupt import terminate_as_cancel
 from ..tiling.source import RasterSource
 from ..tiling.transaction import run_transaction
 from ..tiling.window import Window
+from ..tiling.writer import pam_switched
 from .band_parameters import band_numbers
 from .styling import output_name
 
@@ -94,6 +95,9 @@ class DeepRasterAlgorithm(QgsProcessingAlgorithm):
     required_packages: dict[str, str] = DEEP_LEARNING_PACKAGES
     folder_outputs: tuple[str, ...] = ()
     """File destinations that may also name a folder (a package written as a folder)."""
+    file_extensions: dict[str, tuple[str, ...]] = {}
+    """File destinations whose name must end in one of these extensions (a fitted model: its sidecar is named after
+    it); other file destinations take any name."""
     search_tags: tuple[str, ...] = ()
     """Words the Processing Toolbox search finds the algorithm by (besides its name)."""
     summary: str = ""
@@ -158,7 +162,8 @@ class DeepRasterAlgorithm(QgsProcessingAlgorithm):
                 except DeepRasterError as exc:
                     return False, str(exc)
             if definition.type() in ("raster", "source", "vector") and isinstance(value, str) and value \
-                    and not os.path.isfile(value.split("|")[0]) and os.path.isabs(value.split("|")[0]):
+                    and not os.path.isfile(value.split("|")[0]) and os.path.isabs(value.split("|")[0]) \
+                    and not value.startswith("/vsi"):  # GDAL's virtual file systems: QGIS says why it failed
                 what = "is a folder" if os.path.isdir(value) else "does not exist"
                 return False, (f"{definition.description()}: {value} {what}. Choose an existing "
                                f"{'raster' if definition.type() == 'raster' else 'vector'} file, or a layer of the "
@@ -219,6 +224,7 @@ class DeepRasterAlgorithm(QgsProcessingAlgorithm):
                 elif isinstance(definition, QgsProcessingParameterFileDestination):
                     path = self.parameterAsFileOutput(parameters, name, context)
                     kind = "folder" if name in self.folder_outputs and path and os.path.isdir(path) else "file"
+                    extensions = self.file_extensions.get(name, ())
                 else:
                     continue
             except Exception:  # noqa: BLE001 (an invalid value: the algorithm reports it in its own words)
@@ -389,12 +395,8 @@ def no_aux_files() -> Iterator[None]:
     QGIS computes band statistics when it loads a raster layer, and GDAL saves them in ``<file>.aux.xml`` (its
     persistent auxiliary metadata, PAM) when the file closes: a run would leave files beside the user's inputs.
     GDAL_PAM_ENABLED=NO, set for this thread only, keeps them in memory."""
-    previous = gdal.GetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
-    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "NO")
-    try:
+    with pam_switched(False):
         yield
-    finally:
-        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", previous)
 
 
 no_aux_files_in_qgis_process()

@@ -16,12 +16,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..tiling.callbacks import Callbacks, check_cancel, sub_callbacks
-from ..tiling.grid_match import srs_of
+from ..tiling.errors import RasterInputError
 from ..tiling.outputs import ClassInfo
 from ..tiling.pixel_reader import PixelReader
+from ..tiling.pixel_sampling import require_valid_pixel
 from ..tiling.pixelwise import PixelOutput, PixelRunStats, map_pixels
 from ..tiling.source import RasterSource
-from .change_classes import ChangeTable, PairCounter, change_codes, change_table
+from .change_classes import ChangeTable, PairCounter, change_codes, change_table, match_classes
 from .change_features import (
     ScoreHistogram,
     change_score,
@@ -33,7 +34,10 @@ from .change_report import write_tables
 from .errors import ChangeInputError
 from .evaluation import class_table
 from .fitted import class_output
+from .pixel_areas import pixel_areas
 
+MAX_CHANGE_CODES = 65534
+"""Changed from–to pairs a change raster holds (uint16 codes 1–65534; 65535 is nodata)."""
 MASK_CLASSES = (ClassInfo(0, "no change", (235, 235, 235)), ClassInfo(1, "change", (215, 25, 28)))
 
 Mapper = Callable[..., PixelRunStats]
@@ -63,16 +67,19 @@ class FeatureChange:
     seconds: float
 
 
-def scan_pixels(source: RasterSource, bands: Sequence[int], fn: Callable[[np.ndarray], None],
-                callbacks: Callbacks) -> None:
-    """Hand the valid pixels ``(n, bands)`` of every window to ``fn`` (a counting pass; nothing is written)."""
+def scan_pixels(source: RasterSource, bands: Sequence[int], fn: Callable[..., None], callbacks: Callbacks,
+                rows: bool = False) -> None:
+    """Hand the valid pixels ``(n, bands)`` of every window to ``fn`` (a counting pass; nothing is written), with
+    ``rows`` also the raster row of each ``(n,)``."""
     with PixelReader(source, bands) as reader:
         total, done = reader.window_count, 0
         for _, windows in reader.strips():
             for window in windows:
                 check_cancel(callbacks)
                 block = reader.read(window)
-                if len(block.pixels):
+                if len(block.pixels) and rows:
+                    fn(block.pixels, np.nonzero(block.valid)[0] + block.window.row_off)
+                elif len(block.pixels):
                     fn(block.pixels)
                 done += 1
                 callbacks.progress(done / total)
@@ -89,29 +96,34 @@ def _names(path: str) -> dict[int, str]:
     return {value: str(info["name"]) for value, info in class_table(path).items() if info["name"]}
 
 
-def _pixel_area(source: RasterSource) -> tuple[float, bool]:
-    """Area of one pixel in map units², and whether the map unit is the metre."""
-    g = source.geotransform
-    srs = srs_of(source.projection)
-    metres = srs is not None and bool(srs.IsProjected()) and abs(srs.GetLinearUnits() - 1.0) < 1e-9
-    return abs(g[1] * g[5] - g[2] * g[4]), metres
-
-
 def class_change(first: str, second: str, output: str, csv_path: str | None = None, html_path: str | None = None,
                  callbacks: Callbacks | None = None, mapper: Mapper = map_pixels,
                  folder: str | None = None) -> ClassChange:
     """From–to change of band 1 of two class rasters: change raster ``output`` and the area table (CSV, HTML)."""
     cb = callbacks or Callbacks()
     with paired_rasters(first, second, True, cb, folder) as pair:
+        names_from = _names(first)
+        match = match_classes(names_from, _names(second))
+        if match.info:
+            cb.info(match.info)
+        if match.warning:
+            cb.warning(match.warning)
         cb.stage("Counting from–to pairs")
-        counter = PairCounter()
-        scan_pixels(pair.source, pair.bands, counter.add, sub_callbacks(cb, 0.0, 0.4))
+        areas = pixel_areas(pair.first)
+        counter = PairCounter(areas.row_m2)
+        scan_pixels(pair.source, pair.bands, lambda px, rows: counter.add(match.remap(px), rows),
+                    sub_callbacks(cb, 0.0, 0.4), rows=True)
         if not counter.counts:
             raise _no_common_pixel(first, second)
-        table = change_table(counter.counts, _names(first), _names(second), *_pixel_area(pair.first))
+        table = change_table(counter.counts, names_from, match.names_to, areas, counter.square_metres)
+        pairs = len(table.changed_codes)
+        if pairs > MAX_CHANGE_CODES:
+            raise ChangeInputError(
+                f"{pairs} different from–to pairs occur, more than the {MAX_CHANGE_CODES} codes a change raster "
+                "holds. Merge classes of both rasters into fewer (Reclassify by table) and run again.")
         out = class_output(output, table.classes(), "from–to change (0 = no change)")
         cb.stage("Writing the change raster")
-        stats = mapper(pair.source, pair.bands, change_codes(table, int(out.nodata)), [out], None,
+        stats = mapper(pair.source, pair.bands, change_codes(table, int(out.nodata), match), [out], None,
                        sub_callbacks(cb, 0.4, 1.0))
         write_tables(table, csv_path, html_path, first, second)
         changed, total = table.totals()
@@ -123,6 +135,10 @@ def class_change(first: str, second: str, output: str, csv_path: str | None = No
 def _threshold(pair, bands: int, threshold: float | None, cb: Callbacks) -> tuple[float, bool]:
     """The given threshold, or Otsu's from a streamed histogram of the scores (a counting pass)."""
     if threshold is not None:
+        try:  # the counting pass finds this on its way; without it, say it in the words of two dates
+            require_valid_pixel(pair.source, pair.bands, callbacks=cb)
+        except RasterInputError as exc:
+            raise _no_common_pixel(pair.first.path, pair.second.path) from exc
         return threshold, False
     cb.stage("Histogram of the change score")
     histogram = ScoreHistogram()
@@ -131,10 +147,16 @@ def _threshold(pair, bands: int, threshold: float | None, cb: Callbacks) -> tupl
     if histogram.total == 0:
         raise _no_common_pixel(pair.first.path, pair.second.path)
     otsu = histogram.otsu()
-    if otsu is None:  # every score in one bin (identical dates): nothing lies above its upper edge
-        top = histogram.edge(int(np.flatnonzero(histogram.counts).max()) + 1)
-        cb.warning(f"Every change score lies in one histogram bin, below {top:.2g}: the dates do not differ enough "
-                   "for an automatic threshold, so no pixel is marked changed.")
+    if otsu is None:  # every score in one bin: nothing lies above its upper edge
+        filled = int(np.flatnonzero(histogram.counts).max())
+        top = histogram.edge(filled + 1)
+        if filled == 0:  # identical dates
+            cb.warning(f"Every change score is below {top:.2g}: the dates do not differ enough for an automatic "
+                       "threshold, so no pixel is marked changed.")
+        else:
+            cb.warning(f"Every change score is about {histogram.edge(filled):.3g}: the automatic (Otsu) threshold "
+                       "cannot split one value into changed and unchanged pixels, so no pixel is marked changed. "
+                       "Give a threshold to decide whether this difference is a change.")
         return top, True
     return otsu, True
 
@@ -150,7 +172,7 @@ def feature_change(first: str, second: str, mask_path: str, score_path: str | No
     with paired_rasters(first, second, False, cb, folder) as pair:
         bands = len(pair.first_bands)
         used, automatic = _threshold(pair, bands, threshold, cb)
-        cb.info(f"Change threshold: {used:.5f} ({'Otsu, automatic' if automatic else 'given'}); a pixel is changed "
+        cb.info(f"Change threshold: {used:.4g} ({'Otsu, automatic' if automatic else 'given'}); a pixel is changed "
                 "when its score 1 − cosine similarity is above it.")
         both = score_and_mask(bands, used)
         outputs = [replace(class_output(mask_path, MASK_CLASSES, "change mask (1 = change)"), count_values=True)]

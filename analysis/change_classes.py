@@ -2,7 +2,8 @@
 
 Codes of the change raster: 0 = unchanged (same class on both dates), 1, 2, … = one code per from–to pair that
 occurs with ``from ≠ to``, in the order of (from, to). Nodata where either date is nodata. The table of every pair
-(unchanged ones too) gives pixels, area in map units² and hectares (when the CRS is in metres).
+(unchanged ones too) gives pixels, area in map units², and the ground area in m² and hectares (any projected CRS, and
+geographic ones by latitude; see :mod:`analysis.pixel_areas`).
 """
 
 from __future__ import annotations
@@ -14,34 +15,116 @@ import numpy as np
 
 from ..tiling.outputs import ClassInfo
 from ..tiling.pixelwise import PixelFunction
+from .errors import ChangeInputError
 from .palette import NO_MATCH_RGB, category_colours
+from .pixel_areas import PixelAreas
 
 UNCHANGED = 0
 """Code of the pixels whose class is the same on both dates."""
 ARROW = " → "
 SMALL = 256
 """Class values 0–255 on both dates are counted with one bincount of 65 536 bins."""
+EXACT_LIMIT = 2**24
+"""Class values are read as float32, exact up to ±2²⁴ − 1 (16 777 215): larger ones are refused, not rounded."""
 
 
 class PairCounter:
-    """Counts of (from, to) class pairs accumulated window by window (memory: one entry per pair present)."""
+    """Counts (and ground areas) of (from, to) class pairs accumulated window by window (memory: one entry per pair
+    present). ``row_m2``: the area of one pixel of each row in m² (see :mod:`analysis.pixel_areas`), or None."""
 
-    def __init__(self) -> None:
+    def __init__(self, row_m2: np.ndarray | None = None) -> None:
         self.counts: dict[tuple[int, int], int] = {}
+        self.row_m2 = row_m2
+        self.square_metres: dict[tuple[int, int], float] = {}
 
-    def add(self, pixels: np.ndarray) -> None:
-        """Count the pairs of ``pixels`` ``(n, 2)`` (from, to) class values."""
+    def add(self, pixels: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Count the pairs of ``pixels`` ``(n, 2)`` (from, to) class values lying on raster ``rows`` ``(n,)``
+        (needed for the areas when ``row_m2`` is given)."""
+        values = pixels[:, :2]
+        if len(values) and np.abs(values).max() >= EXACT_LIMIT:
+            largest = float(values.flat[np.abs(values).argmax()])
+            raise ChangeInputError(
+                f"A class value of {largest:.0f} occurs: class values are compared exactly between −{EXACT_LIMIT - 1} "
+                f"and {EXACT_LIMIT - 1}. Recode the classes to smaller numbers (Raster calculator, or Reclassify by "
+                "table) and run again.")
         a, b = pixels[:, 0].astype(np.int64), pixels[:, 1].astype(np.int64)
+        weights = None if self.row_m2 is None or rows is None else self.row_m2[rows]
         if len(a) and min(a.min(), b.min()) >= 0 and max(a.max(), b.max()) < SMALL:  # the usual case: bincount
-            n = np.bincount(a * SMALL + b, minlength=SMALL * SMALL)
+            key = a * SMALL + b
+            n = np.bincount(key, minlength=SMALL * SMALL)
             keys = np.flatnonzero(n)
             pairs, counts = [divmod(int(k), SMALL) for k in keys], n[keys]
-        else:  # any 32-bit class values: one 64-bit key per pixel
+            areas = None if weights is None else np.bincount(key, weights, minlength=SMALL * SMALL)[keys]
+        else:  # any other class values: one 64-bit key per pixel
             key = ((a + 2**31).astype(np.uint64) << np.uint64(32)) | (b + 2**31).astype(np.uint64)
-            keys, counts = np.unique(key, return_counts=True)
+            keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
             pairs = [(int(k) // 2**32 - 2**31, int(k) % 2**32 - 2**31) for k in keys.tolist()]
-        for pair, k in zip(pairs, counts.tolist(), strict=True):
+            areas = None if weights is None else np.bincount(inverse.ravel(), weights, minlength=len(keys))
+        for i, (pair, k) in enumerate(zip(pairs, counts.tolist(), strict=True)):
             self.counts[pair] = self.counts.get(pair, 0) + k
+            if areas is not None:
+                self.square_metres[pair] = self.square_metres.get(pair, 0.0) + float(areas[i])
+
+
+@dataclass(frozen=True)
+class ClassMatch:
+    """How the second raster's class values are read: ``mapping`` (second value → value in the first raster's
+    numbering; empty: compared by value), the second's names in that numbering, and what to tell the user."""
+
+    mapping: dict[int, int]
+    names_to: dict[int, str]
+    info: str = ""
+    warning: str = ""
+
+    def remap(self, pixels: np.ndarray) -> np.ndarray:
+        """``pixels`` ``(n, 2)`` (from, to) with the second's values in the first's numbering."""
+        if not self.mapping:
+            return pixels
+        keys = np.array(sorted(self.mapping), dtype=np.float64)
+        values = np.array([self.mapping[int(k)] for k in keys], dtype=pixels.dtype)
+        at = np.clip(np.searchsorted(keys, pixels[:, 1]), 0, len(keys) - 1)
+        out = pixels.copy()
+        hit = keys[at] == pixels[:, 1]
+        out[hit, 1] = values[at[hit]]
+        return out
+
+
+def _name_key(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def match_classes(names_from: Mapping[int, str], names_to: Mapping[int, str]) -> ClassMatch:
+    """Match the second raster's classes to the first's by name, where both name their classes and a shared name
+    sits on different values (a legend numbered differently); otherwise classes are compared by value. A named
+    class of the second that the first does not have keeps its value unless the first uses that value for another
+    class; then it gets a new value above every class of both."""
+    identity = ClassMatch({}, dict(names_to))
+    if not names_from or not names_to:
+        return identity
+    first_by_name: dict[str, int] = {}
+    for value, name in sorted(names_from.items()):
+        first_by_name.setdefault(_name_key(name), value)
+    shared = {v: first_by_name[_name_key(n)] for v, n in names_to.items() if _name_key(n) in first_by_name}
+    clashes = sorted(v for v in set(names_from) & set(names_to) if _name_key(names_from[v]) != _name_key(names_to[v]))
+    if all(v == w for v, w in shared.items()):
+        if not clashes:
+            return identity
+        v = clashes[0]
+        return ClassMatch({}, dict(names_to), warning=(
+            f"The two class rasters name value {v} differently ({names_from[v]} / {names_to[v]}) and share no "
+            "class name on other values: classes are compared by value. Check that both use the same legend."))
+    mapping, fresh = dict(shared), max([*names_from, *names_to]) + 1
+    taken = set(names_from) | set(shared.values())
+    for value in sorted(set(names_to) - set(shared)):
+        if value in taken:
+            mapping[value], fresh = fresh, fresh + 1
+        else:
+            mapping[value] = value
+        taken.add(mapping[value])
+    moved = ", ".join(f"{names_to[v]} {v} → {w}" for v, w in sorted(mapping.items()) if v != w)
+    return ClassMatch({v: w for v, w in mapping.items() if v != w}, {w: names_to[v] for v, w in mapping.items()},
+                      info=f"The two class rasters number their classes differently; the second's classes are matched "
+                           f"to the first's by name: {moved}.")
 
 
 @dataclass(frozen=True)
@@ -55,7 +138,11 @@ class PairRow:
     to_name: str
     pixels: int
     area: float  # map units²
-    hectares: float | None  # None when the map unit is not the metre
+    square_metres: float | None  # None when the ground area is unknown (no CRS)
+
+    @property
+    def hectares(self) -> float | None:
+        return None if self.square_metres is None else self.square_metres / 10000.0
 
     @property
     def name(self) -> str:
@@ -67,8 +154,8 @@ class ChangeTable:
     """Every from–to pair with its code and area, and the classes (styles) of the change raster."""
 
     rows: tuple[PairRow, ...]
-    pixel_area: float  # map units² per pixel
-    metres: bool
+    pixel_area: str  # the area of one pixel, for reports ("100 m²", "from 605 to 612 m² (by latitude)")
+    metres: bool  # whether rows have square metres and hectares
 
     @property
     def changed_codes(self) -> dict[tuple[int, int], int]:
@@ -89,22 +176,23 @@ class ChangeTable:
 
 
 def change_table(counts: Mapping[tuple[int, int], int], names_from: Mapping[int, str], names_to: Mapping[int, str],
-                 pixel_area: float, metres: bool) -> ChangeTable:
-    """The table of ``counts`` (pairs sorted by from, then to; changed pairs numbered 1, 2, …). Class names come
-    from each raster's category names, else the class value."""
+                 areas: PixelAreas, square_metres: Mapping[tuple[int, int], float] | None = None) -> ChangeTable:
+    """The table of ``counts`` (pairs sorted by from, then to; changed pairs numbered 1, 2, …), with each pair's
+    ground area from ``square_metres`` (see :class:`PairCounter`). Class names come from each raster's category
+    names, else the class value."""
     rows, code = [], 0
+    metres = areas.row_m2 is not None and square_metres is not None
     for (a, b), n in sorted(counts.items()):
         if a != b:
             code += 1
-        area = n * pixel_area
         rows.append(PairRow(code if a != b else UNCHANGED, a, b, names_from.get(a, str(a)), names_to.get(b, str(b)),
-                            n, area, area / 10000.0 if metres else None))
-    return ChangeTable(tuple(rows), pixel_area, metres)
+                            n, n * areas.map_units2, square_metres.get((a, b), 0.0) if metres else None))
+    return ChangeTable(tuple(rows), areas.describe(), metres)
 
 
-def change_codes(table: ChangeTable, nodata: int) -> PixelFunction:
-    """Pixel function ``(n, 2)`` (from, to) → ``(n, 1)`` change codes; a pair missing from the table (never when
-    the table was counted on the same pixels) becomes ``nodata``."""
+def change_codes(table: ChangeTable, nodata: int, match: ClassMatch | None = None) -> PixelFunction:
+    """Pixel function ``(n, 2)`` (from, to) → ``(n, 1)`` change codes, the second's values read through ``match``;
+    a pair missing from the table (never when the table was counted on the same pixels) becomes ``nodata``."""
     lookup = table.changed_codes
     keys = np.array(sorted(lookup), dtype=np.int64).reshape(-1, 2)
     span = int(max(1, np.abs(keys).max() + 1)) if len(keys) else 1
@@ -113,6 +201,8 @@ def change_codes(table: ChangeTable, nodata: int) -> PixelFunction:
     flat, codes = flat[order], np.array([lookup[tuple(k)] for k in keys.tolist()], dtype=np.int64)[order]
 
     def fn(pixels: np.ndarray) -> np.ndarray:
+        if match is not None:
+            pixels = match.remap(pixels)
         a, b = pixels[:, 0].astype(np.int64), pixels[:, 1].astype(np.int64)
         out = np.full(len(a), UNCHANGED, dtype=np.int64)
         moved = a != b

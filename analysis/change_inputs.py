@@ -25,7 +25,8 @@ from .errors import ChangeInputError
 gdal.UseExceptions()
 
 CLASS_WARP_NODATA = -(2**31)
-"""Int32 nodata of a class raster warped onto the first grid (outside it, or its own nodata)."""
+"""Nodata of a class raster warped onto the first grid (outside it, or its own nodata); the warp is Float64, which
+holds every 32-bit class value (UInt32 included) exactly."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,11 @@ def paired_rasters(first_path: str, second_path: str, classes: bool, callbacks: 
     first, second = RasterSource.open(first_path), RasterSource.open(second_path)
     if classes:
         for src in (first, second):
+            if src.dtypes[0] in ("Int64", "UInt64"):
+                raise ChangeInputError(
+                    f"{src.path} holds 64-bit integers ({src.dtypes[0]}), which class rasters of this algorithm "
+                    f"cannot hold. Convert it to 32-bit integers (Raster > Conversion > Translate, output data type "
+                    "Int32) and run again.")
             if src.dtypes[0] not in ("Byte", "Int8", "UInt16", "Int16", "UInt32", "Int32"):
                 raise ChangeInputError(
                     f"{src.path} holds {src.dtypes[0]} values: class rasters hold whole class numbers. Choose an "
@@ -135,7 +141,7 @@ def paired_rasters(first_path: str, second_path: str, classes: bool, callbacks: 
         if resample:
             method = "near" if classes else "bilinear"
             second_path_on_grid = warp_onto(
-                ds, first, method, gdal.GDT_Int32 if classes else gdal.GDT_Float32, second.nodata[0],
+                ds, first, method, gdal.GDT_Float64 if classes else gdal.GDT_Float32,
                 CLASS_WARP_NODATA if classes else float("nan"), folder)
             made.append(second_path_on_grid)
             how = "nearest neighbour" if classes else "bilinear"

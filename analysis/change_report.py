@@ -10,8 +10,8 @@ from pathlib import Path
 from ..tiling.transaction import write_together
 from .change_classes import UNCHANGED, ChangeTable
 
-COLUMNS = ("code", "change", "from_value", "from_name", "to_value", "to_name", "changed", "pixels", "area_map_units2",
-           "hectares", "percent")
+COLUMNS = ("code", "change", "from_value", "from_name", "to_value", "to_name", "changed", "pixels", "area_m2",
+           "hectares", "area_map_units2", "percent")
 
 
 def table_rows(table: ChangeTable) -> list[dict[str, object]]:
@@ -20,8 +20,15 @@ def table_rows(table: ChangeTable) -> list[dict[str, object]]:
     return [{"code": r.code if r.code != UNCHANGED else "", "change": r.name if r.code != UNCHANGED else
              f"no change ({r.from_name})", "from_value": r.from_value, "from_name": r.from_name,
              "to_value": r.to_value, "to_name": r.to_name, "changed": int(r.code != UNCHANGED), "pixels": r.pixels,
-             "area_map_units2": round(r.area, 6), "hectares": "" if r.hectares is None else round(r.hectares, 6),
+             "area_m2": "" if r.square_metres is None else _significant(r.square_metres),
+             "hectares": "" if r.hectares is None else _significant(r.hectares),
+             "area_map_units2": _significant(r.area),
              "percent": round(100.0 * r.pixels / total, 4) if total else 0.0} for r in table.rows]
+
+
+def _significant(value: float) -> float:
+    """``value`` to 9 significant digits (areas in degrees² are tiny; in m² large)."""
+    return float(f"{value:.9g}")
 
 
 def table_csv(table: ChangeTable) -> str:
@@ -49,8 +56,8 @@ def table_html(table: ChangeTable, first: str, second: str) -> str:
         "body{font-family:sans-serif}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}"
         "td:nth-child(2){text-align:left}</style></head><body>"
         f"<h1>From–to change</h1><p>From <code>{html.escape(first)}</code><br>to <code>{html.escape(second)}</code></p>"
-        f"<p>{changed} of {total} compared pixels changed ({share:.2f} %); pixel area {table.pixel_area:g} map "
-        f"units².</p><table><tr><th>code</th><th>from → to</th><th>pixels</th><th>area ({unit})</th>"
+        f"<p>{changed} of {total} compared pixels changed ({share:.2f} %); pixel area {html.escape(table.pixel_area)}."
+        f"</p><table><tr><th>code</th><th>from → to</th><th>pixels</th><th>area ({unit})</th>"
         f"<th>%</th></tr>\n{cells}\n</table></body></html>\n")
 
 

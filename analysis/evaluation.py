@@ -134,7 +134,7 @@ def _reference_dataset(path: str, target: RasterSource) -> tuple[gdal.Dataset, f
     if not _overlaps(footprint_in(ref, target), _bounds(target.geotransform, target.width, target.height)):
         raise EvaluationError(f"The reference raster {path} does not overlap the class raster {target.path}. "
                               "Choose a reference over the same area.")
-    return warped_onto(ref, target, "near", gdal.GDT_Int32, nodata, NO_LABEL), NO_LABEL, True
+    return warped_onto(ref, target, "near", gdal.GDT_Int32, NO_LABEL), NO_LABEL, True
 
 
 def _blocks(region: Window) -> Iterator[Window]:

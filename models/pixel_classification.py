@@ -226,15 +226,23 @@ def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None
     early = early_onnx_predictor(request.package, request.runtime, request.device, request.batch_size)
     try:
         plan = plan_classification(request, callbacks)
-        predictor, device = plan_predictor(plan, early=early)
-    finally:
-        del early  # not taken (a failed check): its session goes as soon as it is made
+    except BaseException:
+        if early is not None:
+            early.settle()  # a failed check: the session's thread must not outlive the run (see settle)
+        raise
+    predictor, device = plan_predictor(plan, early=early)  # settles an early predictor it does not take
+    del early
     callbacks.info(f"Model {request.package.name} on {device}; bands {list(plan.bands)}; tiles {plan.tile} px, "
                    f"overlap {plan.overlap} px"
                    f"{'; test-time augmentation (8 flips / rotations)' if request.tta else ''}.")
     grid = plan.grid
     callbacks.info(f"Coverage factor {coverage_factor(grid):.2f} (pixels computed ÷ pixels output, {len(grid)} tiles).")
-    return classification_run(plan, predictor, callbacks).run()
+    try:
+        return classification_run(plan, predictor, callbacks).run()
+    finally:  # a run stopped before its first batch (cancel, a full disk) leaves no session thread behind
+        settle = getattr(getattr(predictor, "predict", predictor), "settle", None)
+        if settle is not None:
+            settle()
 
 
 def make_heads(package: ModelPackage, source: RasterSource, region: Window, outputs: dict[str, str],

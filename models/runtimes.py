@@ -76,10 +76,17 @@ def make_predictor(package: ModelPackage, runtime: str, device: str, *, tile: in
     """The predictor for a run and a phrase saying where it runs (for the log). ``sample`` gives one real
     normalised tile to check a new ONNX export on; ``threads``: CPU threads of ONNX Runtime (default: every core
     this process may use); ``early``: what :func:`early_onnx_predictor` started for this run, taken when it fits."""
-    path = onnx_file(package, runtime, trusted, sample, info, warning)
-    if path is not None:
-        return _onnx_predictor(path, package, device, tile, batch_size, half, info, threads, early)
-    return _torch_predictor(package, device, tile, batch_size, half, trusted)
+    made = None
+    try:
+        path = onnx_file(package, runtime, trusted, sample, info, warning)
+        if path is not None:
+            made = _onnx_predictor(path, package, device, tile, batch_size, half, info, threads, early)
+        else:
+            made = _torch_predictor(package, device, tile, batch_size, half, trusted)
+        return made
+    finally:
+        if early is not None and (made is None or made[0] is not early):
+            early.settle()  # not taken: its session thread must not outlive the run
 
 
 def early_onnx_predictor(package: ModelPackage, runtime: str, device: str, batch_size: int,

@@ -124,6 +124,11 @@ def test_warning_of_a_successful_run_is_not_an_error(input_folder, tmp_path, mod
     assert "ERROR" not in log
     assert log.index("Classify pixels: reading corner.tif…") < log.index("WARNING")  # the first line of the run
     assert sorted(os.listdir(input_folder)) == before
+    from osgeo import gdal  # the class names live in the output's .aux.xml, which qgis_process must still write
+
+    band = (classes := gdal.Open(str(tmp_path / "classes.tif"))).GetRasterBand(1)
+    assert classes is not None and band.GetNoDataValue() == 255  # (GDAL 3.6 loads the .aux.xml on such calls)
+    assert band.GetCategoryNames()[:3] == ["clear", "cloud", "cloud shadow"]
 
 
 def test_metadata_only_in_an_aux_xml_is_still_read(tmp_path, s2_30m, model_6b_l1c):

@@ -258,3 +258,29 @@ def test_pixel_sample_of_a_large_raster_reads_a_grid_of_windows(tmp_path):
                    '<NoDataValue>0</NoDataValue>' + sources + "</VRTRasterBand></VRTDataset>")
     sample = sample_pixels(RasterSource.open(str(vrt)), [1], size=256)
     assert sample.shape == (1, 64 * 32 * 32) and (sample > 0).all()
+
+
+def test_raster_without_georeferencing_overlays_and_takes_canvas_extents(world, tmp_path):
+    """A raster without a geotransform is read the way QGIS draws it (rows going down from y = 0): outputs overlay
+    it, and an extent drawn on the canvas (negative y) selects the pixels seen there. A GCP-only raster refuses an
+    extent in words (it said "does not overlap")."""
+    from osgeo import gdal
+    from qgis.core import QgsProcessingException
+
+    data = smooth_field(6, 40, 60).astype(np.float32)
+    plain = tmp_path / "plain.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(plain), 60, 40, 6, gdal.GDT_Float32)
+    ds.WriteArray(data)
+    ds = None
+    assert gdal.Open(str(plain)).GetGeoTransform(can_return_null=True) is None
+    params = {"INPUT": str(plain), "N_CLUSTERS": 3, "SAMPLE_SIZE": 500}
+    run("cluster_pixels", {**params, "OUTPUT": str(tmp_path / "all.tif")})
+    assert gdal.Open(str(tmp_path / "all.tif")).GetGeoTransform() == (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+    run("cluster_pixels", {**params, "EXTENT": "10,30,-20,-5", "OUTPUT": str(tmp_path / "part.tif")})
+    part = gdal.Open(str(tmp_path / "part.tif"))
+    assert (part.RasterXSize, part.RasterYSize) == (20, 15)
+    assert part.GetGeoTransform() == (10.0, 1.0, 0.0, -5.0, 0.0, -1.0)  # columns 10–29, rows 5–19
+    raster = gcp_raster(tmp_path / "gcp.tif", 6, 40, 60, S2_6)
+    with pytest.raises(QgsProcessingException, match="ground control points only: a processing extent cannot"):
+        run("cluster_pixels", {**params, "INPUT": str(raster), "EXTENT": "500100,500300,5799700,5799900",
+                               "OUTPUT": str(tmp_path / "g.tif")})

@@ -13,6 +13,7 @@ import pytest
 from analysis_scene import private_config, run, scene
 from deepraster.tiling.destinations import Destination, check_destinations, partial_files, reserve_destinations
 from deepraster.tiling.errors import OutputError
+from osgeo import gdal
 
 __all__ = ["private_config", "scene"]  # fixtures used by the tests below
 
@@ -150,6 +151,21 @@ def test_train_classifier_same_path_for_two_outputs(qgis_app, scene, tmp_path):
     assert not out.exists()
 
 
+def test_model_name_and_its_sidecar_are_checked(qgis_app, scene, tmp_path):
+    """A fitted model is named .joblib (its description goes to <name>.joblib.json), and a report on that sidecar
+    is refused naming the sidecar: the report was silently replaced by the model's description before."""
+    from qgis.core import QgsProcessingException
+
+    params = {"INPUT": scene["raster"], "TRAINING": scene["training"], "LABEL_FIELD": "fclass",
+              "KWARGS": '{"n_estimators": 5}', "OUTPUT": str(tmp_path / "c.tif")}
+    with pytest.raises(QgsProcessingException, match=r"written as a \.joblib file.*Name it m\.joblib"):
+        run("train_classifier", {**params, "OUTPUT_MODEL": str(tmp_path / "m.pkl")})
+    with pytest.raises(QgsProcessingException, match=r"are both (written to )?.*m\.joblib\.json: one would be lost"):
+        run("train_classifier", {**params, "OUTPUT_MODEL": str(tmp_path / "m.joblib"),
+                                 "OUTPUT_REPORT_JSON": str(tmp_path / "m.joblib.json")})
+    assert not list(tmp_path.iterdir())
+
+
 def test_png_output_refused(qgis_app, scene, tmp_path):
     from qgis.core import QgsProcessingException
 
@@ -262,3 +278,23 @@ def test_create_package_destination_unwritable(qgis_app, tmp_path):
                                "CLASSES": [0, "other", "#000000", 1, "coral", "#ff7f50"],
                                "NAME": "test", "LICENSE": "CC-BY-4.0", "OUTPUT": str(folder / "p.drpk")})
     assert not list(folder.iterdir())
+
+
+def test_files_an_input_is_made_of_are_inputs_too(tmp_path):
+    """A VRT's source raster and a raster's sidecars cannot be overwritten through the VRT or the raster."""
+    source = tmp_path / "source.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(source), 4, 4, 1, gdal.GDT_Byte)
+    ds.SetGeoTransform((0, 1, 0, 4, 0, -1))
+    ds = None
+    vrt = tmp_path / "mosaic.vrt"
+    gdal.BuildVRT(str(vrt), [str(source)]).FlushCache()
+    (tmp_path / "source.tif.aux.xml").write_text("<PAMDataset/>")
+    with pytest.raises(OutputError, match=r"would overwrite the input .*mosaic\.vrt \(.*source\.tif is one of the "
+                                          r"files it is made of\)"):
+        check_destinations([Destination(source, "classes", "geotiff")], [vrt])
+    with pytest.raises(OutputError, match="would overwrite the input .*source.tif"):
+        check_destinations([Destination(tmp_path / "source.tif.aux.xml", "report")], [source])
+    check_destinations([Destination(tmp_path / "other.tif", "classes", "geotiff")], [vrt])
+    model = tmp_path / "model.json"  # not a raster: the file alone
+    model.write_text("{}")
+    check_destinations([Destination(tmp_path / "other.tif", "classes", "geotiff")], [model])

@@ -73,7 +73,7 @@ def test_class_change_exact_counts_areas_and_nodata(qgis_app, tmp_path):
     label = ["water", "forest", "field"]
     for r in rows:
         x, y, n = int(r["from_value"]), int(r["to_value"]), int(r["pixels"])
-        assert float(r["area_map_units2"]) == pytest.approx(n * 100.0)
+        assert float(r["area_map_units2"]) == float(r["area_m2"]) == pytest.approx(n * 100.0)
         assert float(r["hectares"]) == pytest.approx(n * 0.01)
         assert (r["from_name"], r["to_name"]) == (label[x], label[y])
         if x != y:  # its code covers exactly its pixels, and is styled "from → to"
@@ -86,13 +86,19 @@ def test_class_change_exact_counts_areas_and_nodata(qgis_app, tmp_path):
 
 def test_pair_counts_and_codes_for_any_integer_classes():
     from deepraster.analysis.change_classes import PairCounter, change_codes, change_table
+    from deepraster.analysis.errors import ChangeInputError
+    from deepraster.analysis.pixel_areas import PixelAreas
 
-    pixels = np.array([[-5, 70000], [-5, 70000], [1000, 1000], [3, -2**31], [2**31 - 1, 0]], np.float64)
+    top = 2**24 - 1  # float32 holds every whole number up to here: the reader's values are exact
+    pixels = np.array([[-5, 70000], [-5, 70000], [1000, 1000], [3, -top], [top, 0]], np.float32)
     counter = PairCounter()
     counter.add(pixels[:3])
     counter.add(pixels[3:])
-    assert counter.counts == {(-5, 70000): 2, (1000, 1000): 1, (3, -2**31): 1, (2**31 - 1, 0): 1}
-    table = change_table(counter.counts, {}, {}, 900.0, True)
+    assert counter.counts == {(-5, 70000): 2, (1000, 1000): 1, (3, -top): 1, (top, 0): 1}
+    with pytest.raises(ChangeInputError, match="A class value of -16777216 occurs"):  # -16777217 read as float32
+        counter.add(np.array([[1, -16777217]], np.float32))
+    table = change_table(counter.counts, {}, {}, PixelAreas(900.0, np.full(1, 900.0)),
+                         {pair: 900.0 * n for pair, n in counter.counts.items()})
     codes = change_codes(table, 65535)(pixels)[:, 0].tolist()
     assert codes == [1, 1, 0, 2, 3] and table.rows[0].hectares == pytest.approx(0.18)
 
@@ -116,6 +122,27 @@ def test_class_change_second_on_shifted_coarser_grid(qgis_app, tmp_path):
     assert (read(out["OUTPUT"])[~inside] == 255).all()
 
 
+def blocks_of_40m(gt, rows: int, cols: int) -> np.ndarray:
+    """Classes 0–2 of a map of 40 m blocks (x // 40 + y // 40) % 3, sampled at the pixel centres of a grid."""
+    rr, cc = np.mgrid[0:rows, 0:cols] + 0.5
+    x, y = gt[0] + cc * gt[1] + rr * gt[2], gt[3] + cc * gt[4] + rr * gt[5]
+    return ((x // 40 + y // 40) % 3).astype(np.uint8)
+
+
+def test_second_resampled_onto_a_south_up_first_grid(qgis_app, tmp_path):
+    """A first raster whose rows run south to north (positive pixel height) gets the second on its own grid, not on
+    a north-up grid of the same bounds (which flipped it). Both sample one map: no pixel changes."""
+    south_up = (GT[0], 10.0, 0.0, GT[3] - 300.0, 0.0, 10.0)
+    fine = (GT[0] - 49.0, 5.0, 0.0, GT[3] + 51.0, 0.0, -5.0)  # 5 m, north-up, no pixel edge on a first centre
+    first = write_raster(tmp_path / "south_up.tif", blocks_of_40m(south_up, 30, 40), nodata=255,
+                         geotransform=south_up)
+    second = write_raster(tmp_path / "fine.tif", blocks_of_40m(fine, 90, 110), nodata=255, geotransform=fine)
+    out = run({"INPUT": str(first), "SECOND": str(second), "MODE": 0, "OUTPUT": str(tmp_path / "change.tif"),
+               "OUTPUT_TABLE": str(tmp_path / "change.csv")})
+    assert out["CHANGED_PERCENT"] == 0.0
+    assert (read(out["OUTPUT"]) == 0).all()  # every pixel compared and unchanged
+
+
 def test_identical_feature_rasters_score_zero_and_empty_mask(qgis_app, tmp_path):
     from helpers import smooth_field
 
@@ -126,6 +153,24 @@ def test_identical_feature_rasters_score_zero_and_empty_mask(qgis_app, tmp_path)
                "OUTPUT_SCORE": str(tmp_path / "score.tif")})
     assert np.allclose(read(out["OUTPUT_SCORE"]), 0.0, atol=1e-6)
     assert (read(out["OUTPUT"]) == 0).all() and out["CHANGED_PERCENT"] == 0.0
+
+
+def test_nodata_of_one_band_stays_missing_when_the_second_is_resampled(qgis_app, tmp_path):
+    """A pixel that is nodata in one band of the second raster only is missing after resampling (GDAL's warp
+    treated a pixel as nodata only where every band was): scored NaN, mask nodata, not a change."""
+    from helpers import smooth_field
+
+    data = smooth_field(3, 40, 50, np.float32, seed=4)
+    first = write_raster(tmp_path / "a.tif", data, nodata=-9999)
+    second_data = data.copy()
+    second_data[2, 10:20, 10:20] = -9999
+    shifted = (GT[0] + 5.0, 10.0, 0.0, GT[3], 0.0, -10.0)  # half a pixel east: bilinear resampling
+    second = write_raster(tmp_path / "b.tif", second_data, nodata=-9999, geotransform=shifted)
+    out = run({"INPUT": str(first), "SECOND": str(second), "MODE": 1, "THRESHOLD": 0.01,
+               "OUTPUT": str(tmp_path / "mask.tif"), "OUTPUT_SCORE": str(tmp_path / "score.tif")})
+    score, mask = read(out["OUTPUT_SCORE"]), read(out["OUTPUT"])
+    assert np.isnan(score[12:18, 12:18]).all() and (mask[12:18, 12:18] == 255).all()
+    assert out["CHANGED_PERCENT"] == 0.0
 
 
 def landsat_stack(tmp_path: Path, date: str) -> tuple[np.ndarray, tuple, str]:
@@ -185,6 +230,9 @@ BAD = [
     ("bands", 1, "different band counts"),
     ("threshold_high", 1, "outside 0–2"),
     ("threshold_negative", 1, "outside 0–2"),
+    ("int64_classes", 0, "64-bit integers .*Int32"),
+    ("uint32_beyond_exact", 0, "A class value of 3000000000 occurs: .*Recode the classes"),
+    ("nothing_on_both_dates", 1, "No pixel is valid on both dates"),
 ]
 
 
@@ -203,6 +251,13 @@ def test_bad_inputs_are_explained_and_nothing_is_written(qgis_app, tmp_path, cas
         second_data = a[0].astype(np.float32)
     elif case == "bands":
         second_data = np.ones((3, 20, 20), np.uint8)
+    elif case == "int64_classes":
+        second_data = a[0].astype(np.int64)
+    elif case == "uint32_beyond_exact":  # resampled (Float64 warp: no wrap to a negative Int32)
+        second_data, kwargs["geotransform"] = a[0].astype(np.uint32) * 3_000_000_000, (GT[0] + 5, 10.0, 0.0, GT[3],
+                                                                                       0.0, -10.0)
+    elif case == "nothing_on_both_dates":
+        second_data, kwargs["nodata"], extra["THRESHOLD"] = a, 1, 0.1
     else:
         extra["THRESHOLD"] = 3.0 if case == "threshold_high" else -0.5
     second = write_raster(tmp_path / "b.tif", second_data, **kwargs)
@@ -215,3 +270,79 @@ def test_bad_inputs_are_explained_and_nothing_is_written(qgis_app, tmp_path, cas
     with pytest.raises(QgsProcessingException, match=message):
         run(params)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_too_many_from_to_pairs_are_refused_with_their_count(qgis_app, tmp_path):
+    from qgis.core import QgsProcessingException
+
+    rows, cols = np.mgrid[0:300, 0:300].astype(np.uint16)  # 90 000 pairs, 89 700 of them changed
+    first, second = write_raster(tmp_path / "a.tif", rows), write_raster(tmp_path / "b.tif", cols)
+    with pytest.raises(QgsProcessingException, match="89700 different from–to pairs occur, more than the 65534"):
+        run({"INPUT": str(first), "SECOND": str(second), "MODE": 0, "OUTPUT": str(tmp_path / "out.tif")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif", "b.tif"]
+
+
+def test_constant_difference_is_not_called_no_difference(qgis_app, tmp_path):
+    """Every pixel turned by the same angle: Otsu cannot split one score, and says so (not "the dates do not
+    differ"); identical dates still get that message."""
+    from deepraster.analysis.change import feature_change
+    from deepraster.tiling.callbacks import Callbacks
+
+    ones = np.ones((20, 20), np.float32)
+    first = write_raster(tmp_path / "a.tif", np.stack([ones, 0 * ones]))
+    turned = write_raster(tmp_path / "b.tif", np.stack([ones, 0.5 * ones]))
+    for second, expected in ((turned, "cannot split one value"), (first, "do not differ enough")):
+        warnings: list[str] = []
+        found = feature_change(str(first), str(second), str(tmp_path / f"mask_{second.stem}.tif"),
+                               callbacks=Callbacks(warning=warnings.append))
+        assert found.changed == 0 and expected in " ".join(warnings)
+
+
+def test_legends_numbered_differently_are_matched_by_name(qgis_app, tmp_path):
+    """The second raster numbers water / forest the other way round and adds a class the first lacks (on a value the
+    first uses): pairs are counted by name, an unchanged pixel never reads "water → forest"."""
+    from deepraster.analysis.change_classes import match_classes
+
+    a = np.array([[0, 0, 1, 1, 2]], np.uint8).repeat(4, axis=0)  # 0 water, 1 forest, 2 field
+    b = np.array([[1, 0, 0, 2, 2]], np.uint8).repeat(4, axis=0)  # 0 forest, 1 water, 2 urban
+    first = named(write_raster(tmp_path / "a.tif", a, nodata=255), ["water", "forest", "field"])
+    second = named(write_raster(tmp_path / "b.tif", b, nodata=255), ["Forest", "water", "urban"])
+    out = run({"INPUT": str(first), "SECOND": str(second), "MODE": 0, "OUTPUT": str(tmp_path / "change.tif"),
+               "OUTPUT_TABLE": str(tmp_path / "change.csv")})
+    rows = {(r["from_name"], r["to_name"]): int(r["pixels"]) for r in table(out["OUTPUT_TABLE"])}
+    assert rows == {("water", "water"): 4, ("water", "Forest"): 4, ("forest", "Forest"): 4, ("forest", "urban"): 4,
+                    ("field", "urban"): 4}
+    assert out["CHANGED_PERCENT"] == pytest.approx(60.0)
+    match = match_classes({0: "water", 1: "forest"}, {0: "forest", 1: "water"})
+    assert match.mapping == {0: 1, 1: 0} and "by name" in match.info
+    same = match_classes({0: "water", 1: "forest"}, {0: "Water", 1: "forest"})
+    assert same.mapping == {} and not same.warning
+    unrelated = match_classes({0: "water", 1: "forest"}, {0: "class 0", 1: "class 1"})
+    assert unrelated.mapping == {} and "compared by value" in unrelated.warning
+
+
+def test_areas_in_a_geographic_crs_are_square_metres_by_latitude(qgis_app, tmp_path):
+    """EPSG:4326 pixels of 0.0001° at 50°N (~7.2 × 11.1 m): the table gives m² and hectares by latitude, not
+    degrees² rounded to 0; a degree-sized row near the pole is far smaller than one at the equator."""
+    from deepraster.analysis.pixel_areas import pixel_areas
+    from deepraster.tiling.source import RasterSource
+
+    gt = (13.0, 0.0001, 0.0, 50.0, 0.0, -0.0001)
+    a = np.zeros((10, 10), np.uint8)
+    b = a.copy()
+    b[:5] = 1  # the top 5 rows changed
+    first = write_raster(tmp_path / "a.tif", a, epsg=4326, geotransform=gt, nodata=255)
+    second = write_raster(tmp_path / "b.tif", b, epsg=4326, geotransform=gt, nodata=255)
+    out = run({"INPUT": str(first), "SECOND": str(second), "MODE": 0, "OUTPUT": str(tmp_path / "change.tif"),
+               "OUTPUT_TABLE": str(tmp_path / "change.csv"), "OUTPUT_REPORT": str(tmp_path / "change.html")})
+    changed = next(r for r in table(out["OUTPUT_TABLE"]) if r["changed"] == "1")
+    pixel = 0.0001 * 111_229 * 0.0001 * 71_696  # metres per 0.0001° of latitude × of longitude at 50°N (WGS 84)
+    assert float(changed["area_m2"]) == pytest.approx(50 * pixel, rel=2e-3)
+    assert float(changed["hectares"]) == pytest.approx(50 * pixel / 1e4, rel=2e-3)
+    assert float(changed["area_map_units2"]) == pytest.approx(50 * 1e-8)
+    assert "m² (by latitude)" in Path(out["OUTPUT_REPORT"]).read_text(encoding="utf-8")
+    whole = write_raster(tmp_path / "world.tif", np.zeros((180, 1), np.uint8), epsg=4326,
+                         geotransform=(0.0, 1.0, 0.0, 90.0, 0.0, -1.0))
+    rows = pixel_areas(RasterSource.open(str(whole))).row_m2
+    assert rows.sum() * 360 == pytest.approx(510_065_621.7e6, rel=1e-9)  # the area of the WGS 84 ellipsoid
+    assert rows[0] < rows[89] / 50

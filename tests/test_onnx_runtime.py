@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from deepraster.models.runtimes import sample_tile
 from deepraster.tiling.errors import DeepRasterError
 from deepraster.tiling.onnx_predictor import OnnxPredictor, cpu_streams
 from deepraster.tiling.source import RasterSource
+from helpers import REPO
 from osgeo import gdal
 
 ALG = "deepraster:classify_pixels"
@@ -325,7 +327,29 @@ def test_the_session_is_started_before_the_input_checks_and_used_once(exported, 
                                                              classes_path=str(bad), runtime="onnxruntime",
                                                              bands=[1, 2, 3, 4, 5, 99]))
     assert not [p.name for p in tmp_path.iterdir() if not p.name.startswith("c.tif")]  # nothing of the stopped run
+    assert not [t for t in threading.enumerate() if t.name.startswith("deepraster-onnx-session")]  # settled
     assert runtimes.early_onnx_predictor(package, "torch", "cpu", 4) is None
+
+
+def test_a_failed_check_under_qgis_process_exits_cleanly_and_keeps_the_cache(exported, package_copy, s2_30m, cache,
+                                                                             tmp_path):
+    """qgis_process ends as soon as a check fails; ONNX Runtime was still making the early session then, crashed
+    (exit 139) and left the kept optimised graph moved aside. The run now waits for that session first."""
+    nodata = tmp_path / "nodata.tif"
+    gdal.Translate(str(nodata), str(s2_30m), srcWin=[0, 0, 64, 64], scaleParams=[[0, 100000, 0, 0]], noData=0)
+    args = [str(REPO / "scripts" / "qgis_process"), "run", ALG, "--", f"MODEL={package_copy[0]}"]
+    good = subprocess.run([*args, f"INPUT={s2_30m}", f"OUTPUT_CLASSES={tmp_path / 'ok.tif'}"], capture_output=True,
+                          text=True, timeout=300)
+    assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
+    kept = sorted(p.name for p in cache.iterdir())
+    assert any(name.endswith(".optimized") for name in kept), kept
+    for _ in range(3):
+        failed = subprocess.run([*args, f"INPUT={nodata}", f"OUTPUT_CLASSES={tmp_path / 'x.tif'}"],
+                                capture_output=True, text=True, timeout=300)
+        assert failed.returncode == 1, failed.stdout[-2000:] + failed.stderr[-2000:]
+        assert "no valid pixel" in failed.stdout + failed.stderr
+        assert "onnxruntime" not in failed.stderr
+    assert sorted(p.name for p in cache.iterdir()) == kept
 
 
 def test_onnx_run_imports_no_torch(exported, package_copy, s2_30m, cache, tmp_path):

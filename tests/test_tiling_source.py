@@ -41,6 +41,14 @@ def test_open_missing_file_raises_raster_input_error(tmp_path: Path) -> None:
         RasterSource.open(str(tmp_path / "missing.tif"))
 
 
+def test_complex_raster_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """SAR single-look complex data: refused (its imaginary part was dropped silently), with the conversion to make."""
+    path = tmp_path / "slc.tif"
+    gdal.GetDriverByName("GTiff").Create(str(path), 4, 4, 2, gdal.GDT_CFloat32).FlushCache()
+    with pytest.raises(RasterInputError, match=r"slc.tif holds complex values \(CFloat32.*amplitude or intensity"):
+        RasterSource.open(str(path))
+
+
 def test_open_describes_raster(make_raster: Callable[..., Path]) -> None:
     """``open`` reports size, bands, georeferencing, descriptions, nodata and types as written."""
     data = np.zeros((3, 40, 70), np.int16)

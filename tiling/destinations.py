@@ -3,8 +3,9 @@
 :func:`check_destinations` resolves every output path of a run and refuses, with a message that says what to
 change, a destination that cannot be written (missing folder, read-only folder or file, a
 folder where a file is expected), two destinations that are the same file, a destination that is one of the run's
-input files (or the sidecar of one: the ``.json`` description of a ``.joblib`` model), and a name whose extension
-does not match the format written (a GeoTIFF named ``.png``).
+input files (or a file an input is made of: the sources of a ``.vrt``, a raster's ``.aux.xml``, ``.ovr`` or world
+file, the ``.json`` description of a ``.joblib`` model), and a name whose extension does not match the format
+written (a GeoTIFF named ``.png``).
 
 :func:`reserve_destinations` does the same checks and then holds an exclusive lock beside every file destination
 for the run's duration: a second run to the same output is refused ("another run is writing this output") instead
@@ -23,6 +24,8 @@ import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from osgeo import gdal
 
 from .errors import OutputError
 
@@ -64,6 +67,23 @@ def written_files(path: str | os.PathLike[str]) -> list[str]:
     return [real, real + ".json"] if real.lower().endswith(".joblib") else [real]
 
 
+def files_of_input(path: str | os.PathLike[str]) -> list[str]:
+    """The real paths of the files an input is made of: :func:`written_files`, plus, for a raster GDAL opens, every
+    file GDAL lists for it (the sources of a VRT, its own sidecars: ``.aux.xml``, ``.ovr``, ``.msk``, world file).
+    Writing any of them would destroy the input."""
+    files = written_files(path)
+    with contextlib.suppress(RuntimeError):  # not a raster GDAL opens (a model, a table): the file alone
+        gdal.PushErrorHandler("CPLQuietErrorHandler")
+        try:
+            ds = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY)
+            listed = (ds.GetFileList() or []) if ds is not None else []
+        finally:
+            ds = None
+            gdal.PopErrorHandler()
+        files += [_real(f) for f in listed if not f.startswith("/vsi")]
+    return files
+
+
 def check_destinations(destinations: Iterable[Destination], inputs: Iterable[str | os.PathLike[str] | None] = ()
                        ) -> list[Path]:
     """Check every destination of a run together; return their paths (those given) in order.
@@ -75,7 +95,7 @@ def check_destinations(destinations: Iterable[Destination], inputs: Iterable[str
     input_files: dict[str, str] = {}
     for item in inputs:
         if item not in (None, "") and os.path.exists(str(item)):
-            for real in written_files(item):
+            for real in files_of_input(item) if os.path.isfile(str(item)) else written_files(item):
                 input_files.setdefault(real, str(item))
     input_folders = {_real(item): str(item) for item in inputs if item not in (None, "") and os.path.isdir(item)}
     claimed: dict[str, Destination] = {}
@@ -85,13 +105,16 @@ def check_destinations(destinations: Iterable[Destination], inputs: Iterable[str
             if inside is not None and os.path.exists(real):  # a file of an input folder (a model package)
                 input_files.setdefault(real, input_folders[inside])
             if real in input_files:
+                source = input_files[real]
+                part = "" if _real(source) == real else f" ({real} is one of the files it is made of)"
                 raise OutputError(
-                    f"The {dest.label} ({dest.path}) would overwrite the input {input_files[real]}: the input would "
-                    f"be destroyed. Choose another file name for the {dest.label}.")
+                    f"The {dest.label} ({dest.path}) would overwrite the input {source}{part}: the input would be "
+                    f"destroyed. Choose another file name for the {dest.label}.")
             other = claimed.get(real)
             if other is not None:
+                both = dest.path if real == _real(dest.path) else f"written to {real}"
                 raise OutputError(
-                    f"The {other.label} and the {dest.label} are both {dest.path}: one would be lost. Give each "
+                    f"The {other.label} and the {dest.label} are both {both}: one would be lost. Give each "
                     f"output its own file name.")
             claimed[real] = dest
     for dest in given:

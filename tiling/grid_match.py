@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 from osgeo import gdal, osr
 
 from .errors import RasterInputError
-from .source import RasterSource
+from .source import RasterSource, geotransform_of
 
 gdal.UseExceptions()
 
@@ -45,7 +47,7 @@ def same_grid(ds: gdal.Dataset, target: RasterSource) -> bool:
     """Whether ``ds`` has ``target``'s size, geotransform (within 1e-6 pixel) and CRS (an unknown CRS matches)."""
     if (ds.RasterXSize, ds.RasterYSize) != (target.width, target.height):
         return False
-    gt = ds.GetGeoTransform()
+    gt = geotransform_of(ds)
     if not np.allclose(gt, target.geotransform, rtol=0, atol=1e-6 * abs(target.geotransform[1])):
         return False
     a, b = srs_of(ds.GetProjection()), srs_of(target.projection)
@@ -54,16 +56,17 @@ def same_grid(ds: gdal.Dataset, target: RasterSource) -> bool:
 
 def footprint_in(ds: gdal.Dataset, target: RasterSource) -> tuple[float, float, float, float]:
     """Bounds of ``ds`` in ``target``'s CRS (transformed when both CRS are known and differ)."""
-    own = bounds(ds.GetGeoTransform(), ds.RasterXSize, ds.RasterYSize)
+    own = bounds(geotransform_of(ds), ds.RasterXSize, ds.RasterYSize)
     a, b = srs_of(ds.GetProjection()), srs_of(target.projection)
     if a is not None and b is not None and not a.IsSame(b):
         own = osr.CoordinateTransformation(a, b).TransformBounds(*own, 21)
     return own
 
 
-def warp_onto(ds: gdal.Dataset, target: RasterSource, resampling: str, output_type: int, src_nodata: float | None,
-              dst_nodata: float, folder: str | None = None) -> str:
-    """A warped VRT (read lazily) of ``ds`` on ``target``'s grid and CRS; pixels it does not cover are
+def warp_onto(ds: gdal.Dataset, target: RasterSource, resampling: str, output_type: int, dst_nodata: float,
+              folder: str | None = None) -> str:
+    """A warped VRT (read lazily) of ``ds`` on ``target``'s grid and CRS; pixels it does not cover, and each band's
+    own nodata pixels (band by band: a pixel missing in one band only is missing in that band only), are
     ``dst_nodata``. Written in GDAL's memory file system (remove it with :func:`release`), or into ``folder`` when
     other processes must read it (Dask workers)."""
     path = vrt_path("deepraster_warp", folder)
@@ -71,20 +74,51 @@ def warp_onto(ds: gdal.Dataset, target: RasterSource, resampling: str, output_ty
     a, b = srs_of(ds.GetProjection()), srs_of(target.projection)
     options = {"srcSRS": ds.GetProjection(), "dstSRS": target.projection} if a is not None and b is not None else {}
     warped = gdal.Warp(path, ds, format="VRT", outputBounds=(xmin, ymin, xmax, ymax), width=target.width,
-                       height=target.height, resampleAlg=resampling, outputType=output_type, srcNodata=src_nodata,
-                       dstNodata=dst_nodata, **options)
+                       height=target.height, resampleAlg=resampling, outputType=output_type, dstNodata=dst_nodata,
+                       warpOptions=["UNIFIED_SRC_NODATA=NO"], **options)
     if warped is None:
         raise RasterInputError(f"Cannot resample {ds.GetDescription()} onto the grid of {target.path}: "
                                f"{gdal.GetLastErrorMsg()}")
     warped = None  # the VRT is written when closed
+    if not north_up(target.geotransform):
+        _set_destination_grid(path, target.geotransform)
     return path
 
 
+def north_up(gt: Sequence[float]) -> bool:
+    """Whether rows run north to south with no rotation (what ``gdal.Warp``'s output bounds make)."""
+    return gt[2] == 0 and gt[4] == 0 and gt[5] < 0
+
+
+def _set_destination_grid(path: str, gt: Sequence[float]) -> None:
+    """Put a warped VRT of the target's size on the target's own geotransform (south-up or rotated grids, which
+    output bounds cannot express): the VRT's geotransform and its transformer's destination side are rewritten, so
+    that every target pixel samples the source where that pixel lies."""
+    handle = gdal.VSIFOpenL(path, "rb")
+    try:
+        gdal.VSIFSeekL(handle, 0, 2)
+        size = gdal.VSIFTellL(handle)
+        gdal.VSIFSeekL(handle, 0, 0)
+        root = ElementTree.fromstring(gdal.VSIFReadL(1, size, handle))
+    finally:
+        gdal.VSIFCloseL(handle)
+    text = ",".join(repr(float(v)) for v in gt)
+    root.find("GeoTransform").text = text
+    for element in root.iter("DstGeoTransform"):
+        element.text = text
+    for element in root.iter("DstInvGeoTransform"):
+        element.text = ",".join(repr(float(v)) for v in gdal.InvGeoTransform(list(gt)))
+    if path.startswith("/vsimem/"):
+        gdal.FileFromMemBuffer(path, ElementTree.tostring(root))
+    else:
+        Path(path).write_bytes(ElementTree.tostring(root))
+
+
 def warped_onto(ds: gdal.Dataset, target: RasterSource, resampling: str, output_type: int,
-                src_nodata: float | None, dst_nodata: float) -> gdal.Dataset:
+                dst_nodata: float) -> gdal.Dataset:
     """:func:`warp_onto` opened as a dataset (read lazily); its in-memory VRT file is released at once (the open
     dataset keeps what it needs)."""
-    path = warp_onto(ds, target, resampling, output_type, src_nodata, dst_nodata)
+    path = warp_onto(ds, target, resampling, output_type, dst_nodata)
     try:
         return gdal.Open(path)
     finally:

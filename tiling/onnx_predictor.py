@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +141,12 @@ class OnnxPredictor:
     def session(self):
         """The ONNX Runtime session (waits until it is made; raises :class:`DeepRasterError` when it cannot be)."""
         return self._making.result()
+
+    def settle(self) -> None:
+        """Wait until the session's thread is done, its errors left for whoever uses the session. For a predictor a
+        run does not use: a process that ends (``qgis_process`` after a failed check) while ONNX Runtime is still
+        making a session crashes, and leaves the kept graph half written or moved aside."""
+        wait([self._making])
 
     @property
     def input_name(self) -> str:

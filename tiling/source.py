@@ -18,6 +18,14 @@ from .window import Window, window_from_bounds, window_geotransform
 
 gdal.UseExceptions()
 IDENTITY = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)  # what GDAL reports for a raster without georeferencing
+UNREFERENCED = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+"""Where QGIS places a raster without a geotransform (rows going down from y = 0): the geotransform such a raster is
+read with here, so that an extent drawn on the canvas selects the pixels seen there and outputs overlay the input."""
+
+
+def geotransform_of(ds: gdal.Dataset) -> tuple[float, ...]:
+    """The dataset's geotransform, or :data:`UNREFERENCED` when it has none."""
+    return tuple(ds.GetGeoTransform(can_return_null=True) or UNREFERENCED)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,12 @@ class RasterSource:
         if ds is None or ds.RasterCount == 0 or ds.RasterXSize == 0 or ds.RasterYSize == 0:
             raise RasterInputError(f"{path} holds no raster bands. Choose a raster file (GeoTIFF, JP2, VRT, ...).")
         bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
+        complex_bands = [i + 1 for i, b in enumerate(bands) if gdal.DataTypeIsComplex(b.DataType)]
+        if complex_bands:
+            raise RasterInputError(
+                f"{path} holds complex values ({gdal.GetDataTypeName(bands[complex_bands[0] - 1].DataType)}, e.g. SAR "
+                "single-look complex data), which the models and methods here do not read. Convert it to amplitude "
+                "or intensity first (Raster calculator: abs of the band, or gdal_translate) and run again.")
         flags = bands[0].GetMaskFlags()
         geotransform = ds.GetGeoTransform(can_return_null=True)
         gcps = () if geotransform else tuple((g.GCPPixel, g.GCPLine, g.GCPX, g.GCPY, g.GCPZ) for g in ds.GetGCPs())
@@ -59,7 +73,7 @@ class RasterSource:
             width=ds.RasterXSize,
             height=ds.RasterYSize,
             band_count=ds.RasterCount,
-            geotransform=tuple(geotransform or IDENTITY),
+            geotransform=tuple(geotransform or UNREFERENCED),
             projection=ds.GetProjection() or "",
             descriptions=tuple(b.GetDescription() or "" for b in bands),
             nodata=tuple(b.GetNoDataValue() for b in bands),
@@ -93,6 +107,11 @@ class RasterSource:
         """
         if not (xmax > xmin and ymax > ymin):
             raise ExtentError("The processing extent is empty. Draw or type an extent with a width and a height.")
+        if self.gcps:
+            raise ExtentError(
+                f"{self.path} is georeferenced by ground control points only: a processing extent cannot be placed "
+                "on its pixels. Leave the extent empty to process all of it, or warp it first (Raster > Projections "
+                "> Warp, or gdalwarp) and run on the warped copy.")
         eps = 1e-6  # pixels: an extent that ends exactly on a pixel edge does not take the next pixel
         window = window_from_bounds(self.geotransform, xmin, ymin, xmax, ymax, eps).intersection(self.window)
         if window.is_empty:

@@ -22,7 +22,8 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +118,10 @@ class GeoTiffWriter:
             self._create()
 
     def _create(self) -> None:
+        with pam_switched():  # category names live in the .aux.xml: GDAL decides when the file is created
+            self._create_file()
+
+    def _create_file(self) -> None:
         spec = self.spec
         dtype = np.dtype(spec.dtype)
         options = ["TILED=YES", f"BLOCKXSIZE={self.block}", f"BLOCKYSIZE={self.block}", "COMPRESS=DEFLATE",
@@ -167,8 +172,9 @@ class GeoTiffWriter:
                 "statistics": self._stats.to_json() if self._stats else None}
 
     def _open_update(self) -> gdal.Dataset:
-        return gdal.OpenEx(str(self.temp), gdal.OF_RASTER | gdal.OF_UPDATE,
-                           open_options=["NUM_THREADS=ALL_CPUS"] if self.spec.threads else [])
+        with pam_switched():
+            return gdal.OpenEx(str(self.temp), gdal.OF_RASTER | gdal.OF_UPDATE,
+                               open_options=["NUM_THREADS=ALL_CPUS"] if self.spec.threads else [])
 
     def _reopen(self) -> bool:
         """Continue the temporary file of an earlier run with the same key; False when there is none to continue."""
@@ -380,6 +386,21 @@ class GeoTiffWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or self._ds is not None:
             self.abort()
+
+
+@contextmanager
+def pam_switched(enabled: bool = True) -> Iterator[None]:
+    """GDAL's auxiliary metadata (PAM, the ``.aux.xml`` beside a file) switched on or off for the datasets this
+    thread creates or opens meanwhile; GDAL decides when a dataset is created or opened.
+
+    On (the default) for the writer's files: a GeoTIFF's category names live only there, and ``qgis_process`` runs
+    switch PAM off for the whole process (so that loading the inputs leaves no ``.aux.xml`` beside them)."""
+    previous = gdal.GetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
+    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "YES" if enabled else "NO")
+    try:
+        yield
+    finally:
+        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", previous)
 
 
 def _storage_dtype(dtype: np.dtype) -> np.dtype:

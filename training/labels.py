@@ -176,7 +176,7 @@ class ClassRasterLabels:
             src = gdal.Open(str(path))
         except RuntimeError as exc:
             raise TrainingDataError(f"Cannot open the class raster {path} ({exc}).") from exc
-        self._ds = warped_onto(src, source, "near", gdal.GDT_Byte, None, IGNORE)
+        self._ds = warped_onto(src, source, "near", gdal.GDT_Byte, IGNORE)
         band = self._ds.GetRasterBand(1)
         histogram = band.GetHistogram(-0.5, 255.5, 256, include_out_of_range=0, approx_ok=0)
         present = [v for v in range(255) if histogram[v] > 0]
