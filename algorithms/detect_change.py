@@ -59,7 +59,8 @@ class DetectChangeAlgorithm(DeepRasterAlgorithm):
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr(
             "Compares two rasters of the same place (two dates). The second is put on the first's grid when its "
-            "grid differs (reprojected when the CRS differ; nearest neighbour for classes, bilinear for features). "
+            "grid differs (reprojected when the CRS differ; nearest neighbour for classes, their most common value "
+            "where the second's pixels are much finer, bilinear for features). "
             "Pixels that are nodata on either date are nodata in the outputs.\n\n"
             "Class rasters (band 1 of each, e.g. two outputs of Classify pixels): the change raster holds 0 where "
             "the class stayed the same and one code per from–to pair otherwise, styled with names such as "

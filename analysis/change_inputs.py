@@ -1,8 +1,9 @@
 """Two rasters of the same place paired pixel by pixel: the second on the first's grid, both in one lazy VRT.
 
 The pair becomes one in-memory VRT on the first raster's grid: the first raster's bands, then the second's (read as
-they are when the grid is the same, otherwise through a warped VRT: nearest neighbour for class rasters, bilinear
-for feature rasters; reprojected when both CRS are known). The per-pixel streaming of :mod:`tiling.pixelwise` then
+they are when the grid is the same, otherwise through a warped VRT: nearest neighbour for class rasters, their mode
+when the second's pixels are 2 × 2 times finer or more, bilinear for feature rasters; reprojected when both CRS are
+known). The per-pixel streaming of :mod:`tiling.pixelwise` then
 sees one pixel vector ``[first bands…, second bands…]``, and a pixel is valid only where both are (nodata, NaN,
 outside the second raster). Nothing is read here; GDAL reads the windows when they are asked for.
 """
@@ -27,6 +28,10 @@ gdal.UseExceptions()
 CLASS_WARP_NODATA = -(2**31)
 """Nodata of a class raster warped onto the first grid (outside it, or its own nodata); the warp is Float64, which
 holds every 32-bit class value (UInt32 included) exactly."""
+
+
+MODE_FROM = 4.0
+"""A class raster whose pixels are this many times smaller (in area) than the first's is resampled by mode."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,15 @@ def _check_pair(first: RasterSource, second: RasterSource, ds: gdal.Dataset) -> 
             f"The two rasters do not overlap: {second.path} lies outside {first.path}. Choose two rasters of the same "
             "place.")
     return True
+
+
+def _class_resampling(first: RasterSource, ds: gdal.Dataset) -> str:
+    """``mode`` (the most common class) where the second raster's pixels are at least 2 × 2 times finer than the
+    first's: nearest neighbour would take one of them, at random with respect to the ground; else ``near``."""
+    xmin, ymin, xmax, ymax = footprint_in(ds, first)
+    second_pixel = (xmax - xmin) * (ymax - ymin) / (ds.RasterXSize * ds.RasterYSize)
+    g = first.geotransform
+    return "mode" if abs(g[1] * g[5] - g[2] * g[4]) >= MODE_FROM * second_pixel else "near"
 
 
 def _simple_source(path: str, band: int, width: int, height: int) -> str:
@@ -139,12 +153,13 @@ def paired_rasters(first_path: str, second_path: str, classes: bool, callbacks: 
     try:
         second_path_on_grid = second.path
         if resample:
-            method = "near" if classes else "bilinear"
+            method = _class_resampling(first, ds) if classes else "bilinear"
             second_path_on_grid = warp_onto(
                 ds, first, method, gdal.GDT_Float64 if classes else gdal.GDT_Float32,
                 CLASS_WARP_NODATA if classes else float("nan"), folder)
             made.append(second_path_on_grid)
-            how = "nearest neighbour" if classes else "bilinear"
+            how = {"near": "nearest neighbour", "mode": "the most common class of the finer pixels (mode)",
+                   "bilinear": "bilinear"}[method]
             cb.info(f"{second.path} resampled onto the grid of {first.path} ({how}).")
         count = 1 if classes else first.band_count
         layers = [(first.path, b) for b in range(1, count + 1)] + \

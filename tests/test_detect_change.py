@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_raster
+from helpers import recording_feedback, write_raster
 from osgeo import gdal
 
 GT = (500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0)
@@ -346,3 +346,21 @@ def test_areas_in_a_geographic_crs_are_square_metres_by_latitude(qgis_app, tmp_p
     rows = pixel_areas(RasterSource.open(str(whole))).row_m2
     assert rows.sum() * 360 == pytest.approx(510_065_621.7e6, rel=1e-9)  # the area of the WGS 84 ellipsoid
     assert rows[0] < rows[89] / 50
+
+
+def test_finer_second_class_raster_takes_the_most_common_class(qgis_app, tmp_path):
+    """A second raster of 5 m pixels onto a 10 m first: each 10 m pixel gets the majority of its four 5 m pixels
+    (mode), not the one nearest neighbour happens to take (the bottom-right one here, the odd one out)."""
+    rng = np.random.default_rng(11)
+    a = rng.integers(1, 4, (10, 10)).astype(np.uint8)
+    fine = np.kron(a, np.ones((2, 2), np.uint8))
+    fine[1::2, 1::2] = a % 3 + 1  # one pixel of four is another class
+    first = write_raster(tmp_path / "a.tif", a, nodata=0)
+    second = write_raster(tmp_path / "b.tif", fine, nodata=0, geotransform=(GT[0], 5.0, 0.0, GT[3], 0.0, -5.0))
+    feedback = recording_feedback()
+    import processing
+
+    out = processing.run("deepraster:detect_change", {"INPUT": str(first), "SECOND": str(second), "MODE": 0,
+                                                      "OUTPUT": str(tmp_path / "change.tif")}, feedback=feedback)
+    assert out["CHANGED_PERCENT"] == 0.0
+    assert any("most common class" in m for m in feedback.messages)
