@@ -6,8 +6,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 
 from osgeo import gdal
 from qgis.core import (
@@ -31,11 +30,11 @@ from qgis.PyQt.QtGui import QIcon
 from ..tiling.callbacks import Callbacks
 from ..tiling.destinations import Destination, reserve_destinations
 from ..tiling.errors import DeepRasterError, RasterInputError
+from ..tiling.gdal_pam import no_aux_files
 from ..tiling.interrupt import terminate_as_cancel
 from ..tiling.source import RasterSource
 from ..tiling.transaction import run_transaction
 from ..tiling.window import Window
-from ..tiling.writer import pam_switched
 from .band_parameters import band_numbers
 from .styling import output_name
 
@@ -386,17 +385,6 @@ def no_aux_files_in_qgis_process() -> bool:
         return False
     gdal.SetConfigOption("GDAL_PAM_ENABLED", "NO")
     return True
-
-
-@contextmanager
-def no_aux_files() -> Iterator[None]:
-    """Rasters opened by this thread meanwhile do not get a .aux.xml written beside them.
-
-    QGIS computes band statistics when it loads a raster layer, and GDAL saves them in ``<file>.aux.xml`` (its
-    persistent auxiliary metadata, PAM) when the file closes: a run would leave files beside the user's inputs.
-    GDAL_PAM_ENABLED=NO, set for this thread only, keeps them in memory."""
-    with pam_switched(False):
-        yield
 
 
 no_aux_files_in_qgis_process()

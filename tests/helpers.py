@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +254,17 @@ def description_only_packages(folder: Path) -> dict[str, Path]:
     with zipfile.ZipFile(dlpk, "w") as z:
         z.write(emd, emd.name)
     return {"drpk": drpk, "emd": emd, "dlpk": dlpk}
+
+
+def make_read_only(folder: Path) -> bool:
+    """Make ``folder`` unwritable, for root too (``chattr +i``); False when that is impossible here."""
+    folder.chmod(0o555)
+    if os.geteuid() != 0:
+        return True
+    return subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+
+
+def make_writable(folder: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    folder.chmod(0o755)

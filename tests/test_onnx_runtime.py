@@ -24,24 +24,10 @@ from deepraster.models.runtimes import sample_tile
 from deepraster.tiling.errors import DeepRasterError
 from deepraster.tiling.onnx_predictor import OnnxPredictor, cpu_streams
 from deepraster.tiling.source import RasterSource
-from helpers import REPO
+from helpers import REPO, make_read_only, make_writable
 from osgeo import gdal
 
 ALG = "deepraster:classify_pixels"
-
-
-def make_read_only(folder: Path) -> bool:
-    """Make ``folder`` unwritable, for root too (``chattr +i``); False when that is impossible here."""
-    folder.chmod(0o555)
-    if os.geteuid() != 0:
-        return True
-    return subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
-
-
-def make_writable(folder: Path) -> None:
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
-    folder.chmod(0o755)
 
 
 @pytest.fixture(scope="module")

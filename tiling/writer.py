@@ -22,8 +22,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import OutputError
+from .gdal_pam import pam_switched
 from .statistics import BandStatistics
 from .transaction import Move, publish
 
@@ -386,21 +386,6 @@ class GeoTiffWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or self._ds is not None:
             self.abort()
-
-
-@contextmanager
-def pam_switched(enabled: bool = True) -> Iterator[None]:
-    """GDAL's auxiliary metadata (PAM, the ``.aux.xml`` beside a file) switched on or off for the datasets this
-    thread creates or opens meanwhile; GDAL decides when a dataset is created or opened.
-
-    On (the default) for the writer's files: a GeoTIFF's category names live only there, and ``qgis_process`` runs
-    switch PAM off for the whole process (so that loading the inputs leaves no ``.aux.xml`` beside them)."""
-    previous = gdal.GetThreadLocalConfigOption("GDAL_PAM_ENABLED", None)
-    gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", "YES" if enabled else "NO")
-    try:
-        yield
-    finally:
-        gdal.SetThreadLocalConfigOption("GDAL_PAM_ENABLED", previous)
 
 
 def _storage_dtype(dtype: np.dtype) -> np.dtype:
