@@ -23,6 +23,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
+from ..scale.backend import check_backend
 from ..tiling.collection import (
     DEFAULT_PATTERNS,
     CollectionItem,
@@ -39,6 +40,7 @@ from ..tiling.destinations import Destination
 from ..tiling.errors import DependencyError
 from .base import DeepRasterAlgorithm, callbacks_for
 from .collection_params import MAIN_OUTPUTS, CollectionParameterError, band_need, extra_outputs, parse_parameters
+from .execution import EXECUTION, backend_value
 
 SUMMARY_CSV, SUMMARY_JSON, MOSAIC = "collection_summary.csv", "collection_summary.json", "collection_mosaic.vrt"
 
@@ -149,9 +151,10 @@ class RunCollectionAlgorithm(DeepRasterAlgorithm):
                                self.parameterAsFile(parameters, self.INPUT_VRT, context) or None)
         out_folder = Path(self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context))
         extension = f".{child.parameterDefinition(main).defaultFileExtension() or 'tif'}"
-        items = plan_items(inputs, out_folder, (main, extension), extras)
         reports = [SUMMARY_CSV, SUMMARY_JSON, MOSAIC]
-        check_output_folder(out_folder, items, folder, patterns, recursive, reports)
+        items = plan_items(inputs, out_folder, (main, extension), extras, reports)
+        vrt = self.parameterAsFile(parameters, self.INPUT_VRT, context)
+        check_output_folder(out_folder, items, folder, patterns, recursive, reports, [vrt] if vrt else [])
         need = band_need(algorithm, values, child)
         callbacks = callbacks_for(feedback)
         for item in items:
@@ -162,6 +165,8 @@ class RunCollectionAlgorithm(DeepRasterAlgorithm):
         if note:
             feedback.pushInfo(note)
         self._check_child(child, values, items, context)
+        if child.parameterDefinition(EXECUTION) is not None:  # a cluster problem stops the run once, not per input
+            check_backend(backend_value(child, values, context))
         out_folder.mkdir(parents=False, exist_ok=True)
         feedback.pushInfo(f"{algorithm} over {len(items)} raster{'s' * (len(items) != 1)} into {out_folder}.")
         steps = QgsProcessingMultiStepFeedback(max(1, sum(i.status == "pending" for i in items)), feedback)

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,8 +27,15 @@ BACKENDS = ("process", "local", "address")
 """``process``: this process (no Dask); ``local``: a Dask cluster on this machine started for the run;
 ``address``: a running Dask scheduler (``tcp://host:8786``)."""
 
-INSTALL_HINT = ("install them with Deep Raster's installer (Plugins ▸ Deep Raster ▸ Install Python packages) or "
-                "with QGIS's Python: python3 -m pip install 'dask==2026.8.0' 'distributed==2026.8.0'")
+INSTALL_HINT = ("install them with Deep Raster's installer (Plugins ▸ Deep Raster ▸ Install deep-learning "
+                "packages…) or with QGIS's Python: python3 -m pip install 'dask==2026.8.0' 'distributed==2026.8.0'")
+MIN_WORKER_MEMORY = 100 * 10**6
+"""Bytes below which a local worker's memory limit is refused (the model and one piece's tiles need more)."""
+WORKER_WAIT_S = 30.0
+"""Seconds a run waits for a Dask worker to join (a scheduler without workers, workers that die at once)."""
+IMPORTABLE_HINT = ("the Dask scheduler and every worker must be able to import Deep Raster: start them with the "
+                   "folder holding the plugin on PYTHONPATH (e.g. PYTHONPATH=~/.local/share/QGIS/QGIS3/profiles/"
+                   "default/python/plugins dask scheduler), with the same Python packages as QGIS")
 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -60,6 +68,8 @@ class Backend:
         if self.kind == "address" and not re.fullmatch(r"(tcp|tls|inproc|ucx)://\S+|[\w.\-\[\]:]+:\d+", self.address):
             raise BackendError(f"Dask scheduler address {self.address!r} is not an address: give it as "
                                "tcp://host:8786 (what 'dask scheduler' prints).")
+        if self.kind == "local":
+            _check_memory_limit(self.memory_limit)
 
     @property
     def distributed(self) -> bool:
@@ -69,6 +79,25 @@ class Backend:
     def worker_count(self) -> int:
         """Workers of a local cluster: the setting, or one per ``threads`` cores (at least one)."""
         return self.workers or max(1, (os.cpu_count() or 1) // self.threads)
+
+
+def _check_memory_limit(text: str) -> None:
+    """Refuse a local worker memory limit that is not a size (``abc``) or is too small to run (``4096`` bytes, meant
+    as MB): with it no worker survives and the run would wait for one."""
+    if text.strip().lower() in ("auto", "0", ""):
+        return
+    try:
+        from dask.utils import parse_bytes
+    except ImportError:
+        return  # said by connect(): dask is missing
+    try:
+        size = parse_bytes(text)
+    except (ValueError, TypeError):
+        raise BackendError(f"The Dask memory limit per worker {text!r} is not a size: give it as 4GB, 1500MB or "
+                           "auto.") from None
+    if 0 < size < MIN_WORKER_MEMORY:
+        raise BackendError(f"The Dask memory limit per worker {text!r} is {size} bytes, too little for a worker (at "
+                           f"least {MIN_WORKER_MEMORY // 10**6} MB): give it as 4GB, 1500MB or auto.")
 
 
 def import_distributed() -> Any:
@@ -115,13 +144,7 @@ def connect(backend: Backend, info=lambda message: None, device: str = "auto") -
     seeing only its own (``CUDA_VISIBLE_DEVICES``)."""
     distributed = import_distributed()
     if backend.kind == "address":
-        try:
-            client = distributed.Client(backend.address, timeout=f"{backend.connect_timeout_s}s",
-                                        set_as_default=False)
-        except (OSError, TimeoutError) as exc:
-            raise BackendError(f"Cannot reach the Dask scheduler at {backend.address} within "
-                               f"{backend.connect_timeout_s:g} s ({exc}). Check the address and that "
-                               "'dask scheduler' runs there and is reachable from this computer.") from None
+        client = _client_within(distributed, backend)
         workers = len(client.scheduler_info().get("workers", {}))
         info(f"Dask scheduler {backend.address}: {workers} worker{'s' if workers != 1 else ''}.")
         try:
@@ -140,6 +163,63 @@ def connect(backend: Backend, info=lambda message: None, device: str = "auto") -
             info(f"Local Dask cluster: {count} worker{'s' if count != 1 else ''} ({worker_python()}), {where}, "
                  f"memory limit {backend.memory_limit}.")
             yield client
+
+
+def _client_within(distributed, backend: Backend) -> Any:
+    """A client of the scheduler at ``backend.address``, or a :class:`BackendError` naming it within about
+    ``connect_timeout_s`` + 5 s: Dask's own timeout does not bound the handshake with a server that is not a Dask
+    scheduler (a web server, the 8787 dashboard), which could hang the run for good or fail as "out of memory"."""
+    outcome: dict[str, Any] = {}
+    abandoned = threading.Event()
+
+    def make() -> None:
+        try:
+            client = distributed.Client(backend.address, timeout=f"{backend.connect_timeout_s}s",
+                                        set_as_default=False)
+        except BaseException as exc:  # noqa: BLE001 (whatever it is, the address is the problem)
+            outcome["error"] = exc
+            return
+        if abandoned.is_set():
+            client.close()
+        outcome["client"] = client
+
+    thread = threading.Thread(target=make, name="deepraster-dask-connect", daemon=True)
+    thread.start()
+    thread.join(backend.connect_timeout_s + 5.0)
+    if "client" in outcome:
+        return outcome["client"]
+    abandoned.set()
+    error = outcome.get("error")
+    why = f"{type(error).__name__}: {error}" if error is not None else "no answer"
+    raise BackendError(f"Cannot reach a Dask scheduler at {backend.address} within {backend.connect_timeout_s:g} s "
+                       f"({why}). Check the address (a scheduler listens on 8786 by default, its dashboard on 8787) "
+                       "and that 'dask scheduler' runs there and is reachable from this computer.")
+
+
+def check_backend(backend: Backend) -> None:
+    """Check once that ``backend`` can be used (Dask installed; the scheduler of an address reachable), so that a
+    run over many rasters stops at once instead of failing on each; nothing for this process."""
+    if not backend.distributed:
+        return
+    distributed = import_distributed()
+    if backend.kind == "address":
+        _client_within(distributed, backend).close()
+
+
+def wait_for_worker(client, where: str, info=lambda message: None) -> int:
+    """The number of workers of ``client``'s cluster, after waiting up to :data:`WORKER_WAIT_S` for a first one;
+    a :class:`BackendError` saying what to check when none comes."""
+    workers = len(client.scheduler_info().get("workers", {}))
+    if workers:
+        return workers
+    info(f"Waiting up to {WORKER_WAIT_S:g} s for a Dask worker to join {where}.")
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except (TimeoutError, OSError) as exc:
+        raise BackendError(f"No Dask worker joined {where} within {WORKER_WAIT_S:g} s ({type(exc).__name__}). Start "
+                           f"workers ('dask worker <scheduler address>'; {IMPORTABLE_HINT}), or check their log: a "
+                           "worker that cannot start (too little memory) leaves none.") from None
+    return len(client.scheduler_info().get("workers", {}))
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +21,21 @@ from ..tiling.transaction import commit_all
 from ..tiling.window import Window
 from ..tiling.writer import GeoTiffWriter
 from .assemble import InOrder, copy_pieces
-from .backend import Backend, BackendError, connect, import_distributed
+from .backend import (
+    IMPORTABLE_HINT,
+    WORKER_WAIT_S,
+    Backend,
+    BackendError,
+    connect,
+    import_distributed,
+    wait_for_worker,
+)
 from .worker import PieceResult
 
 POLL_S = 0.25
 """Seconds between two looks at the cancel button while pieces run."""
+WATCH_S = 2.0
+"""Seconds between two looks at the cluster's workers while pieces run."""
 
 PartPlanner = Callable[[int, int], list[Window]]
 """``(workers, block) → pieces``: output windows in the order the writers take them (``block``: their TIFF block)."""
@@ -41,6 +52,7 @@ class PiecesDone:
     model_seconds: float = 0.0
     seconds: float = 0.0
     outputs: list[Path] = field(default_factory=list)
+    workers: int = 1
 
 
 def run_pieces(task: Callable[..., PieceResult], plan: object, writers: Mapping[str, GeoTiffWriter],
@@ -57,7 +69,7 @@ def run_pieces(task: Callable[..., PieceResult], plan: object, writers: Mapping[
     try:
         folder.mkdir()
         with connect(backend, callbacks.info, device) as client:
-            workers = max(1, len(client.scheduler_info().get("workers", {})))
+            workers = done.workers = wait_for_worker(client, _where(backend), callbacks.info)
             parts = plan_parts(workers, math.lcm(*(writer.block for writer in writers.values())))
             callbacks.info(f"{len(parts)} piece{'s' if len(parts) != 1 else ''} on {workers} Dask "
                            f"worker{'s' if workers != 1 else ''}.")
@@ -87,11 +99,13 @@ def compute(client, task: Callable[..., PieceResult], plan: object, parts: list[
     index = {future.key: i for i, future in enumerate(futures)}
     ordered = InOrder(consume)
     pending = list(futures)
+    watch = WorkerWatch(client, _where(backend))
     try:
         while pending:
             check_cancel(callbacks)
             finished = [future for future in pending if future.done()]
             if not finished:
+                watch.check()
                 time.sleep(POLL_S)
                 continue
             finished_keys = {future.key for future in finished}
@@ -111,11 +125,45 @@ def compute(client, task: Callable[..., PieceResult], plan: object, parts: list[
         raise
 
 
+def _where(backend: Backend) -> str:
+    return f"the Dask scheduler at {backend.address}" if backend.kind == "address" else "the local Dask cluster"
+
+
+class WorkerWatch:
+    """Notices, every :data:`WATCH_S` seconds while pieces are pending, a cluster left without any worker (workers
+    that die as they start, or that all went): after :data:`~scale.backend.WORKER_WAIT_S` seconds the run stops
+    with a :class:`BackendError` instead of waiting for good."""
+
+    def __init__(self, client, where: str) -> None:
+        self.client, self.where = client, where
+        self.last_look = self.last_worker = time.monotonic()
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now - self.last_look < WATCH_S:
+            return
+        self.last_look = now
+        if self.client.scheduler_info().get("workers"):
+            self.last_worker = now
+        elif now - self.last_worker > WORKER_WAIT_S:
+            raise BackendError(f"{self.where[0].upper()}{self.where[1:]} has had no worker for {WORKER_WAIT_S:g} s: "
+                               f"the workers died or left. Check their log; {IMPORTABLE_HINT}.")
+
+
 def _result(future, part, distributed) -> PieceResult:
-    """The piece's result; a piece whose workers kept dying is reported as such (other errors pass unchanged)."""
+    """The piece's result; a piece whose workers kept dying, a scheduler or worker that cannot load Deep Raster and
+    a lost scheduler are reported as such (other errors pass unchanged)."""
+    where = f"The piece at rows {part.row_off}–{part.row_end}, columns {part.col_off}–{part.col_end}"
     try:
         return future.result()
     except distributed.KilledWorker as exc:
-        raise BackendError(f"The piece at rows {part.row_off}–{part.row_end}, columns {part.col_off}–{part.col_end} "
-                           f"was started on several Dask workers and each of them died ({exc}). Give the workers "
-                           "more memory, or fewer threads or a smaller batch size.") from None
+        raise BackendError(f"{where} was started on several Dask workers and each of them died ({exc}). Give the "
+                           "workers more memory, or fewer threads or a smaller batch size.") from None
+    except CancelledError as exc:  # the client's connection to the scheduler went (FutureCancelledError)
+        raise BackendError(f"{where} was cancelled by Dask ({exc}): the connection to the scheduler was lost. Check "
+                           "that the scheduler still runs, and run again.") from None
+    except (RuntimeError, ModuleNotFoundError) as exc:
+        if "deserializ" not in str(exc) and "deepraster" not in str(exc):
+            raise
+        raise BackendError(f"{where} could not be run: {str(exc).splitlines()[0]} ({type(exc).__name__}); "
+                           f"{IMPORTABLE_HINT}.") from None

@@ -69,4 +69,5 @@ def tiled_parts(grid: TileGrid, stride: int, rows_per_piece: int | None) -> Part
 def run_stats(grid: TileGrid, done: PiecesDone) -> RunStats:
     """The engine's statistics of a distributed run (batches: pieces)."""
     return RunStats(tiles_total=len(grid), tiles_predicted=done.done, tiles_skipped=done.skipped, batches=done.pieces,
-                    predict_seconds=done.model_seconds, total_seconds=done.seconds, outputs=done.outputs)
+                    predict_seconds=done.model_seconds, total_seconds=done.seconds, outputs=done.outputs,
+                    workers=done.workers)

@@ -10,6 +10,7 @@ tiles' boxes instead.
 from __future__ import annotations
 
 import dataclasses
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..tiling.pixelwise import PixelFunction, PixelOutput, map_pixels
 from ..tiling.reader import StripReader
 from ..tiling.source import RasterSource
 from ..tiling.window import Window
+from .backend import BackendError
 
 _PREDICTORS: dict[tuple, Predict] = {}
 _LOCK = threading.Lock()
@@ -42,7 +44,13 @@ class PieceResult:
 
 
 def piece_files(keys, part: Window, folder: str) -> dict[str, str]:
-    """Where a piece's outputs go: ``<folder>/<key>_c<col>_r<row>.tif``."""
+    """Where a piece's outputs go: ``<folder>/<key>_c<col>_r<row>.tif``; a :class:`BackendError` when this worker
+    cannot see ``folder`` (made by the client beside the first output: no shared filesystem)."""
+    if not Path(folder).is_dir():
+        raise BackendError(
+            f"The Dask worker on {socket.gethostname()} cannot see the folder {folder}, made beside the output on the "
+            "computer that started the run: every worker must reach the inputs, the model and the output folder under "
+            "the same paths (a shared filesystem). Choose an output folder on shared storage, or run in this process.")
     return {key: str(Path(folder) / f"{key}_c{part.col_off}_r{part.row_off}.tif") for key in keys}
 
 

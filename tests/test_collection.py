@@ -71,10 +71,38 @@ def test_vrt_sources_and_gathering(folder, tmp_path):
 def test_outputs_are_named_after_their_inputs(tmp_path):
     items = plan_items(["/x/scene.tif", "/y/scene.tif", "/x/other.b.tif"], tmp_path,
                        ("OUTPUT", ".tif"), [("OUTPUT_PROBABILITIES", "probabilities", ".tif")])
-    assert [i.name for i in items] == ["scene", "scene_2", "other"]
+    assert [i.name for i in items] == ["scene", "scene_2", "other.b"]
     assert items[1].outputs == {"OUTPUT": str(tmp_path / "scene_2.tif"),
                                 "OUTPUT_PROBABILITIES": str(tmp_path / "scene_2_probabilities.tif")}
     assert items[0].main == str(tmp_path / "scene.tif")
+    # a date in the name stays; one input's extra output never takes another's name, nor a report's
+    series = plan_items(["/s/S2_2020.01.05.tif", "/s/S2_2020.02.05.tif", "/a/west.tif", "/b/west_probabilities.tif",
+                         "/c/collection_mosaic.tif"], tmp_path, ("OUTPUT", ".tif"),
+                        [("OUTPUT_PROBABILITIES", "probabilities", ".tif")], ["collection_mosaic.tif"])
+    files = [Path(p).name for item in series for p in item.outputs.values()]
+    assert files[:2] == ["S2_2020.01.05.tif", "S2_2020.01.05_probabilities.tif"] and len(set(files)) == len(files)
+    assert "west_probabilities_2.tif" in files and "collection_mosaic.tif" not in files
+
+
+def test_reports_may_not_overwrite_an_input_or_the_vrt_listing_them(tmp_path):
+    """The mosaic and summary are checked like the outputs: an input named like the mosaic (it was replaced, or
+    deleted when no input succeeded), and the input VRT and its sources."""
+    from osgeo import gdal
+
+    source = write_raster(tmp_path / "scene.tif", np.ones((4, 4), np.uint8))
+    mosaic = tmp_path / "collection_mosaic.vrt"
+    gdal.BuildVRT(str(mosaic), [str(source)]).FlushCache()
+    other = tmp_path / "out"
+    items = plan_items([str(mosaic)], tmp_path, ("OUTPUT", ".tif"), [], ["collection_mosaic.vrt"])
+    with pytest.raises(OutputError, match="collection_mosaic.vrt would overwrite the input"):
+        check_output_folder(tmp_path, items, reports=["collection_mosaic.vrt"])
+    listed = tmp_path / "list.vrt"
+    gdal.BuildVRT(str(listed), [str(source)]).FlushCache()
+    items = plan_items([str(source)], other, ("OUTPUT", ".tif"))
+    check_output_folder(other, items, reports=["collection_mosaic.vrt"], sources=[str(listed)])
+    with pytest.raises(OutputError, match="list.vrt would overwrite the input"):
+        check_output_folder(tmp_path, plan_items([str(source)], other, ("OUTPUT", ".tif")), reports=["list.vrt"],
+                            sources=[str(listed)])
 
 
 def test_output_folder_that_would_overwrite_or_feed_the_inputs_is_refused(folder, tmp_path):
@@ -99,7 +127,7 @@ def test_preflight_reports_unreadable_rasters_and_missing_bands(folder):
         preflight(item, need)
     assert broken.status == "failed" and "Cannot open" in broken.message
     assert few.status == "failed" and few.band_count == 1
-    assert few.message == ("c.tif has 1 band; the model m (B02, B03, B04) needs 3. Remove it from the collection, "
+    assert few.message == ("it has 1 band; the model m (B02, B03, B04) needs 3. Remove it from the collection, "
                            "or give the band numbers to use.")
     assert enough.status == "pending" and enough.band_count == 3
     preflight(enough, BandNeed(2, True, "the saved model k.joblib"))
@@ -146,6 +174,20 @@ def test_mosaic_of_outputs_that_fit_together(folder, tmp_path):
     ds = gdal.Open(str(target))
     assert (ds.RasterXSize, ds.RasterYSize, ds.RasterCount) == (40, 16, 3)
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_mosaic_keeps_band_names_and_metadata(tmp_path):
+    data = np.ones((2, 8, 8), np.float32)
+    first = write_raster(tmp_path / "a.tif", data, descriptions=("feature 1", "feature 2"))
+    ds = gdal.Open(str(first), gdal.GA_Update)
+    ds.SetMetadataItem("deepraster_encoder", "resnet18")
+    ds = None
+    second = write_raster(tmp_path / "b.tif", data, geotransform=(500080.0, 10.0, 0.0, 5800000.0, 0.0, -10.0),
+                          descriptions=("feature 1", "feature 2"))
+    target, _ = build_mosaic([str(first), str(second)], tmp_path / "m.vrt")
+    mosaic = gdal.Open(str(target))
+    assert [mosaic.GetRasterBand(i).GetDescription() for i in (1, 2)] == ["feature 1", "feature 2"]
+    assert mosaic.GetMetadataItem("deepraster_encoder") == "resnet18"
 
 
 def test_no_mosaic_of_outputs_that_do_not_fit(folder, tmp_path):

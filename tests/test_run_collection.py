@@ -90,7 +90,7 @@ def test_raster_with_too_few_bands_is_reported(qgis_app, scene_parts, model_6b_l
                "OUTPUT_FOLDER": str(tmp_path / "out")}, feedback)
     assert (out["SUCCEEDED"], out["FAILED"]) == (1, 1)
     message = rows(tmp_path / "out")["rgb.tif"]["message"]
-    assert message.startswith("rgb.tif has 3 bands; the model ukis-csmask-6b-l1c (blue, green, red, nir, swir16, "
+    assert message.startswith("it has 3 bands; the model ukis-csmask-6b-l1c (blue, green, red, nir, swir16, "
                               "swir22) needs 6.")
     assert "different band counts: 3 (rgb.tif); 10 (west.tif)" in "\n".join(feedback.messages)
     assert out["OUTPUT_MOSAIC"].endswith("collection_mosaic.vrt")  # a mosaic of one output

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from deepraster.models.pixel_classification import ClassifyRequest, classify_raster
 from deepraster.models.sources import open_model
-from deepraster.scale.backend import Backend, BackendError, import_distributed
+from deepraster.scale.backend import Backend
 from deepraster.scale.tiled import classify_on_cluster
 from deepraster.tiling.callbacks import Callbacks
 from deepraster.tiling.errors import RunCancelled
@@ -164,28 +164,6 @@ def test_cancel_leaves_nothing(cli_cluster, mosaic, model_6b_l1c, tmp_path):
         classify_on_cluster(req, Backend("address", address=address), callbacks, rows_per_piece=256)
     assert (tmp_path / "old_classes.tif").read_bytes() == b"keep me"
     assert not no_leftovers(tmp_path)
-
-
-def test_unreachable_scheduler_fails_fast_and_names_it(s2_30m, model_6b_l1c, tmp_path):
-    address = f"tcp://127.0.0.1:{free_port()}"
-    start = time.perf_counter()
-    with pytest.raises(BackendError, match=f"Cannot reach the Dask scheduler at {address}"):
-        classify_on_cluster(request(s2_30m, model_6b_l1c, tmp_path, "x"), Backend("address", address=address,
-                                                                                   connect_timeout_s=2))
-    assert time.perf_counter() - start < 15
-    assert not list(tmp_path.iterdir())
-
-
-@pytest.mark.parametrize("address", ["", "localhost", "http://example.org"])
-def test_malformed_address_is_refused(address):
-    with pytest.raises(BackendError, match="tcp://host:8786"):
-        Backend("address", address=address)
-
-
-def test_missing_dask_says_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "distributed", None)
-    with pytest.raises(BackendError, match="pip install 'dask==.*distributed=="):
-        import_distributed()
 
 
 def test_features_on_the_cluster_equal_the_in_process_raster(cli_cluster, s2_10m, model_6b_l1c, tmp_path):

@@ -11,6 +11,7 @@ and the VRT mosaic.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 from osgeo import gdal
 
 from .callbacks import Callbacks
+from .destinations import files_of_input
 from .errors import DeepRasterError, OutputError, RasterInputError, RunCancelled
 from .source import RasterSource
 
@@ -124,45 +126,56 @@ def gather_inputs(folder: str | None = None, patterns: Sequence[str] = (), recur
 
 
 def plan_items(inputs: Sequence[str], out_folder: str | os.PathLike[str], main: tuple[str, str],
-               extras: Sequence[tuple[str, str, str]] = ()) -> list[CollectionItem]:
+               extras: Sequence[tuple[str, str, str]] = (), reserved: Sequence[str] = ()) -> list[CollectionItem]:
     """One item per input with its output paths: the main output ``(name, extension)`` as ``<input name><ext>``,
-    each extra ``(name, suffix, extension)`` as ``<input name>_<suffix><ext>``."""
+    each extra ``(name, suffix, extension)`` as ``<input name>_<suffix><ext>``. The input name is the file name
+    without its last extension (``S2_2020.01.05.tif`` → ``S2_2020.01.05``); ``_2``, ``_3``, … is added where any
+    output of an input would have the name of another's output or of a ``reserved`` file (the run's reports)."""
     folder = Path(out_folder)
-    used: set[str] = set()
+    taken = {name.lower() for name in reserved}
     items = []
     for path in inputs:
-        stem = Path(path).name.split(".")[0] or "raster"
-        name, n = stem, 1
-        while name.lower() in used:
-            n += 1
-            name = f"{stem}_{n}"
-        used.add(name.lower())
-        outputs = {main[0]: str(folder / f"{name}{main[1]}")}
-        outputs.update({key: str(folder / f"{name}_{suffix}{ext}") for key, suffix, ext in extras})
+        stem = Path(path).stem or "raster"
+        for n in itertools.count(1):
+            name = stem if n == 1 else f"{stem}_{n}"
+            names = [f"{name}{main[1]}", *(f"{name}_{suffix}{ext}" for _, suffix, ext in extras)]
+            if not any(file.lower() in taken for file in names):
+                break
+        taken.update(file.lower() for file in names)
+        outputs = {main[0]: str(folder / names[0])}
+        outputs.update({key: str(folder / file) for (key, _, _), file in zip(extras, names[1:], strict=True)})
         items.append(CollectionItem(str(path), name, outputs, outputs[main[0]]))
     return items
 
 
+def _real(path: str) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
 def check_output_folder(out_folder: str | os.PathLike[str], items: Sequence[CollectionItem],
                         folder: str | None = None, patterns: Sequence[str] = (), recursive: bool = False,
-                        reports: Sequence[str] = ()) -> None:
-    """Refuse an output folder whose outputs would overwrite an input, or (inside the searched input folder)
+                        reports: Sequence[str] = (), sources: Sequence[str] = ()) -> None:
+    """Refuse an output folder whose outputs or ``reports`` (file names in it) would overwrite an input or a file
+    one is made of (also of ``sources``: the VRT the inputs were listed from), or (inside the searched input folder)
     would be taken as inputs by the next run over that folder. Raises :class:`OutputError`."""
     out = Path(os.path.realpath(str(out_folder)))
     if out.exists() and not out.is_dir():
         raise OutputError(f"The output folder {out_folder} is a file. Choose a folder.")
-    inputs = {os.path.realpath(item.input): item.input for item in items}
-    for item in items:
-        for path in item.outputs.values():
-            if os.path.realpath(path) in inputs:
-                raise OutputError(
-                    f"The output {path} would overwrite the input {inputs[os.path.realpath(path)]}: the output "
-                    "folder holds the inputs. Choose another output folder (e.g. a new folder beside them).")
+    inputs: dict[str, str] = {}
+    for path in [*(item.input for item in items), *sources]:
+        for real in files_of_input(path) if os.path.isfile(path) else [_real(path)]:
+            inputs.setdefault(real, path)
+    written = [p for item in items for p in item.outputs.values()] + [str(out / name) for name in reports]
+    for path in written:
+        if _real(path) in inputs:
+            raise OutputError(
+                f"The output {path} would overwrite the input {inputs[_real(path)]} (or a file it is made of): the "
+                "output folder holds the inputs. Choose another output folder (e.g. a new folder beside them).")
     if not folder:
         return
     root = Path(os.path.realpath(folder))
     searched = out == root or (recursive and root in out.parents)
-    names = [Path(p).name for item in items for p in item.outputs.values()] + [Path(p).name for p in reports]
+    names = [Path(p).name for p in written]
     clash = next((n for n in names if _matches(n, patterns or split_patterns(None))), None)
     if searched and clash:
         raise OutputError(
@@ -180,7 +193,7 @@ def preflight(item: CollectionItem, need: BandNeed | None = None) -> None:
         return
     if need is not None and (item.band_count < need.count or need.exact and item.band_count != need.count):
         item.status = "failed"
-        item.message = (f"{Path(item.input).name} has {item.band_count} band{'s' * (item.band_count != 1)}; "
+        item.message = (f"it has {item.band_count} band{'s' * (item.band_count != 1)}; "
                         f"{need.what} needs {'exactly ' if need.exact else ''}{need.count}. Remove it from the "
                         "collection, or give the band numbers to use.")
 

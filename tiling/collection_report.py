@@ -85,6 +85,7 @@ def build_mosaic(paths: Sequence[str], target: str | os.PathLike[str]) -> tuple[
         ds = gdal.BuildVRT(str(temp), list(paths), options=gdal.BuildVRTOptions(resolution="highest"))
         if ds is None:
             raise OutputError(f"GDAL could not build the mosaic {target}.")
+        _describe_like(ds, paths[0])
         ds.FlushCache()
         ds = None
     except RuntimeError as exc:
@@ -95,6 +96,17 @@ def build_mosaic(paths: Sequence[str], target: str | os.PathLike[str]) -> tuple[
     if len(sizes) > 1:
         note += " The outputs have different pixel sizes; the mosaic has the finest."
     return target, note
+
+
+def _describe_like(mosaic: gdal.Dataset, path: str) -> None:
+    """Band names ("class", "feature 1" …) and dataset metadata (the encoder of a feature raster) of the first
+    output on the mosaic (GDAL's VRT builder keeps only pixels, nodata and colours)."""
+    first = gdal.Open(path)
+    for i in range(1, min(mosaic.RasterCount, first.RasterCount) + 1):
+        if first.GetRasterBand(i).GetDescription():
+            mosaic.GetRasterBand(i).SetDescription(first.GetRasterBand(i).GetDescription())
+    if first.GetMetadata():
+        mosaic.SetMetadata(first.GetMetadata())
 
 
 def summary_rows(items: Sequence[CollectionItem]) -> list[dict[str, Any]]:

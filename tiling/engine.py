@@ -52,14 +52,16 @@ class RunStats:
     rows_resumed: int = 0  # output rows (of the unfinished panel) an interrupted earlier run had written
     panels: int = 1  # column panels the region was produced in
     batches: int = 0
-    predict_seconds: float = 0.0
+    predict_seconds: float = 0.0  # summed over the workers of a distributed run
     total_seconds: float = 0.0
     outputs: list[Path] = field(default_factory=list)
+    workers: int = 1  # processes that ran the model at once (Dask workers)
 
     @property
     def efficiency(self) -> float:
-        """Share of the wall time spent in the model (1.0: reading, blending and writing cost nothing)."""
-        return self.predict_seconds / self.total_seconds if self.total_seconds else 0.0
+        """Share of the wall time (of every worker) spent in the model (1.0: reading, blending and writing cost
+        nothing)."""
+        return self.predict_seconds / (self.total_seconds * self.workers) if self.total_seconds else 0.0
 
 
 @dataclass
