@@ -208,6 +208,8 @@ class ExtractFeaturesAlgorithm(TiledModelAlgorithm):
         if backend.distributed:
             from ..scale.tiled import extract_on_cluster
 
+            if request.resume:
+                feedback.pushInfo("A run on Dask does not checkpoint: an interrupted one starts again.")
             result = extract_on_cluster(request, backend, callbacks_for(feedback))
         else:
             result = extract_features(request, callbacks_for(feedback))

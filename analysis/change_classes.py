@@ -40,16 +40,17 @@ class PairCounter:
     def add(self, pixels: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Count the pairs of ``pixels`` ``(n, 2)`` (from, to) class values lying on raster ``rows`` ``(n,)``
         (needed for the areas when ``row_m2`` is given)."""
-        values = pixels[:, :2]
-        if len(values) and np.abs(values).max() >= EXACT_LIMIT:
-            largest = float(values.flat[np.abs(values).argmax()])
-            raise ChangeInputError(
-                f"A class value of {largest:.0f} occurs: class values are compared exactly between −{EXACT_LIMIT - 1} "
-                f"and {EXACT_LIMIT - 1}. Recode the classes to smaller numbers (Raster calculator, or Reclassify by "
-                "table) and run again.")
+        if not len(pixels):
+            return
         a, b = pixels[:, 0].astype(np.int64), pixels[:, 1].astype(np.int64)
+        low, high = min(a.min(), b.min()), max(a.max(), b.max())
+        if max(-low, high) >= EXACT_LIMIT:
+            raise ChangeInputError(
+                f"A class value of {low if -low >= high else high} occurs: class values are compared exactly between "
+                f"−{EXACT_LIMIT - 1} and {EXACT_LIMIT - 1}. Recode the classes to smaller numbers (Raster calculator, "
+                "or Reclassify by table) and run again.")
         weights = None if self.row_m2 is None or rows is None else self.row_m2[rows]
-        if len(a) and min(a.min(), b.min()) >= 0 and max(a.max(), b.max()) < SMALL:  # the usual case: bincount
+        if low >= 0 and high < SMALL:  # the usual case: bincount
             key = a * SMALL + b
             n = np.bincount(key, minlength=SMALL * SMALL)
             keys = np.flatnonzero(n)

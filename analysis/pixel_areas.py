@@ -23,6 +23,13 @@ class PixelAreas:
     map_units2: float
     row_m2: np.ndarray | None
 
+    @property
+    def uniform_m2(self) -> float | None:
+        """The one area of every pixel in m² (a projected CRS), or None (unknown, or varying by row)."""
+        if self.row_m2 is None or not np.allclose(self.row_m2, self.row_m2[0], rtol=1e-12, atol=0):
+            return None
+        return float(self.row_m2[0])
+
     def describe(self) -> str:
         """The pixel area for a report: "100 m²", "from 605 to 612 m² (by latitude)" or "… map units²"."""
         if self.row_m2 is None:
