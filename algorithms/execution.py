@@ -1,8 +1,9 @@
 """The execution backend of the tiled algorithms: advanced parameters whose defaults are plugin-wide settings.
 
 The settings live in the QGIS profile under ``deepraster/execution/`` (Settings ▸ Options ▸ Advanced Settings
-Editor): ``backend`` (``process``, ``local`` or ``address``), ``workers``, ``threads``, ``memory_limit`` and
-``address``. A dialog or ``qgis_process`` run that does not set the parameters uses them.
+Editor): ``backend`` (``process``, ``local`` or ``address``), ``workers``, ``threads``, ``memory_limit``,
+``address`` and ``worker_wait_s`` (how long a run on a scheduler goes on without any worker; default 600). A
+dialog or ``qgis_process`` run that does not set the parameters uses them.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def backend_value(alg, parameters, context) -> Backend:
                    workers=alg.parameterAsInt(parameters, DASK_WORKERS, context),
                    threads=alg.parameterAsInt(parameters, DASK_THREADS, context),
                    memory_limit=alg.parameterAsString(parameters, DASK_MEMORY, context).strip() or "auto",
-                   address=alg.parameterAsString(parameters, DASK_ADDRESS, context).strip())
+                   address=alg.parameterAsString(parameters, DASK_ADDRESS, context).strip(),
+                   worker_wait_s=setting("worker_wait_s", 600.0))
 
 
 def pixel_mapper(backend: Backend) -> Callable[..., PixelRunStats]:

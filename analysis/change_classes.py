@@ -76,11 +76,20 @@ class ClassMatch:
     names_to: dict[int, str]
     info: str = ""
     warning: str = ""
+    named: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())  # the values each legend names
 
     def remap(self, pixels: np.ndarray) -> np.ndarray:
-        """``pixels`` ``(n, 2)`` (from, to) with the second's values in the first's numbering."""
+        """``pixels`` ``(n, 2)`` (from, to) with the second's values in the first's numbering. While classes are
+        matched by name, a value either legend does not name is refused: it could fall on a matched value."""
         if not self.mapping:
             return pixels
+        for column, (named, which) in enumerate(zip(self.named, ("first", "second"), strict=True)):
+            unnamed = pixels[~np.isin(pixels[:, column], named), column]
+            if len(unnamed):
+                raise ChangeInputError(
+                    f"The {which} class raster holds the value {unnamed[0]:.0f}, which its legend does not name, while "
+                    "the classes of the two rasters are matched by name (their legends number them differently). "
+                    "Name every class in both legends (category names), or give both rasters the same numbering.")
         keys = np.array(sorted(self.mapping), dtype=np.float64)
         values = np.array([self.mapping[int(k)] for k in keys], dtype=pixels.dtype)
         at = np.clip(np.searchsorted(keys, pixels[:, 1]), 0, len(keys) - 1)
@@ -105,7 +114,8 @@ def match_classes(names_from: Mapping[int, str], names_to: Mapping[int, str]) ->
     first_by_name: dict[str, int] = {}
     for value, name in sorted(names_from.items()):
         first_by_name.setdefault(_name_key(name), value)
-    shared = {v: first_by_name[_name_key(n)] for v, n in names_to.items() if _name_key(n) in first_by_name}
+    shared = {v: v if _name_key(names_from.get(v, "")) == _name_key(n) else first_by_name[_name_key(n)]
+              for v, n in names_to.items() if _name_key(n) in first_by_name}  # a name on its own value stays
     clashes = sorted(v for v in set(names_from) & set(names_to) if _name_key(names_from[v]) != _name_key(names_to[v]))
     if all(v == w for v, w in shared.items()):
         if not clashes:
@@ -125,7 +135,7 @@ def match_classes(names_from: Mapping[int, str], names_to: Mapping[int, str]) ->
     moved = ", ".join(f"{names_to[v]} {v} → {w}" for v, w in sorted(mapping.items()) if v != w)
     return ClassMatch({v: w for v, w in mapping.items() if v != w}, {w: names_to[v] for v, w in mapping.items()},
                       info=f"The two class rasters number their classes differently; the second's classes are matched "
-                           f"to the first's by name: {moved}.")
+                           f"to the first's by name: {moved}.", named=(tuple(names_from), tuple(names_to)))
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from pathlib import Path
 from ..tiling.transaction import write_together
 from .change_classes import UNCHANGED, ChangeTable
 
-COLUMNS = ("code", "change", "from_value", "from_name", "to_value", "to_name", "changed", "pixels", "area_m2",
-           "hectares", "area_map_units2", "percent")
+COLUMNS = ("code", "change", "from_value", "from_name", "to_value", "to_name", "changed", "pixels", "area_map_units2",
+           "hectares", "percent", "area_m2")
+"""The CSV's columns (``area_m2`` added last: tables read by column position keep working)."""
 
 
 def table_rows(table: ChangeTable) -> list[dict[str, object]]:

@@ -232,12 +232,13 @@ def classify_raster(request: ClassifyRequest, callbacks: Callbacks | None = None
         raise
     predictor, device = plan_predictor(plan, early=early)  # settles an early predictor it does not take
     del early
-    callbacks.info(f"Model {request.package.name} on {device}; bands {list(plan.bands)}; tiles {plan.tile} px, "
-                   f"overlap {plan.overlap} px"
-                   f"{'; test-time augmentation (8 flips / rotations)' if request.tta else ''}.")
-    grid = plan.grid
-    callbacks.info(f"Coverage factor {coverage_factor(grid):.2f} (pixels computed ÷ pixels output, {len(grid)} tiles).")
     try:
+        callbacks.info(f"Model {request.package.name} on {device}; bands {list(plan.bands)}; tiles {plan.tile} px, "
+                       f"overlap {plan.overlap} px"
+                       f"{'; test-time augmentation (8 flips / rotations)' if request.tta else ''}.")
+        grid = plan.grid
+        callbacks.info(f"Coverage factor {coverage_factor(grid):.2f} (pixels computed ÷ pixels output, {len(grid)} "
+                       "tiles).")
         return classification_run(plan, predictor, callbacks).run()
     finally:  # a run stopped before its first batch (cancel, a full disk) leaves no session thread behind
         settle = getattr(getattr(predictor, "predict", predictor), "settle", None)

@@ -32,7 +32,7 @@ INSTALL_HINT = ("install them with Deep Raster's installer (Plugins ▸ Deep Ras
 MIN_WORKER_MEMORY = 100 * 10**6
 """Bytes below which a local worker's memory limit is refused (the model and one piece's tiles need more)."""
 WORKER_WAIT_S = 30.0
-"""Seconds a run waits for a Dask worker to join (a scheduler without workers, workers that die at once)."""
+"""Seconds a run on a local cluster goes on without any worker (workers that die as they start) before it stops."""
 IMPORTABLE_HINT = ("the Dask scheduler and every worker must be able to import Deep Raster: start them with the "
                    "folder holding the plugin on PYTHONPATH (e.g. PYTHONPATH=~/.local/share/QGIS/QGIS3/profiles/"
                    "default/python/plugins dask scheduler), with the same Python packages as QGIS")
@@ -49,8 +49,10 @@ class Backend:
     """An execution backend. ``workers``: workers of a local cluster (0: one per ``threads`` cores); ``threads``:
     CPU threads of the model in each worker (each worker computes one piece at a time); ``memory_limit``: per local
     worker, Dask's notation (``"4GB"``; ``"auto"``: the machine's memory shared out); ``address``: the scheduler
-    of kind ``address``; ``connect_timeout_s``: how long to try reaching it (seconds). A piece whose worker dies
-    is started again on another worker (up to Dask's ``distributed.scheduler.allowed-failures``, 3)."""
+    of kind ``address``; ``connect_timeout_s``: how long to try reaching it (seconds); ``worker_wait_s``: how long
+    a run on it goes on without any worker (seconds: an adaptive or job-queue cluster starts workers for the pending
+    pieces, which can take minutes). A piece whose worker dies is started again on another worker (up to Dask's
+    ``distributed.scheduler.allowed-failures``, 3)."""
 
     kind: str = "process"
     workers: int = 0
@@ -58,6 +60,7 @@ class Backend:
     memory_limit: str = "auto"
     address: str = ""
     connect_timeout_s: float = 5.0
+    worker_wait_s: float = 600.0
 
     def __post_init__(self) -> None:
         if self.kind not in BACKENDS:
@@ -145,9 +148,9 @@ def connect(backend: Backend, info=lambda message: None, device: str = "auto") -
     distributed = import_distributed()
     if backend.kind == "address":
         client = _client_within(distributed, backend)
-        workers = len(client.scheduler_info().get("workers", {}))
-        info(f"Dask scheduler {backend.address}: {workers} worker{'s' if workers != 1 else ''}.")
         try:
+            workers = len(client.scheduler_info().get("workers", {}))
+            info(f"Dask scheduler {backend.address}: {workers} worker{'s' if workers != 1 else ''}.")
             yield client
         finally:
             client.close()
@@ -170,7 +173,7 @@ def _client_within(distributed, backend: Backend) -> Any:
     ``connect_timeout_s`` + 5 s: Dask's own timeout does not bound the handshake with a server that is not a Dask
     scheduler (a web server, the 8787 dashboard), which could hang the run for good or fail as "out of memory"."""
     outcome: dict[str, Any] = {}
-    abandoned = threading.Event()
+    lock = threading.Lock()  # the client goes to the caller, or is closed by the thread: never both, never neither
 
     def make() -> None:
         try:
@@ -179,16 +182,19 @@ def _client_within(distributed, backend: Backend) -> Any:
         except BaseException as exc:  # noqa: BLE001 (whatever it is, the address is the problem)
             outcome["error"] = exc
             return
-        if abandoned.is_set():
-            client.close()
-        outcome["client"] = client
+        with lock:
+            if "abandoned" not in outcome:
+                outcome["client"] = client
+                return
+        client.close()
 
     thread = threading.Thread(target=make, name="deepraster-dask-connect", daemon=True)
     thread.start()
     thread.join(backend.connect_timeout_s + 5.0)
-    if "client" in outcome:
-        return outcome["client"]
-    abandoned.set()
+    with lock:
+        if "client" in outcome:
+            return outcome["client"]
+        outcome["abandoned"] = True
     error = outcome.get("error")
     why = f"{type(error).__name__}: {error}" if error is not None else "no answer"
     raise BackendError(f"Cannot reach a Dask scheduler at {backend.address} within {backend.connect_timeout_s:g} s "
@@ -204,22 +210,6 @@ def check_backend(backend: Backend) -> None:
     distributed = import_distributed()
     if backend.kind == "address":
         _client_within(distributed, backend).close()
-
-
-def wait_for_worker(client, where: str, info=lambda message: None) -> int:
-    """The number of workers of ``client``'s cluster, after waiting up to :data:`WORKER_WAIT_S` for a first one;
-    a :class:`BackendError` saying what to check when none comes."""
-    workers = len(client.scheduler_info().get("workers", {}))
-    if workers:
-        return workers
-    info(f"Waiting up to {WORKER_WAIT_S:g} s for a Dask worker to join {where}.")
-    try:
-        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
-    except (TimeoutError, OSError) as exc:
-        raise BackendError(f"No Dask worker joined {where} within {WORKER_WAIT_S:g} s ({type(exc).__name__}). Start "
-                           f"workers ('dask worker <scheduler address>'; {IMPORTABLE_HINT}), or check their log: a "
-                           "worker that cannot start (too little memory) leaves none.") from None
-    return len(client.scheduler_info().get("workers", {}))
 
 
 @contextmanager

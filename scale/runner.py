@@ -28,7 +28,6 @@ from .backend import (
     BackendError,
     connect,
     import_distributed,
-    wait_for_worker,
 )
 from .worker import PieceResult
 
@@ -69,8 +68,11 @@ def run_pieces(task: Callable[..., PieceResult], plan: object, writers: Mapping[
     try:
         folder.mkdir()
         with connect(backend, callbacks.info, device) as client:
-            workers = done.workers = wait_for_worker(client, _where(backend), callbacks.info)
-            parts = plan_parts(workers, math.lcm(*(writer.block for writer in writers.values())))
+            workers = done.workers = len(client.scheduler_info().get("workers", {}))
+            if not workers:
+                callbacks.info(f"No Dask worker is connected to {_where(backend)} yet: the pieces wait up to "
+                               f"{_worker_wait(backend):g} s for one (an adaptive cluster starts workers for them).")
+            parts = plan_parts(max(1, workers), math.lcm(*(writer.block for writer in writers.values())))
             callbacks.info(f"{len(parts)} piece{'s' if len(parts) != 1 else ''} on {workers} Dask "
                            f"worker{'s' if workers != 1 else ''}.")
             compute(client, task, plan, parts, str(folder), backend, done, callbacks,
@@ -99,7 +101,7 @@ def compute(client, task: Callable[..., PieceResult], plan: object, parts: list[
     index = {future.key: i for i, future in enumerate(futures)}
     ordered = InOrder(consume)
     pending = list(futures)
-    watch = WorkerWatch(client, _where(backend))
+    watch = WorkerWatch(client, _where(backend), _worker_wait(backend))
     try:
         while pending:
             check_cancel(callbacks)
@@ -129,13 +131,19 @@ def _where(backend: Backend) -> str:
     return f"the Dask scheduler at {backend.address}" if backend.kind == "address" else "the local Dask cluster"
 
 
-class WorkerWatch:
-    """Notices, every :data:`WATCH_S` seconds while pieces are pending, a cluster left without any worker (workers
-    that die as they start, or that all went): after :data:`~scale.backend.WORKER_WAIT_S` seconds the run stops
-    with a :class:`BackendError` instead of waiting for good."""
+def _worker_wait(backend: Backend) -> float:
+    """Seconds a run goes on without any worker: a scheduler's setting, :data:`~scale.backend.WORKER_WAIT_S` for a
+    local cluster (which starts its workers itself)."""
+    return backend.worker_wait_s if backend.kind == "address" else WORKER_WAIT_S
 
-    def __init__(self, client, where: str) -> None:
-        self.client, self.where = client, where
+
+class WorkerWatch:
+    """Notices, every :data:`WATCH_S` seconds while pieces are pending, a cluster without any worker (none joined,
+    they die as they start, or they all went): after ``limit`` seconds the run stops with a :class:`BackendError`
+    instead of waiting for good."""
+
+    def __init__(self, client, where: str, limit: float) -> None:
+        self.client, self.where, self.limit = client, where, limit
         self.last_look = self.last_worker = time.monotonic()
 
     def check(self) -> None:
@@ -145,9 +153,10 @@ class WorkerWatch:
         self.last_look = now
         if self.client.scheduler_info().get("workers"):
             self.last_worker = now
-        elif now - self.last_worker > WORKER_WAIT_S:
-            raise BackendError(f"{self.where[0].upper()}{self.where[1:]} has had no worker for {WORKER_WAIT_S:g} s: "
-                               f"the workers died or left. Check their log; {IMPORTABLE_HINT}.")
+        elif now - self.last_worker > self.limit:
+            raise BackendError(f"{self.where[0].upper()}{self.where[1:]} has had no worker for {self.limit:g} s. Start "
+                               f"workers ('dask worker <scheduler address>') or check their log (a worker that "
+                               f"cannot start, e.g. too little memory, leaves none); {IMPORTABLE_HINT}.")
 
 
 def _result(future, part, distributed) -> PieceResult:
@@ -163,7 +172,7 @@ def _result(future, part, distributed) -> PieceResult:
         raise BackendError(f"{where} was cancelled by Dask ({exc}): the connection to the scheduler was lost. Check "
                            "that the scheduler still runs, and run again.") from None
     except (RuntimeError, ModuleNotFoundError) as exc:
-        if "deserializ" not in str(exc) and "deepraster" not in str(exc):
+        if "deserialization of the task graph" not in str(exc) and "No module named 'deepraster'" not in str(exc):
             raise
         raise BackendError(f"{where} could not be run: {str(exc).splitlines()[0]} ({type(exc).__name__}); "
                            f"{IMPORTABLE_HINT}.") from None

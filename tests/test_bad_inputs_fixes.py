@@ -276,6 +276,11 @@ def test_raster_without_georeferencing_overlays_and_takes_canvas_extents(world, 
     params = {"INPUT": str(plain), "N_CLUSTERS": 3, "SAMPLE_SIZE": 500}
     run("cluster_pixels", {**params, "OUTPUT": str(tmp_path / "all.tif")})
     assert gdal.Open(str(tmp_path / "all.tif")).GetGeoTransform() == (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+    from deepraster.tiling.collection_report import mosaic_problem
+    from deepraster.tiling.source import RasterSource
+
+    assert not RasterSource.open(str(tmp_path / "all.tif")).georeferenced  # still only numbered pixels
+    assert "has no geotransform" in mosaic_problem([str(tmp_path / "all.tif"), str(plain)])
     run("cluster_pixels", {**params, "EXTENT": "10,30,-20,-5", "OUTPUT": str(tmp_path / "part.tif")})
     part = gdal.Open(str(tmp_path / "part.tif"))
     assert (part.RasterXSize, part.RasterYSize) == (20, 15)

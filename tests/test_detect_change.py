@@ -129,13 +129,14 @@ def blocks_of_40m(gt, rows: int, cols: int) -> np.ndarray:
     return ((x // 40 + y // 40) % 3).astype(np.uint8)
 
 
-def test_second_resampled_onto_a_south_up_first_grid(qgis_app, tmp_path):
-    """A first raster whose rows run south to north (positive pixel height) gets the second on its own grid, not on
-    a north-up grid of the same bounds (which flipped it). Both sample one map: no pixel changes."""
-    south_up = (GT[0], 10.0, 0.0, GT[3] - 300.0, 0.0, 10.0)
+@pytest.mark.parametrize("grid", [(GT[0], 10.0, 0.0, GT[3] - 300.0, 0.0, 10.0),  # rows south to north
+                                  (GT[0] + 400.0, -10.0, 0.0, GT[3], 0.0, -10.0)])  # columns east to west
+def test_second_resampled_onto_a_south_up_or_mirrored_first_grid(qgis_app, tmp_path, grid):
+    """A first raster whose rows run south to north (positive pixel height) or whose columns run east to west gets
+    the second on its own grid, not on a north-up grid of the same bounds (which flipped it). Both sample one map:
+    no pixel changes."""
     fine = (GT[0] - 49.0, 5.0, 0.0, GT[3] + 51.0, 0.0, -5.0)  # 5 m, north-up, no pixel edge on a first centre
-    first = write_raster(tmp_path / "south_up.tif", blocks_of_40m(south_up, 30, 40), nodata=255,
-                         geotransform=south_up)
+    first = write_raster(tmp_path / "first.tif", blocks_of_40m(grid, 30, 40), nodata=255, geotransform=grid)
     second = write_raster(tmp_path / "fine.tif", blocks_of_40m(fine, 90, 110), nodata=255, geotransform=fine)
     out = run({"INPUT": str(first), "SECOND": str(second), "MODE": 0, "OUTPUT": str(tmp_path / "change.tif"),
                "OUTPUT_TABLE": str(tmp_path / "change.csv")})
@@ -319,6 +320,14 @@ def test_legends_numbered_differently_are_matched_by_name(qgis_app, tmp_path):
     assert same.mapping == {} and not same.warning
     unrelated = match_classes({0: "water", 1: "forest"}, {0: "class 0", 1: "class 1"})
     assert unrelated.mapping == {} and "compared by value" in unrelated.warning
+    twice = match_classes({1: "water", 3: "water"}, {3: "water", 4: "forest"})  # a name on its own value stays
+    assert 3 not in twice.mapping
+    crossed = match_classes({1: "water", 2: "forest"}, {2: "water", 3: "forest"})
+    assert crossed.mapping == {2: 1, 3: 2}
+    from deepraster.analysis.errors import ChangeInputError
+
+    with pytest.raises(ChangeInputError, match="second class raster holds the value 1, which its legend does not"):
+        crossed.remap(np.array([[1, 2], [1, 1]], np.float32))  # unnamed 1 would have read as "water"
 
 
 def test_areas_in_a_geographic_crs_are_square_metres_by_latitude(qgis_app, tmp_path):

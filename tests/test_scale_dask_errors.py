@@ -11,10 +11,12 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from deepraster.scale.backend import Backend, BackendError, import_distributed
 from deepraster.scale.tiled import classify_on_cluster
+from deepraster.tiling.callbacks import Callbacks
 from helpers import REPO
 from test_scale_dask import DASK, free_port, request
 
@@ -74,34 +76,37 @@ def test_a_server_that_is_no_dask_scheduler_fails_in_seconds(s2_30m, model_6b_l1
     assert not list(tmp_path.iterdir())
 
 
-def test_a_scheduler_without_workers_or_without_deep_raster_is_explained(s2_30m, model_6b_l1c, tmp_path,
-                                                                         monkeypatch):
-    """A scheduler started as the docs had it (without Deep Raster on its PYTHONPATH): first with no worker (the run
-    waited for good), then with a worker that has it (a raw "Error during deserialization" traceback)."""
-    import deepraster.scale.backend as backend_module
-
-    monkeypatch.setattr(backend_module, "WORKER_WAIT_S", 3.0)
+def start_scheduler(env: dict, folder: Path) -> tuple[str, subprocess.Popen]:
     port = free_port()
+    proc = subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                            env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"tcp://127.0.0.1:{port}"
-    bare = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    distributed.Client(address, timeout="30s").close()  # up
+    return address, proc
+
+
+def test_a_scheduler_without_workers_or_without_deep_raster_is_explained(s2_30m, model_6b_l1c, tmp_path):
+    """A scheduler with no worker (the run waited for good; now it goes on for worker_wait_s, the pieces pending so
+    that an adaptive cluster can start workers), and one started as the docs had it, without Deep Raster on its
+    PYTHONPATH (a raw "Error during deserialization" traceback)."""
     with_plugin = {**os.environ, "PYTHONPATH": str(REPO / ".build" / "plugins"), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-                              env=bare, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    bare = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    procs = []
     try:
-        client = distributed.Client(address, timeout="30s")
-        client.close()
-        with pytest.raises(BackendError, match="No Dask worker joined the Dask scheduler at .* within 3 s"):
-            classify_on_cluster(request(s2_30m, model_6b_l1c, tmp_path, "a"), Backend("address", address=address))
-        procs.append(subprocess.Popen([str(DASK), "worker", address, "--nthreads", "1", "--no-dashboard"],
-                                      env=with_plugin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        with distributed.Client(address, timeout="30s") as client:
-            client.wait_for_workers(1, timeout=60)
+        address, proc = start_scheduler(with_plugin, tmp_path)
+        procs.append(proc)
+        lines: list[str] = []
+        with pytest.raises(BackendError, match="The Dask scheduler at .* has had no worker for 3 s. Start workers"):
+            classify_on_cluster(request(s2_30m, model_6b_l1c, tmp_path, "a"),
+                                Backend("address", address=address, worker_wait_s=3), Callbacks(info=lines.append))
+        assert any("wait up to 3 s for one (an adaptive cluster starts workers" in line for line in lines)
+        address, proc = start_scheduler(bare, tmp_path)
+        procs.append(proc)
         with pytest.raises(BackendError, match="could not be run: .*must be able to import Deep Raster.*PYTHONPATH"):
             classify_on_cluster(request(s2_30m, model_6b_l1c, tmp_path, "b"), Backend("address", address=address))
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
         for proc in procs:
+            proc.terminate()
             proc.wait(timeout=30)
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tif" or ".partial" in p.name]
 

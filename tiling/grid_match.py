@@ -86,8 +86,9 @@ def warp_onto(ds: gdal.Dataset, target: RasterSource, resampling: str, output_ty
 
 
 def north_up(gt: Sequence[float]) -> bool:
-    """Whether rows run north to south with no rotation (what ``gdal.Warp``'s output bounds make)."""
-    return gt[2] == 0 and gt[4] == 0 and gt[5] < 0
+    """Whether rows run north to south and columns west to east, with no rotation (what ``gdal.Warp``'s output
+    bounds make)."""
+    return gt[1] > 0 and gt[2] == 0 and gt[4] == 0 and gt[5] < 0
 
 
 def _set_destination_grid(path: str, gt: Sequence[float]) -> None:

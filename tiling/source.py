@@ -23,6 +23,17 @@ UNREFERENCED = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
 read with here, so that an extent drawn on the canvas selects the pixels seen there and outputs overlay the input."""
 
 
+def pixel_grid_only(gt: tuple[float, ...]) -> bool:
+    """Whether a geotransform (of a raster without CRS) only numbers pixels: GDAL's default, or what Deep Raster
+    writes for outputs of a raster without georeferencing (:data:`UNREFERENCED`, shifted to an extent's whole pixels
+    and scaled by a whole stride: origin x ≥ 0, y ≤ 0)."""
+    if gt == IDENTITY:
+        return True
+    size = gt[1]
+    return (gt[2] == gt[4] == 0 and size >= 1 and float(size).is_integer() and gt[5] == -size
+            and float(gt[0]).is_integer() and gt[0] >= 0 and float(gt[3]).is_integer() and gt[3] <= 0)
+
+
 def geotransform_of(ds: gdal.Dataset) -> tuple[float, ...]:
     """The dataset's geotransform, or :data:`UNREFERENCED` when it has none."""
     return tuple(ds.GetGeoTransform(can_return_null=True) or UNREFERENCED)
@@ -80,8 +91,8 @@ class RasterSource:
             dtypes=tuple(gdal.GetDataTypeName(b.DataType) for b in bands),
             has_dataset_mask=bool(flags & (gdal.GMF_PER_DATASET | gdal.GMF_ALPHA))
             and not flags & (gdal.GMF_ALL_VALID | gdal.GMF_NODATA),
-            georeferenced=bool(gcps) or bool(geotransform) and not (tuple(geotransform) == IDENTITY
-                                                                     and not ds.GetProjection()),
+            georeferenced=bool(gcps) or bool(geotransform) and not (not ds.GetProjection()
+                                                                     and pixel_grid_only(tuple(geotransform))),
             gcps=gcps,
             gcp_projection=ds.GetGCPProjection() if gcps else "",
         )
