@@ -110,16 +110,12 @@ def class_change(first: str, second: str, output: str, csv_path: str | None = No
             cb.warning(match.warning)
         cb.stage("Counting from–to pairs")
         areas = pixel_areas(pair.first)
-        by_row = areas.row_m2 is not None and areas.uniform_m2 is None  # a geographic CRS: areas by latitude
-        counter = PairCounter(areas.row_m2 if by_row else None)
+        counter = PairCounter(areas)
         scan_pixels(pair.source, pair.bands, lambda px, rows=None: counter.add(match.remap(px), rows),
-                    sub_callbacks(cb, 0.0, 0.4), rows=by_row)
+                    sub_callbacks(cb, 0.0, 0.4), rows=counter.by_row)
         if not counter.counts:
             raise _no_common_pixel(first, second)
-        square_metres = counter.square_metres if by_row else None
-        if areas.uniform_m2 is not None:  # every pixel alike: pixels × its area
-            square_metres = {pair: n * areas.uniform_m2 for pair, n in counter.counts.items()}
-        table = change_table(counter.counts, names_from, match.names_to, areas, square_metres)
+        table = change_table(counter.counts, names_from, match.names_to, areas, counter.square_metres())
         pairs = len(table.changed_codes)
         if pairs > MAX_CHANGE_CODES:
             raise ChangeInputError(

@@ -30,16 +30,26 @@ EXACT_LIMIT = 2**24
 
 class PairCounter:
     """Counts (and ground areas) of (from, to) class pairs accumulated window by window (memory: one entry per pair
-    present). ``row_m2``: the area of one pixel of each row in m² (see :mod:`analysis.pixel_areas`), or None."""
+    present). ``areas``: the pixel areas of the raster (see :mod:`analysis.pixel_areas`); where they vary by row
+    (a geographic CRS) each pixel's area is summed, which needs the rows of the pixels (:attr:`by_row`)."""
 
-    def __init__(self, row_m2: np.ndarray | None = None) -> None:
+    def __init__(self, areas: PixelAreas | None = None) -> None:
         self.counts: dict[tuple[int, int], int] = {}
-        self.row_m2 = row_m2
-        self.square_metres: dict[tuple[int, int], float] = {}
+        self.areas = areas
+        self.by_row = areas is not None and areas.row_m2 is not None and areas.uniform_m2 is None
+        self._row_sums: dict[tuple[int, int], float] = {}
+
+    def square_metres(self) -> dict[tuple[int, int], float] | None:
+        """The ground area of each pair in m², or None where the pixels' ground area is unknown."""
+        if self.by_row:
+            return dict(self._row_sums)
+        if self.areas is None or self.areas.uniform_m2 is None:
+            return None
+        return {pair: n * self.areas.uniform_m2 for pair, n in self.counts.items()}
 
     def add(self, pixels: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Count the pairs of ``pixels`` ``(n, 2)`` (from, to) class values lying on raster ``rows`` ``(n,)``
-        (needed for the areas when ``row_m2`` is given)."""
+        (needed when :attr:`by_row`)."""
         if not len(pixels):
             return
         a, b = pixels[:, 0].astype(np.int64), pixels[:, 1].astype(np.int64)
@@ -49,7 +59,7 @@ class PairCounter:
                 f"A class value of {low if -low >= high else high} occurs: class values are compared exactly between "
                 f"−{EXACT_LIMIT - 1} and {EXACT_LIMIT - 1}. Recode the classes to smaller numbers (Raster calculator, "
                 "or Reclassify by table) and run again.")
-        weights = None if self.row_m2 is None or rows is None else self.row_m2[rows]
+        weights = self.areas.row_m2[rows] if self.by_row else None
         if low >= 0 and high < SMALL:  # the usual case: bincount
             key = a * SMALL + b
             n = np.bincount(key, minlength=SMALL * SMALL)
@@ -64,7 +74,7 @@ class PairCounter:
         for i, (pair, k) in enumerate(zip(pairs, counts.tolist(), strict=True)):
             self.counts[pair] = self.counts.get(pair, 0) + k
             if areas is not None:
-                self.square_metres[pair] = self.square_metres.get(pair, 0.0) + float(areas[i])
+                self._row_sums[pair] = self._row_sums.get(pair, 0.0) + float(areas[i])
 
 
 @dataclass(frozen=True)
@@ -192,7 +202,7 @@ def change_table(counts: Mapping[tuple[int, int], int], names_from: Mapping[int,
     ground area from ``square_metres`` (see :class:`PairCounter`). Class names come from each raster's category
     names, else the class value."""
     rows, code = [], 0
-    metres = areas.row_m2 is not None and square_metres is not None
+    metres = square_metres is not None
     for (a, b), n in sorted(counts.items()):
         if a != b:
             code += 1

@@ -26,7 +26,7 @@ class PixelAreas:
     @property
     def uniform_m2(self) -> float | None:
         """The one area of every pixel in m² (a projected CRS), or None (unknown, or varying by row)."""
-        if self.row_m2 is None or not np.allclose(self.row_m2, self.row_m2[0], rtol=1e-12, atol=0):
+        if self.row_m2 is None or not np.allclose(self.row_m2, self.row_m2[0], rtol=1e-9, atol=0):
             return None
         return float(self.row_m2[0])
 
@@ -34,10 +34,9 @@ class PixelAreas:
         """The pixel area for a report: "100 m²", "from 605 to 612 m² (by latitude)" or "… map units²"."""
         if self.row_m2 is None:
             return f"{self.map_units2:.6g} map units²"
-        low, high = float(self.row_m2.min()), float(self.row_m2.max())
-        if np.isclose(low, high, rtol=1e-9):
-            return f"{low:.6g} m²"
-        return f"from {low:.6g} to {high:.6g} m² (by latitude)"
+        if self.uniform_m2 is not None:
+            return f"{self.uniform_m2:.6g} m²"
+        return f"from {float(self.row_m2.min()):.6g} to {float(self.row_m2.max()):.6g} m² (by latitude)"
 
 
 def pixel_areas(source: RasterSource) -> PixelAreas:

@@ -68,7 +68,8 @@ def run_pieces(task: Callable[..., PieceResult], plan: object, writers: Mapping[
     try:
         folder.mkdir()
         with connect(backend, callbacks.info, device) as client:
-            workers = done.workers = len(client.scheduler_info().get("workers", {}))
+            workers = len(client.scheduler_info().get("workers", {}))
+            done.workers = max(1, workers)  # the model share's divisor (workers an adaptive cluster adds later)
             if not workers:
                 callbacks.info(f"No Dask worker is connected to {_where(backend)} yet: the pieces wait up to "
                                f"{_worker_wait(backend):g} s for one (an adaptive cluster starts workers for them).")

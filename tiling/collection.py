@@ -21,7 +21,7 @@ from pathlib import Path
 from osgeo import gdal
 
 from .callbacks import Callbacks
-from .destinations import files_of_input
+from .destinations import input_files, real_path
 from .errors import DeepRasterError, OutputError, RasterInputError, RunCancelled
 from .source import RasterSource
 
@@ -148,10 +148,6 @@ def plan_items(inputs: Sequence[str], out_folder: str | os.PathLike[str], main: 
     return items
 
 
-def _real(path: str) -> str:
-    return os.path.normcase(os.path.realpath(path))
-
-
 def check_output_folder(out_folder: str | os.PathLike[str], items: Sequence[CollectionItem],
                         folder: str | None = None, patterns: Sequence[str] = (), recursive: bool = False,
                         reports: Sequence[str] = (), sources: Sequence[str] = ()) -> None:
@@ -161,16 +157,13 @@ def check_output_folder(out_folder: str | os.PathLike[str], items: Sequence[Coll
     out = Path(os.path.realpath(str(out_folder)))
     if out.exists() and not out.is_dir():
         raise OutputError(f"The output folder {out_folder} is a file. Choose a folder.")
-    inputs: dict[str, str] = {}
-    for path in [*(item.input for item in items), *sources]:
-        for real in files_of_input(path) if os.path.isfile(path) else [_real(path)]:
-            inputs.setdefault(real, path)
+    inputs = input_files([*(item.input for item in items), *sources], missing_too=True)
     written = [p for item in items for p in item.outputs.values()] + [str(out / name) for name in reports]
     for path in written:
-        if _real(path) in inputs:
+        if real_path(path) in inputs:
             raise OutputError(
-                f"The output {path} would overwrite the input {inputs[_real(path)]} (or a file it is made of): the "
-                "output folder holds the inputs. Choose another output folder (e.g. a new folder beside them).")
+                f"The output {path} would overwrite the input {inputs[real_path(path)]} (or a file it is made of): "
+                "the output folder holds the inputs. Choose another output folder (e.g. a new folder beside them).")
     if not folder:
         return
     root = Path(os.path.realpath(folder))

@@ -56,14 +56,17 @@ class Destination:
             object.__setattr__(self, "extensions", GEOTIFF_EXTENSIONS)
 
 
-def _real(path: str | os.PathLike[str]) -> str:
+def real_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as compared here: absolute, links resolved, case folded where the filesystem ignores case."""
     return os.path.normcase(os.path.realpath(os.path.expanduser(str(path))))
+
+
 
 
 def written_files(path: str | os.PathLike[str]) -> list[str]:
     """The real paths a destination writes: the file itself and the sidecars written with it (the ``.json``
     description of a ``.joblib`` model)."""
-    real = _real(path)
+    real = real_path(path)
     return [real, real + ".json"] if real.lower().endswith(".joblib") else [real]
 
 
@@ -80,8 +83,20 @@ def files_of_input(path: str | os.PathLike[str]) -> list[str]:
         finally:
             ds = None
             gdal.PopErrorHandler()
-        files += [_real(f) for f in listed if not f.startswith("/vsi")]
+        files += [real_path(f) for f in listed if not f.startswith("/vsi")]
     return files
+
+
+def input_files(inputs: Iterable[str | os.PathLike[str] | None], missing_too: bool = False) -> dict[str, str]:
+    """Real path → the input it belongs to, for every file the ``inputs`` are made of (:func:`files_of_input`; a
+    folder: itself). An input not on disk is left out, or with ``missing_too`` taken as its own path."""
+    found: dict[str, str] = {}
+    for item in inputs:
+        if item in (None, "") or not (missing_too or os.path.exists(str(item))):
+            continue
+        for real in files_of_input(item) if os.path.isfile(str(item)) else written_files(item):
+            found.setdefault(real, str(item))
+    return found
 
 
 def check_destinations(destinations: Iterable[Destination], inputs: Iterable[str | os.PathLike[str] | None] = ()
@@ -92,27 +107,24 @@ def check_destinations(destinations: Iterable[Destination], inputs: Iterable[str
     and what to change.
     """
     given = [d for d in destinations if d.path not in (None, "")]
-    input_files: dict[str, str] = {}
-    for item in inputs:
-        if item not in (None, "") and os.path.exists(str(item)):
-            for real in files_of_input(item) if os.path.isfile(str(item)) else written_files(item):
-                input_files.setdefault(real, str(item))
-    input_folders = {_real(item): str(item) for item in inputs if item not in (None, "") and os.path.isdir(item)}
+    inputs = list(inputs)
+    files = input_files(inputs)
+    input_folders = {real_path(item): str(item) for item in inputs if item not in (None, "") and os.path.isdir(item)}
     claimed: dict[str, Destination] = {}
     for dest in given:
-        for real in written_files(dest.path) if dest.kind != "folder" else [_real(dest.path)]:
+        for real in written_files(dest.path) if dest.kind != "folder" else [real_path(dest.path)]:
             inside = next((f for f in input_folders if real.startswith(f + os.sep)), None)
             if inside is not None and os.path.exists(real):  # a file of an input folder (a model package)
-                input_files.setdefault(real, input_folders[inside])
-            if real in input_files:
-                source = input_files[real]
-                part = "" if _real(source) == real else f" ({real} is one of the files it is made of)"
+                files.setdefault(real, input_folders[inside])
+            if real in files:
+                source = files[real]
+                part = "" if real_path(source) == real else f" ({real} is one of the files it is made of)"
                 raise OutputError(
                     f"The {dest.label} ({dest.path}) would overwrite the input {source}{part}: the input would be "
                     f"destroyed. Choose another file name for the {dest.label}.")
             other = claimed.get(real)
             if other is not None:
-                both = dest.path if real == _real(dest.path) else f"written to {real}"
+                both = dest.path if real == real_path(dest.path) else f"written to {real}"
                 raise OutputError(
                     f"The {other.label} and the {dest.label} are both {both}: one would be lost. Give each "
                     f"output its own file name.")
